@@ -1,0 +1,294 @@
+// weft check, weft test (with --watch) and weft dry-run.
+#include "engine/cli/commands.h"
+
+#include <sys/inotify.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "engine/cli/common.h"
+#include "engine/script/sandbox.h"
+#include "engine/workspace/fixtures.h"
+#include "engine/workspace/registry.h"
+#include "engine/workspace/schema.h"
+
+namespace weft::cli {
+namespace json = boost::json;
+namespace ws = weft::workspace;
+namespace fs = std::filesystem;
+
+void print_problems(const std::vector<ws::Problem>& problems) {
+  for (const auto& p : problems) std::fprintf(stderr, "error: %s\n", p.str().c_str());
+}
+
+// ---- check ---------------------------------------------------------------------------
+
+int run_check(const CheckOptions& o) {
+  fs::path workspace = o.workspace;
+  if (!fs::is_directory(workspace)) {
+    std::fprintf(stderr, "error: %s: not a folder\n", o.workspace.c_str());
+    return kConfigError;
+  }
+  if (ws::is_tenant_dir(workspace)) workspace = workspace.parent_path();
+  auto tenants = ws::list_tenants(workspace);
+  if (tenants.empty()) {
+    std::fprintf(stderr, "error: %s: no tenant folders (a folder with a tenant.json) found\n", workspace.c_str());
+    return kConfigError;
+  }
+  size_t bad = 0;
+  for (const auto& t : tenants) {
+    std::vector<ws::Problem> problems;
+    auto v = ws::build_version(workspace, t, false, &problems);
+    if (v) {
+      std::printf("ok    %s  (%zu flows, version %s)\n", t.c_str(), v->flows.size(), v->version.c_str());
+    } else {
+      ++bad;
+      std::printf("FAIL  %s\n", t.c_str());
+      print_problems(problems);
+    }
+  }
+  std::printf("%zu tenants checked, %zu with errors\n", tenants.size(), bad);
+  return bad ? kConfigError : kOk;
+}
+
+// ---- test ----------------------------------------------------------------------------
+
+namespace {
+
+struct TestTarget {
+  fs::path workspace;
+  std::string tenant;
+};
+
+std::vector<TestTarget> resolve_targets(const std::vector<std::string>& dirs, bool* ok) {
+  std::vector<TestTarget> out;
+  for (const auto& d : dirs) {
+    fs::path p = fs::weakly_canonical(d);
+    if (!fs::is_directory(p)) {
+      std::fprintf(stderr, "error: %s: not a folder\n", d.c_str());
+      *ok = false;
+      continue;
+    }
+    if (ws::is_tenant_dir(p)) {
+      out.push_back({p.parent_path(), p.filename().string()});
+      continue;
+    }
+    auto tenants = ws::list_tenants(p);
+    if (tenants.empty()) {
+      std::fprintf(stderr, "error: %s: no tenant folders (a folder with a tenant.json) found\n", d.c_str());
+      *ok = false;
+    }
+    for (const auto& t : tenants) out.push_back({p, t});
+  }
+  return out;
+}
+
+struct Tally {
+  size_t passed = 0, failed = 0, broken = 0;  // broken: tenants that could not load
+};
+
+// Runs the cases of one tenant; `only` limits them to some fixture files (watch mode).
+void test_tenant(const TestTarget& target, const std::string& flow, const std::set<std::string>* only,
+                 Tally& tally) {
+  std::vector<ws::Problem> problems;
+  auto t = ws::load_tenant(target.workspace, target.tenant, &problems);
+  std::unique_ptr<script::Sandbox> box;
+  if (t) {
+    std::string err;
+    box = script::Sandbox::create(t->code, &err);
+    if (!box) problems = ws::compile_check(*t);
+  }
+  if (!box) {
+    std::printf("ERROR %s: cannot run its cases\n", target.tenant.c_str());
+    for (const auto& p : problems) std::printf("      %s\n", p.str().c_str());
+    ++tally.broken;
+    return;
+  }
+  for (const auto& r : ws::run_fixtures(*t, *box, flow)) {
+    if (only && !only->count(r.c->file)) continue;
+    if (r.passed) {
+      ++tally.passed;
+      std::printf("PASS  %s  %s\n", r.c->file.c_str(), r.c->name.c_str());
+    } else {
+      ++tally.failed;
+      std::printf("FAIL  %s  %s\n", r.c->file.c_str(), r.c->name.c_str());
+      std::istringstream lines(r.detail);
+      std::string line;
+      while (std::getline(lines, line)) std::printf("        %s\n", line.c_str());
+    }
+  }
+}
+
+int run_once(const std::vector<TestTarget>& targets, const std::string& flow, Tally& tally) {
+  for (const auto& target : targets) test_tenant(target, flow, nullptr, tally);
+  std::printf("%zu passed, %zu failed\n", tally.passed, tally.failed);
+  std::fflush(stdout);
+  if (tally.broken) return kConfigError;
+  return tally.failed ? kRejected : kOk;
+}
+
+// Adds an inotify watch on `dir` and its subfolders; remembers which folder each watch is.
+void watch_tree(int fd, const fs::path& dir, std::map<int, fs::path>& wds) {
+  const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM;
+  int wd = inotify_add_watch(fd, dir.c_str(), mask);
+  if (wd >= 0) wds[wd] = dir;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory() && e.path().filename() != ".git") watch_tree(fd, e.path(), wds);
+}
+
+int watch_loop(const std::vector<TestTarget>& targets, const std::string& flow) {
+  int fd = inotify_init1(IN_CLOEXEC);
+  if (fd < 0) {
+    std::perror("inotify_init1");
+    return kConfigError;
+  }
+  std::map<int, fs::path> wds;
+  std::set<fs::path> roots;
+  for (const auto& t : targets) roots.insert(t.workspace);
+  for (const auto& r : roots) watch_tree(fd, r, wds);
+  std::printf("watching %zu folders for changes (Ctrl-C to stop)\n", wds.size());
+  std::fflush(stdout);
+  alignas(inotify_event) char buf[16384];
+  for (;;) {
+    std::set<fs::path> changed;
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, -1) < 0) continue;
+    // Collect a burst of events (editors write several files at once), then rerun once.
+    do {
+      ssize_t n = read(fd, buf, sizeof buf);
+      for (ssize_t i = 0; i < n;) {
+        auto* ev = reinterpret_cast<inotify_event*>(buf + i);
+        if (ev->len && wds.count(ev->wd)) {
+          fs::path p = wds[ev->wd] / ev->name;
+          if ((ev->mask & IN_CREATE) && fs::is_directory(p)) watch_tree(fd, p, wds);
+          std::string ext = p.extension().string();
+          if (ext == ".lua" || ext == ".json") changed.insert(p);
+        }
+        i += sizeof(inotify_event) + ev->len;
+      }
+    } while (poll(&pfd, 1, 150) > 0);
+    if (changed.empty()) continue;
+    // Affected cases: a fixture -> that case; a flow script or tenant.json -> the tenant's
+    // cases; a lib module -> every tenant of that workspace.
+    Tally tally;
+    std::printf("\n-- change: %s%s\n", changed.begin()->filename().c_str(),
+                changed.size() > 1 ? " and more" : "");
+    for (const auto& target : targets) {
+      fs::path tdir = target.workspace / target.tenant;
+      bool all = false;
+      std::set<std::string> only;
+      for (const auto& p : changed) {
+        auto rel = p.lexically_relative(target.workspace);
+        auto first = rel.begin() == rel.end() ? std::string() : rel.begin()->string();
+        if (first == "lib") all = true;
+        else if (first == target.tenant) {
+          auto inner = p.lexically_relative(tdir);
+          if (inner.begin() != inner.end() && inner.begin()->string() == "tests" && p.extension() == ".json")
+            only.insert(target.tenant + "/tests/" + p.filename().string());
+          else
+            all = true;
+        }
+      }
+      if (all) test_tenant(target, flow, nullptr, tally);
+      else if (!only.empty()) test_tenant(target, flow, &only, tally);
+    }
+    std::printf("%zu passed, %zu failed\n", tally.passed, tally.failed);
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int run_test(const TestOptions& o) {
+  bool ok = true;
+  auto targets = resolve_targets(o.dirs.empty() ? std::vector<std::string>{"."} : o.dirs, &ok);
+  if (!ok) return kConfigError;
+  Tally tally;
+  int rc = run_once(targets, o.flow, tally);
+  if (!o.watch) return rc;
+  return watch_loop(targets, o.flow);
+}
+
+// ---- dry-run -------------------------------------------------------------------------
+
+namespace {
+
+json::object note_json(const script::Note& n) {
+  json::object o{{"fn", n.fn}, {"input", n.input}};
+  if (n.reason.empty()) o["output"] = n.output;
+  else o["refused"] = n.reason;
+  return o;
+}
+
+}  // namespace
+
+int run_dry_run(const DryRunOptions& o) {
+  Loaded l;
+  if (int rc = load_flow(o.workspace, o.tenant, o.flow, o.context, &l); rc != kOk) return rc;
+  std::string text;
+  if (!read_input(o.input, &text)) return kConfigError;
+  std::vector<InputRecord> records = split_records(text);
+  const ws::Flow& flow = *l.version->flow(o.flow);
+  std::string schema_name = l.version->destination_schema(flow);
+  const ws::Schema* schema = ws::Schema::find(schema_name);
+  bool pretty = o.pretty || isatty(STDOUT_FILENO);
+  size_t rejected = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const InputRecord& r = records[i];
+    json::object out{{"record", i + 1}, {"tenant", o.tenant}, {"flow", o.flow},
+                     {"script_version", l.version->version}};
+    if (!r.error.empty()) {
+      ++rejected;
+      out["status"] = "rejected";
+      out["error"] = "invalid_input";
+      out["reason"] = r.error;
+    } else {
+      script::CallContext ctx = l.context;
+      ctx.correlation_id = "dry-run:" + std::to_string(i + 1);
+      script::Outcome res = l.box->map(o.flow, r.value, ctx, {true});
+      json::array notes;
+      for (const auto& n : res.notes) notes.push_back(note_json(n));
+      if (res.kind == script::Outcome::Kind::ok) {
+        json::value payload = json::parse(res.payload);
+        out["status"] = "ok";
+        out["payload"] = payload;
+        json::object validation{{"schema", schema ? json::value(schema_name) : json::value(nullptr)}};
+        json::array errors;
+        if (schema)
+          for (const auto& issue : schema->validate(payload))
+            errors.push_back(json::object{{"path", issue.path}, {"message", issue.message}});
+        validation["valid"] = errors.empty();
+        validation["errors"] = std::move(errors);
+        if (!schema) validation["note"] = "no schema for " + flow.destination_system + " " + flow.destination_entity;
+        else if (!validation["valid"].as_bool()) ++rejected;
+        out["validation"] = std::move(validation);
+      } else if (res.kind == script::Outcome::Kind::skipped) {
+        out["status"] = "skipped";
+      } else {
+        ++rejected;
+        out["status"] = "rejected";
+        out["error"] = res.error;
+        out["reason"] = res.reason;
+        if (!res.where.file.empty()) out["where"] = res.where.str();
+        if (!res.fields.empty()) out["fields"] = res.fields;
+      }
+      out["notes"] = std::move(notes);
+    }
+    std::string s = pretty ? pretty_json(out) : script::to_json_text(out);
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fputc('\n', stdout);
+  }
+  std::fprintf(stderr, "%zu records: %zu ok, %zu rejected (script version %s)\n", records.size(),
+               records.size() - rejected, rejected, l.version->version.c_str());
+  return rejected ? kRejected : kOk;
+}
+
+}  // namespace weft::cli

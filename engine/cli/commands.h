@@ -1,0 +1,48 @@
+#pragma once
+// The weft subcommands. Each returns the process exit code:
+// 0 ok, 1 records rejected / tests failed, 2 usage, configuration or script compile error.
+#include <string>
+#include <vector>
+
+namespace weft::cli {
+
+constexpr int kOk = 0;
+constexpr int kRejected = 1;
+constexpr int kConfigError = 2;
+
+struct CheckOptions {
+  std::string workspace = ".";
+};
+int run_check(const CheckOptions& o);
+
+struct TestOptions {
+  std::vector<std::string> dirs;  // workspaces or tenant folders; default "."
+  std::string flow;               // only this flow's cases
+  bool watch = false;
+};
+int run_test(const TestOptions& o);
+
+struct DryRunOptions {
+  std::string workspace = ".";
+  std::string tenant;
+  std::string flow;
+  std::string input = "-";
+  std::string context;            // JSON object merged over the flow's context
+  bool pretty = false;            // indent the output (default when stdout is a terminal)
+};
+int run_dry_run(const DryRunOptions& o);
+
+struct MapOptions {
+  std::string workspace = ".";
+  std::string tenant;
+  std::string flow;
+  std::string input = "-";
+  std::string output = "-";
+  std::string rejects;            // empty: rejects are only counted
+  std::string context;
+  int workers = 1;
+  int batch = 512;                // records per unit of work
+};
+int run_map(const MapOptions& o);
+
+}  // namespace weft::cli

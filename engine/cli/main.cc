@@ -1,0 +1,80 @@
+// The `weft` command line: argument parsing only; the work is in commands.h.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "engine/cli/commands.h"
+
+int main(int argc, char** argv) {
+  using namespace weft::cli;
+  CLI::App app{
+      "weft: an integration engine for commerce data.\n"
+      "Lua mappings per tenant, tested with fixtures and dry-runs before they touch an API.",
+      "weft"};
+  app.set_version_flag("--version", std::string("weft ") + WEFT_VERSION);
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  CheckOptions check;
+  auto* c = app.add_subcommand("check", "Validate every tenant.json and compile every flow script.\n"
+                                        "Prints file:line errors; exit 2 if there are any.");
+  c->add_option("--workspace,workspace", check.workspace, "workspace folder (default: .)");
+
+  TestOptions test;
+  auto* t = app.add_subcommand("test", "Run fixture cases (<tenant>/tests/*.json) and print a diff for each\n"
+                                       "mismatch; ends with 'N passed, N failed'; exit 1 if any failed.");
+  t->add_option("dirs", test.dirs, "workspaces or tenant folders (default: .)");
+  t->add_option("--flow", test.flow, "only the cases of this flow");
+  t->add_flag("--watch", test.watch, "rerun the affected cases whenever a script, lib module or fixture changes");
+
+  DryRunOptions dry;
+  auto* d = app.add_subcommand("dry-run", "Map records with a flow and print, per record, the payload, the\n"
+                                          "normalization notes and the destination-schema validation as JSON.\n"
+                                          "No network, no writes. Exit 1 if any record was rejected.");
+  d->add_option("--workspace", dry.workspace, "workspace folder (default: .)");
+  d->add_option("--tenant", dry.tenant, "tenant folder name")->required();
+  d->add_option("--flow", dry.flow, "flow name from tenant.json")->required();
+  d->add_option("--input", dry.input, "a JSON record, a JSON array of records, or NDJSON; - for stdin")->required();
+  d->add_option("--context", dry.context, "JSON object merged over the flow's context, e.g. '{\"locale\":\"sv-SE\"}'");
+  d->add_flag("--pretty", dry.pretty, "indent the output (the default on a terminal)");
+
+  MapOptions map;
+  auto* m = app.add_subcommand("map", "Map an NDJSON stream: one payload per line out (input order kept),\n"
+                                      "rejections with their reasons to --rejects. Memory stays bounded\n"
+                                      "whatever the input size. Exit 1 if any record was rejected.");
+  m->add_option("--workspace", map.workspace, "workspace folder (default: .)");
+  m->add_option("--tenant", map.tenant, "tenant folder name")->required();
+  m->add_option("--flow", map.flow, "flow name from tenant.json")->required();
+  m->add_option("--input", map.input, "NDJSON input file; - for stdin (default)");
+  m->add_option("--output", map.output, "NDJSON output file; - for stdout (default)");
+  m->add_option("--rejects", map.rejects, "NDJSON file for rejected records, with reasons");
+  m->add_option("--context", map.context, "JSON object merged over the flow's context");
+  m->add_option("--workers", map.workers, "mapping threads, each with its own Lua state (default 1)")
+      ->check(CLI::Range(1, 64));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kConfigError;
+  }
+
+  auto logger = spdlog::stderr_color_mt("weft");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  if (*c) return run_check(check);
+  if (*t) return run_test(test);
+  if (*d) return run_dry_run(dry);
+  if (*m) return run_map(map);
+  return kConfigError;
+}

@@ -1,0 +1,94 @@
+#pragma once
+// Internal to engine/script: the state shared by the Lua glue files (sandbox.cc,
+// lua_json.cc, lua_pattern.cc, lua_norm.cc). Nothing outside engine/script includes this.
+#include <lua.hpp>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "engine/script/sandbox.h"
+
+namespace weft::script {
+
+using Clock = std::chrono::steady_clock;
+
+struct Sandbox::Impl {
+  lua_State* L = nullptr;
+  TenantCode code;
+
+  // Memory: the allocator counts every byte of the state; past `heap_limit` it refuses.
+  std::size_t heap_used = 0;
+  std::size_t heap_limit = 0;
+  bool memory_hit = false;       // set by the allocator, cleared per call
+  bool enforce = false;          // the cap applies while script code runs, not to host setup
+
+  // CPU: a count hook compares the clock with `deadline` while `armed`.
+  Clock::time_point deadline{};
+  bool armed = false;
+  bool cpu_hit = false;          // sticky for the call: a script's pcall cannot clear it
+  Location limit_where;          // where the limit hit
+
+  // Record views made in call N carry generation N; the call's end bumps it.
+  uint32_t generation = 1;
+
+  // Per call: what reject()/skip() asked for (flags, so a script's pcall cannot swallow them).
+  bool rejected = false;
+  bool skipped = false;
+  std::string reject_reason;
+  boost::json::object reject_fields;
+  Location reject_where;
+  Location error_where;          // first script frame of the last error (set by the handler)
+  std::vector<Note>* notes = nullptr;
+
+  // For log lines.
+  std::string current_flow;
+  std::string correlation_id;
+
+  // Registry references.
+  int view_mt = LUA_NOREF;       // metatable of record views
+  int array_mt = LUA_NOREF;      // marker metatable of json.array tables
+  int base_env = LUA_NOREF;      // read-only globals every module's environment inherits
+  int loaded = LUA_NOREF;        // require() cache: module name -> value
+  int traceback = LUA_NOREF;     // message handler that records the script location
+  std::map<std::string, int> map_fns;  // flow -> its map function
+  int ctx_ref = LUA_NOREF;       // last ctx table, reused while the context is the same
+  std::string ctx_key;           // serialized context of ctx_ref
+};
+
+// The Impl behind a state (the allocator's userdata; cheap to fetch).
+inline Sandbox::Impl* impl_of(lua_State* L) {
+  void* ud = nullptr;
+  lua_getallocf(L, &ud);
+  return static_cast<Sandbox::Impl*>(ud);
+}
+
+// Raises the CPU-limit error if the deadline passed (used by C functions the hook cannot
+// interrupt, such as pattern matching). Does not return when the limit is hit.
+void check_deadline(lua_State* L);
+// Marks the limit as hit, keeps the hook firing on every instruction, raises the error.
+[[noreturn]] void raise_cpu_limit(lua_State* L);
+
+// lua_json.cc
+void open_json(lua_State* L, Sandbox::Impl* I);   // leaves the `json` table on the stack
+void push_view(lua_State* L, const boost::json::value* v);   // read-only record view
+const boost::json::value* to_view(lua_State* L, int idx);  // nullptr if not a live view (raises if dead)
+bool is_view(lua_State* L, int idx);
+void push_value(lua_State* L, const boost::json::value& v);  // deep copy into plain Lua values
+// Lua value -> compact JSON (object keys sorted). On failure returns false and sets *err to
+// "path: problem" (e.g. "identifiers[2].id: string is not valid UTF-8").
+bool write_json(lua_State* L, int idx, std::string& out, std::string* err);
+extern char json_null_key;  // address used as the json.null light userdata
+int lua_pairs(lua_State* L);   // pairs/ipairs that also walk record views
+int lua_ipairs(lua_State* L);
+// Reads t[key] for a table or a view; pushes the value (nil if absent).
+void get_field(lua_State* L, int idx, const char* key, std::size_t len);
+
+// lua_pattern.cc: string.find/match/gmatch/gsub with a step budget tied to the deadline.
+void register_bounded_patterns(lua_State* L, int string_table_idx);
+
+// lua_norm.cc
+void open_norm(lua_State* L);  // leaves the `norm` table on the stack
+
+}  // namespace weft::script

@@ -1,0 +1,570 @@
+// JSON <-> Lua: record views (read-only, lazily read), the `json` library, and the
+// serializer that turns what `map` returns into JSON text.
+//
+// Rules (README "The Lua API" documents them for script writers):
+//  - JSON null and absent fields read as nil; integers beyond 2^53 read as strings.
+//  - Output: keys 1..n -> array, string keys -> object, empty -> {} unless json.array().
+//  - Whole numbers within 2^53 are written as integers; NaN/inf and invalid UTF-8 refused.
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+
+#include "engine/script/lua_glue.h"
+
+namespace weft::script {
+namespace json = boost::json;
+
+char json_null_key = 0;
+
+namespace {
+
+constexpr double kMaxExactInt = 9007199254740992.0;  // 2^53
+constexpr int kMaxDepth = 64;
+
+struct View {
+  const json::value* v;
+  uint32_t generation;
+};
+
+// Pushes a JSON scalar, or a view for containers.
+void push_node(lua_State* L, const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null: lua_pushnil(L); return;
+    case json::kind::bool_: lua_pushboolean(L, v.get_bool()); return;
+    case json::kind::double_: lua_pushnumber(L, v.get_double()); return;
+    case json::kind::int64: {
+      int64_t i = v.get_int64();
+      if (i > -9007199254740992LL && i < 9007199254740992LL) {
+        lua_pushnumber(L, static_cast<double>(i));
+      } else {  // exact digits rather than a rounded double
+        char buf[24];
+        auto r = std::to_chars(buf, buf + sizeof buf, i);
+        lua_pushlstring(L, buf, r.ptr - buf);
+      }
+      return;
+    }
+    case json::kind::uint64: {
+      uint64_t u = v.get_uint64();
+      if (u < 9007199254740992ULL) {
+        lua_pushnumber(L, static_cast<double>(u));
+      } else {
+        char buf[24];
+        auto r = std::to_chars(buf, buf + sizeof buf, u);
+        lua_pushlstring(L, buf, r.ptr - buf);
+      }
+      return;
+    }
+    case json::kind::string: {
+      const auto& s = v.get_string();
+      lua_pushlstring(L, s.data(), s.size());
+      return;
+    }
+    case json::kind::array:
+    case json::kind::object: push_view(L, &v); return;
+  }
+}
+
+View* check_view(lua_State* L, int idx) {
+  auto* vw = static_cast<View*>(lua_touserdata(L, idx));
+  if (vw == nullptr) luaL_error(L, "expected a record view");
+  if (vw->generation != impl_of(L)->generation)
+    luaL_error(L, "record used after its map call returned (keep values, not the record)");
+  return vw;
+}
+
+int view_index(lua_State* L) {
+  const json::value& v = *check_view(L, 1)->v;
+  if (v.is_object()) {
+    size_t n;
+    const char* k = lua_tolstring(L, 2, &n);
+    if (k == nullptr || lua_type(L, 2) != LUA_TSTRING) { lua_pushnil(L); return 1; }
+    const auto& o = v.get_object();
+    auto it = o.find(json::string_view(k, n));
+    if (it == o.end()) lua_pushnil(L);
+    else push_node(L, it->value());
+    return 1;
+  }
+  const auto& a = v.get_array();
+  if (lua_type(L, 2) != LUA_TNUMBER) { lua_pushnil(L); return 1; }
+  double d = lua_tonumber(L, 2);
+  if (d >= 1 && d <= static_cast<double>(a.size()) && d == std::floor(d))
+    push_node(L, a[static_cast<size_t>(d) - 1]);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+int view_newindex(lua_State* L) {
+  check_view(L, 1);
+  return luaL_error(L, "records are read-only: copy values into your own table (json.copy)");
+}
+
+int view_len(lua_State* L) {
+  const json::value& v = *check_view(L, 1)->v;
+  lua_pushinteger(L, v.is_array() ? static_cast<lua_Integer>(v.get_array().size()) : 0);
+  return 1;
+}
+
+int view_tostring(lua_State* L) {
+  const json::value& v = *check_view(L, 1)->v;
+  std::string s = to_json_text(v);
+  lua_pushlstring(L, s.data(), s.size());
+  return 1;
+}
+
+// Iterator closure for pairs/ipairs over a view: upvalue 1 = view, 2 = next index (0-based).
+int view_next(lua_State* L) {
+  const json::value& v = *check_view(L, lua_upvalueindex(1))->v;
+  size_t i = static_cast<size_t>(lua_tonumber(L, lua_upvalueindex(2)));
+  if (v.is_object()) {
+    const auto& o = v.get_object();
+    if (i >= o.size()) return 0;
+    const auto& kv = o.begin()[i];
+    lua_pushnumber(L, static_cast<double>(i + 1));
+    lua_replace(L, lua_upvalueindex(2));
+    lua_pushlstring(L, kv.key().data(), kv.key().size());
+    push_node(L, kv.value());
+    if (lua_isnil(L, -1)) {  // a null field: keep walking rather than end the loop early
+      lua_pop(L, 2);
+      return view_next(L);
+    }
+    return 2;
+  }
+  const auto& a = v.get_array();
+  if (i >= a.size()) return 0;
+  lua_pushnumber(L, static_cast<double>(i + 1));
+  lua_replace(L, lua_upvalueindex(2));
+  lua_pushnumber(L, static_cast<double>(i + 1));
+  push_node(L, a[i]);
+  if (lua_isnil(L, -1)) {  // ipairs semantics: a null element ends the walk, as in Lua
+    lua_pop(L, 2);
+    return 0;
+  }
+  return 2;
+}
+
+// ---- Lua -> JSON ---------------------------------------------------------------------
+
+void append_escaped(std::string& out, const char* s, size_t n) {
+  out.push_back('"');
+  size_t start = 0;
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s + start, i - start);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default: {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        out += buf;
+      }
+    }
+    start = i + 1;
+  }
+  out.append(s + start, n - start);
+  out.push_back('"');
+}
+
+bool append_number(std::string& out, double d) {
+  if (!std::isfinite(d)) return false;
+  char buf[32];
+  if (d == std::floor(d) && std::fabs(d) < kMaxExactInt) {
+    auto r = std::to_chars(buf, buf + sizeof buf, static_cast<long long>(d));
+    out.append(buf, r.ptr - buf);
+  } else {
+    auto r = std::to_chars(buf, buf + sizeof buf, d);  // shortest round-trip form
+    out.append(buf, r.ptr - buf);
+  }
+  return true;
+}
+
+struct Writer {
+  lua_State* L;
+  std::string& out;
+  // Path of the value being written, kept as segments and turned into text only on error.
+  struct Seg { const char* key; size_t len; size_t index; };
+  std::vector<Seg> path;
+  std::string err;
+  int array_mt;
+
+  bool fail(const std::string& what) {
+    std::string p;
+    for (const Seg& s : path) {
+      if (s.key) { if (!p.empty()) p += '.'; p.append(s.key, s.len); }
+      else p += "[" + std::to_string(s.index) + "]";
+    }
+    err = (p.empty() ? std::string("(result)") : p) + ": " + what;
+    return false;
+  }
+
+  bool value(int idx, int depth) {
+    switch (lua_type(L, idx)) {
+      case LUA_TNIL: out += "null"; return true;
+      case LUA_TBOOLEAN: out += lua_toboolean(L, idx) ? "true" : "false"; return true;
+      case LUA_TNUMBER:
+        if (!append_number(out, lua_tonumber(L, idx))) return fail("number is NaN or infinite");
+        return true;
+      case LUA_TSTRING: {
+        size_t n;
+        const char* s = lua_tolstring(L, idx, &n);
+        if (!valid_utf8(std::string_view(s, n))) return fail("string is not valid UTF-8");
+        append_escaped(out, s, n);
+        return true;
+      }
+      case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == &json_null_key) { out += "null"; return true; }
+        return fail("unsupported value (light userdata)");
+      case LUA_TUSERDATA:
+        if (is_view(L, idx)) {
+          const json::value* v = to_view(L, idx);
+          out += to_json_text(*v);
+          return true;
+        }
+        return fail("unsupported value (userdata)");
+      case LUA_TTABLE:
+        if (depth >= kMaxDepth) return fail("nested deeper than 64 levels (a cycle?)");
+        return table(idx, depth + 1);
+      default:
+        return fail(std::string("cannot be JSON: ") + lua_typename(L, lua_type(L, idx)));
+    }
+  }
+
+  bool marked_array(int idx) {
+    if (!lua_getmetatable(L, idx)) return false;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, array_mt);
+    bool yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return yes;
+  }
+
+  bool table(int idx, int depth) {
+    if (idx < 0) idx = lua_gettop(L) + idx + 1;
+    luaL_checkstack(L, 8, "json nesting");
+    // One pass to classify: count keys, remember string keys for sorting.
+    size_t count = 0, n_string = 0;
+    double max_int = 0;
+    bool non_key = false;
+    std::vector<std::pair<const char*, size_t>> keys;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+      lua_pop(L, 1);
+      ++count;
+      int kt = lua_type(L, -1);
+      if (kt == LUA_TSTRING) {
+        size_t n;
+        const char* k = lua_tolstring(L, -1, &n);  // anchored by the table while we write
+        keys.emplace_back(k, n);
+        ++n_string;
+      } else if (kt == LUA_TNUMBER) {
+        double d = lua_tonumber(L, -1);
+        if (d >= 1 && d == std::floor(d)) max_int = std::max(max_int, d);
+        else non_key = true;
+      } else {
+        non_key = true;
+      }
+    }
+    if (non_key) return fail("table has a key that is neither a string nor 1..n");
+    if (n_string > 0 && n_string < count) return fail("table mixes string keys and array items");
+    if (n_string == 0 && (count > 0 || marked_array(idx))) {
+      if (max_int != static_cast<double>(count))
+        return fail("array has holes (nil items); use json.null for a null item");
+      out.push_back('[');
+      path.push_back({nullptr, 0, 0});
+      for (size_t i = 1; i <= count; ++i) {
+        if (i > 1) out.push_back(',');
+        path.back().index = i;
+        lua_rawgeti(L, idx, static_cast<int>(i));
+        bool ok = value(-1, depth);
+        lua_pop(L, 1);
+        if (!ok) return false;
+      }
+      path.pop_back();
+      out.push_back(']');
+      return true;
+    }
+    std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) {
+      int c = std::memcmp(a.first, b.first, std::min(a.second, b.second));
+      return c != 0 ? c < 0 : a.second < b.second;
+    });
+    out.push_back('{');
+    bool first = true;
+    for (const auto& [k, n] : keys) {
+      if (!valid_utf8(std::string_view(k, n))) return fail("key is not valid UTF-8");
+      if (!first) out.push_back(',');
+      first = false;
+      append_escaped(out, k, n);
+      out.push_back(':');
+      path.push_back({k, n, 0});
+      lua_pushlstring(L, k, n);
+      lua_rawget(L, idx);
+      bool ok = value(-1, depth);
+      lua_pop(L, 1);
+      if (!ok) return false;
+      path.pop_back();
+    }
+    out.push_back('}');
+    return true;
+  }
+};
+
+// ---- the json library ----------------------------------------------------------------
+
+int l_encode(lua_State* L) {
+  luaL_checkany(L, 1);
+  std::string out, err;
+  if (!write_json(L, 1, out, &err)) return luaL_error(L, "json.encode: %s", err.c_str());
+  lua_pushlstring(L, out.data(), out.size());
+  return 1;
+}
+
+int l_decode(lua_State* L) {
+  size_t n;
+  const char* s = luaL_checklstring(L, 1, &n);
+  json::value v;
+  try {
+    json::parse_options opt;
+    opt.max_depth = kMaxDepth;
+    std::error_code ec;
+    v = json::parse(json::string_view(s, n), ec, {}, opt);
+    if (ec) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "invalid JSON: %s", ec.message().c_str());
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    return luaL_error(L, "json.decode: %s", e.what());
+  }
+  push_value(L, v);
+  return 1;
+}
+
+int l_array(lua_State* L) {
+  if (lua_isnoneornil(L, 1)) lua_newtable(L);
+  else luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->array_mt);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+int l_has(lua_State* L) {
+  size_t n;
+  const char* k = luaL_checklstring(L, 2, &n);
+  if (is_view(L, 1)) {
+    const json::value* v = to_view(L, 1);
+    lua_pushboolean(L, v->is_object() && v->get_object().contains(json::string_view(k, n)));
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, 1);
+  lua_pushboolean(L, !lua_isnil(L, -1));
+  return 1;
+}
+
+int l_copy(lua_State* L) {
+  if (is_view(L, 1)) {
+    push_value(L, *to_view(L, 1));
+    return 1;
+  }
+  lua_settop(L, 1);  // plain values copy as themselves
+  return 1;
+}
+
+}  // namespace
+
+// ---- shared entry points -------------------------------------------------------------
+
+void push_view(lua_State* L, const json::value* v) {
+  auto* vw = static_cast<View*>(lua_newuserdata(L, sizeof(View)));
+  vw->v = v;
+  Sandbox::Impl* I = impl_of(L);
+  vw->generation = I->generation;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, I->view_mt);
+  lua_setmetatable(L, -2);
+}
+
+bool is_view(lua_State* L, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->view_mt);
+  bool yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return yes;
+}
+
+const json::value* to_view(lua_State* L, int idx) {
+  if (!is_view(L, idx)) return nullptr;
+  return check_view(L, idx)->v;
+}
+
+void push_value(lua_State* L, const json::value& v) {
+  luaL_checkstack(L, 4, "json nesting");
+  if (v.is_object()) {
+    const auto& o = v.get_object();
+    lua_createtable(L, 0, static_cast<int>(o.size()));
+    for (const auto& kv : o) {
+      if (kv.value().is_null()) continue;  // null fields read as nil, as on views
+      lua_pushlstring(L, kv.key().data(), kv.key().size());
+      push_value(L, kv.value());
+      lua_rawset(L, -3);
+    }
+  } else if (v.is_array()) {
+    const auto& a = v.get_array();
+    lua_createtable(L, static_cast<int>(a.size()), 0);
+    int i = 0;
+    for (const auto& e : a) {
+      if (e.is_null()) lua_pushlightuserdata(L, &json_null_key);  // keep positions
+      else push_value(L, e);
+      lua_rawseti(L, -2, ++i);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->array_mt);  // [] stays [] on the way out
+    lua_setmetatable(L, -2);
+  } else {
+    push_node(L, v);
+  }
+}
+
+bool write_json(lua_State* L, int idx, std::string& out, std::string* err) {
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  Writer w{L, out, {}, {}, impl_of(L)->array_mt};
+  if (w.value(idx, 0)) return true;
+  if (err) *err = w.err;
+  return false;
+}
+
+void get_field(lua_State* L, int idx, const char* key, std::size_t len) {
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  if (lua_istable(L, idx)) {
+    lua_pushlstring(L, key, len);
+    lua_rawget(L, idx);
+    return;
+  }
+  if (const json::value* v = to_view(L, idx); v && v->is_object()) {
+    auto it = v->get_object().find(json::string_view(key, len));
+    if (it != v->get_object().end()) { push_node(L, it->value()); return; }
+  }
+  lua_pushnil(L);
+}
+
+int lua_pairs(lua_State* L) {
+  if (is_view(L, 1)) {
+    to_view(L, 1);  // raises if dead
+    lua_pushvalue(L, 1);
+    lua_pushnumber(L, 0);
+    lua_pushcclosure(L, view_next, 2);
+    return 1;
+  }
+  // Plain tables: the original pairs (upvalue 1).
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+int lua_ipairs(lua_State* L) { return lua_pairs(L); }
+
+void open_json(lua_State* L, Sandbox::Impl* I) {
+  // The view metatable: locked, so scripts cannot reach or replace it.
+  lua_newtable(L);
+  lua_pushcfunction(L, view_index);    lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, view_newindex); lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, view_len);      lua_setfield(L, -2, "__len");
+  lua_pushcfunction(L, view_tostring); lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "record");        lua_setfield(L, -2, "__metatable");
+  I->view_mt = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_newtable(L);
+  lua_pushliteral(L, "json.array");    lua_setfield(L, -2, "__metatable");
+  I->array_mt = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_newtable(L);
+  lua_pushcfunction(L, l_encode); lua_setfield(L, -2, "encode");
+  lua_pushcfunction(L, l_decode); lua_setfield(L, -2, "decode");
+  lua_pushcfunction(L, l_array);  lua_setfield(L, -2, "array");
+  lua_pushcfunction(L, l_has);    lua_setfield(L, -2, "has");
+  lua_pushcfunction(L, l_copy);   lua_setfield(L, -2, "copy");
+  lua_pushlightuserdata(L, &json_null_key); lua_setfield(L, -2, "null");
+}
+
+// ---- Lua-free helpers ----------------------------------------------------------------
+
+namespace {
+void write_sorted(const json::value& v, std::string& out) {
+  switch (v.kind()) {
+    case json::kind::object: {
+      const auto& o = v.get_object();
+      std::vector<const json::key_value_pair*> kv;
+      kv.reserve(o.size());
+      for (const auto& p : o) kv.push_back(&p);
+      std::sort(kv.begin(), kv.end(), [](auto* a, auto* b) { return a->key() < b->key(); });
+      out.push_back('{');
+      for (size_t i = 0; i < kv.size(); ++i) {
+        if (i) out.push_back(',');
+        append_escaped(out, kv[i]->key().data(), kv[i]->key().size());
+        out.push_back(':');
+        write_sorted(kv[i]->value(), out);
+      }
+      out.push_back('}');
+      return;
+    }
+    case json::kind::array: {
+      out.push_back('[');
+      bool first = true;
+      for (const auto& e : v.get_array()) {
+        if (!first) out.push_back(',');
+        first = false;
+        write_sorted(e, out);
+      }
+      out.push_back(']');
+      return;
+    }
+    case json::kind::string:
+      append_escaped(out, v.get_string().data(), v.get_string().size());
+      return;
+    default:
+      out += json::serialize(v);
+  }
+}
+}  // namespace
+
+std::string to_json_text(const json::value& v) {
+  std::string out;
+  write_sorted(v, out);
+  return out;
+}
+
+bool valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t n = s.size(), i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    if (c < 0x80) { ++i; continue; }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    // overlong forms, surrogates, beyond U+10FFFF
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+}  // namespace weft::script

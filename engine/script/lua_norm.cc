@@ -1,0 +1,211 @@
+// The Lua `norm` library: thin bindings over engine/script/norm.h, plus enum and locale,
+// which work on Lua tables. Every function returns the value, or nil and a reason; in a
+// dry-run each change or refusal is recorded as a note.
+#include <algorithm>
+#include <cmath>
+
+#include "engine/script/lua_glue.h"
+#include "engine/script/norm.h"
+
+namespace weft::script {
+namespace {
+
+std::string arg_text(lua_State* L, int idx) {
+  if (lua_isstring(L, idx)) return lua_tostring(L, idx);
+  if (lua_isnoneornil(L, idx)) return "nil";
+  return luaL_typename(L, idx);
+}
+
+void note(lua_State* L, const char* fn, int arg, const std::string& output, const std::string& reason) {
+  Sandbox::Impl* I = impl_of(L);
+  if (I->notes == nullptr) return;
+  std::string input = arg_text(L, arg);
+  if (reason.empty() && input == output) return;  // unchanged: nothing to say
+  I->notes->push_back({fn, std::move(input), output, reason});
+}
+
+int fail(lua_State* L, const char* fn, int arg, const std::string& reason) {
+  note(L, fn, arg, "", reason);
+  lua_pushnil(L);
+  lua_pushlstring(L, reason.data(), reason.size());
+  return 2;
+}
+
+int give(lua_State* L, const char* fn, int arg, const norm::Result& r) {
+  if (!r.ok()) return fail(L, fn, arg, r.reason);
+  note(L, fn, arg, *r.value, "");
+  lua_pushlstring(L, r.value->data(), r.value->size());
+  return 1;
+}
+
+// Most functions take one string; nil and non-strings are refused with a reason.
+bool string_arg(lua_State* L, int idx, std::string_view* out) {
+  if (lua_type(L, idx) != LUA_TSTRING) return false;
+  size_t n;
+  const char* s = lua_tolstring(L, idx, &n);
+  *out = std::string_view(s, n);
+  return true;
+}
+
+int missing(lua_State* L, const char* fn) {
+  return fail(L, fn, 1, lua_isnoneornil(L, 1) ? "no value" : std::string("expected a string, got a ") + luaL_typename(L, 1));
+}
+
+template <norm::Result (*F)(std::string_view)>
+int unary(lua_State* L, const char* fn) {
+  std::string_view s;
+  if (!string_arg(L, 1, &s)) return missing(L, fn);
+  return give(L, fn, 1, F(s));
+}
+
+int l_trim(lua_State* L) {
+  std::string_view s;
+  if (!string_arg(L, 1, &s)) return missing(L, "trim");
+  std::string t = norm::trim(s);
+  lua_pushlstring(L, t.data(), t.size());
+  return 1;
+}
+int l_lower(lua_State* L) { return unary<norm::lower>(L, "lower"); }
+int l_email(lua_State* L) { return unary<norm::email>(L, "email"); }
+int l_date(lua_State* L) { return unary<norm::date>(L, "date"); }
+int l_country(lua_State* L) { return unary<norm::country>(L, "country"); }
+
+int l_phone(lua_State* L) {
+  std::string_view s, region;
+  if (lua_type(L, 1) == LUA_TNUMBER) lua_tostring(L, 1);  // a number typed as digits
+  if (!string_arg(L, 1, &s)) return missing(L, "phone");
+  if (!lua_isnoneornil(L, 2) && !string_arg(L, 2, &region))
+    return fail(L, "phone", 1, "region must be a two-letter country code");
+  return give(L, "phone", 1, norm::phone(s, region));
+}
+
+int l_datetime(lua_State* L) {
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    double d = lua_tonumber(L, 1);
+    if (d != std::floor(d) || std::fabs(d) > 1e16) return fail(L, "datetime", 1, "epoch milliseconds must be a whole number");
+    return give(L, "datetime", 1, norm::datetime_ms(static_cast<int64_t>(d)));
+  }
+  return unary<norm::datetime>(L, "datetime");
+}
+
+int l_money(lua_State* L) {
+  double cents, digits;
+  if (lua_istable(L, 1) || is_view(L, 1)) {  // a money object {centAmount, fractionDigits}
+    get_field(L, 1, "centAmount", 10);
+    get_field(L, 1, "fractionDigits", 14);
+    if (lua_type(L, -2) != LUA_TNUMBER) return fail(L, "money", 1, "money object has no numeric centAmount");
+    cents = lua_tonumber(L, -2);
+    digits = lua_isnil(L, -1) ? 2 : lua_tonumber(L, -1);
+    lua_pop(L, 2);
+  } else {
+    if (lua_type(L, 1) != LUA_TNUMBER) return fail(L, "money", 1, lua_isnoneornil(L, 1) ? "no value" : "cent amount must be a number");
+    cents = lua_tonumber(L, 1);
+    digits = lua_isnoneornil(L, 2) ? 2 : luaL_checknumber(L, 2);
+  }
+  if (cents != std::floor(cents)) return fail(L, "money", 1, "cent amount must be a whole number");
+  std::string reason;
+  auto v = norm::money(static_cast<int64_t>(cents), static_cast<int>(digits), &reason);
+  if (!v) return fail(L, "money", 1, reason);
+  lua_pushnumber(L, *v);
+  return 1;
+}
+
+// Case-insensitive ASCII/Unicode comparison key.
+std::string fold(std::string_view s) {
+  auto r = norm::lower(norm::trim(s));
+  return r.ok() ? *r.value : std::string(s);
+}
+
+// norm.enum(value, map, default): map is {from = to, ...} or a list of allowed values.
+int l_enum(lua_State* L) {
+  luaL_checktype(L, 2, LUA_TTABLE);
+  bool has_default = lua_gettop(L) >= 3 && !lua_isnil(L, 3);
+  std::string_view v;
+  if (!string_arg(L, 1, &v)) {
+    if (has_default) { lua_pushvalue(L, 3); return 1; }
+    return missing(L, "enum");
+  }
+  std::string want = fold(v);
+  std::string known;
+  bool is_list = (lua_objlen(L, 2) > 0);
+  lua_pushnil(L);
+  while (lua_next(L, 2) != 0) {
+    int cand = is_list ? -1 : -2;  // lists compare the values, maps the keys
+    if (lua_type(L, cand) == LUA_TSTRING) {
+      size_t n;
+      const char* c = lua_tolstring(L, cand, &n);
+      if (fold(std::string_view(c, n)) == want) {
+        if (is_list) lua_pushvalue(L, -1);
+        else lua_pushvalue(L, -1);
+        std::string out = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+        note(L, "enum", 1, out, "");
+        return 1;
+      }
+      if (known.size() < 200) known += (known.empty() ? "" : ", ") + std::string(c, n);
+    }
+    lua_pop(L, 1);
+  }
+  if (has_default) {
+    note(L, "enum", 1, arg_text(L, 3), "");
+    lua_pushvalue(L, 3);
+    return 1;
+  }
+  return fail(L, "enum", 1, "unknown value '" + std::string(v) + "' (expected one of " + known + ")");
+}
+
+// norm.locale(localized, wanted, fallbacks): wanted, its language, then each fallback.
+int l_locale(lua_State* L) {
+  if (!lua_istable(L, 1) && !is_view(L, 1)) {
+    if (lua_isnoneornil(L, 1)) return fail(L, "locale", 1, "no value");
+    return fail(L, "locale", 1, "expected a localized object, got a " + std::string(luaL_typename(L, 1)));
+  }
+  std::vector<std::string> tries;
+  auto add = [&](const std::string& loc) {
+    if (loc.empty()) return;
+    if (std::find(tries.begin(), tries.end(), loc) == tries.end()) tries.push_back(loc);
+    auto dash = loc.find_first_of("-_");
+    if (dash != std::string::npos) {
+      std::string lang = loc.substr(0, dash);
+      if (std::find(tries.begin(), tries.end(), lang) == tries.end()) tries.push_back(lang);
+    }
+  };
+  if (lua_isstring(L, 2)) add(lua_tostring(L, 2));
+  if (lua_isstring(L, 3)) {
+    add(lua_tostring(L, 3));
+  } else if (lua_istable(L, 3)) {
+    for (int i = 1;; ++i) {
+      lua_rawgeti(L, 3, i);
+      if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+      if (lua_isstring(L, -1)) add(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  std::string tried;
+  for (const std::string& loc : tries) {
+    get_field(L, 1, loc.data(), loc.size());
+    if (!lua_isnil(L, -1)) {
+      lua_pushlstring(L, loc.data(), loc.size());
+      return 2;
+    }
+    lua_pop(L, 1);
+    tried += (tried.empty() ? "" : ", ") + loc;
+  }
+  return fail(L, "locale", 2, tries.empty() ? "no locale asked for" : "no value for " + tried);
+}
+
+}  // namespace
+
+void open_norm(lua_State* L) {
+  static const luaL_Reg fns[] = {
+      {"trim", l_trim},       {"lower", l_lower},     {"email", l_email},
+      {"phone", l_phone},     {"date", l_date},       {"datetime", l_datetime},
+      {"country", l_country}, {"money", l_money},     {"enum", l_enum},
+      {"locale", l_locale},   {nullptr, nullptr}};
+  lua_newtable(L);
+  for (const luaL_Reg* f = fns; f->name; ++f) {
+    lua_pushcfunction(L, f->func);
+    lua_setfield(L, -2, f->name);
+  }
+}
+
+}  // namespace weft::script

@@ -1,0 +1,568 @@
+// The tenant sandbox: state creation, the safe environment, limits, require, and the call
+// into a flow's map function. See sandbox.h for the contract and lua_glue.h for the state.
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "engine/script/lua_glue.h"
+
+namespace weft::script {
+namespace json = boost::json;
+
+namespace {
+
+constexpr int kHookEvery = 1000;        // instructions between deadline checks
+constexpr const char* kRejectTag = "weft.reject";  // error values raised by reject()/skip()
+
+// ---- limits --------------------------------------------------------------------------
+
+// Records the innermost script frame so the error names the file and line.
+Location script_location(lua_State* L, int from_level) {
+  lua_Debug ar;
+  for (int level = from_level; lua_getstack(L, level, &ar); ++level) {
+    if (!lua_getinfo(L, "Sl", &ar)) break;
+    if (ar.source && ar.source[0] == '@' && ar.currentline > 0)
+      return {std::string(ar.source + 1), ar.currentline};
+  }
+  return {};
+}
+
+void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
+  auto* I = static_cast<Sandbox::Impl*>(ud);
+  if (nsize == 0) {
+    I->heap_used -= osize;
+    std::free(ptr);
+    return nullptr;
+  }
+  if (nsize > osize && I->enforce && I->heap_used + (nsize - osize) > I->heap_limit) {
+    if (!I->memory_hit) {
+      I->memory_hit = true;
+      // The VM has saved its position before any allocation that can raise an error, so
+      // the stack can be read here to name the script line that asked for the memory.
+      I->limit_where = script_location(I->L, 0);
+    }
+    return nullptr;
+  }
+  void* p = std::realloc(ptr, nsize);
+  if (p == nullptr) return nullptr;
+  I->heap_used = I->heap_used - osize + nsize;
+  return p;
+}
+
+void count_hook(lua_State* L, lua_Debug*) {
+  Sandbox::Impl* I = impl_of(L);
+  if (!I->armed) return;
+  if (I->cpu_hit || Clock::now() >= I->deadline) raise_cpu_limit(L);
+}
+
+// ---- the environment -----------------------------------------------------------------
+
+int l_readonly_newindex(lua_State* L) {
+  return luaL_error(L, "attempt to modify a read-only table (field '%s')",
+                    lua_isstring(L, 2) ? lua_tostring(L, 2) : "?");
+}
+
+// Replaces the table on top of the stack with an empty proxy reading from it: scripts can
+// use `string.upper` but cannot change what another script (or lib module) sees.
+void make_readonly(lua_State* L) {
+  lua_newtable(L);                 // proxy
+  lua_newtable(L);                 // its metatable
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_readonly_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushliteral(L, "read-only");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  lua_remove(L, -2);
+}
+
+// Copies the named fields of the table at `from` into a new table on the stack.
+void copy_fields(lua_State* L, int from, std::initializer_list<const char*> names) {
+  lua_newtable(L);
+  for (const char* n : names) {
+    lua_getfield(L, from, n);
+    lua_setfield(L, -2, n);
+  }
+}
+
+int l_setmetatable(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);  // only plain tables: never host objects or strings
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+int l_reject(lua_State* L) {
+  Sandbox::Impl* I = impl_of(L);
+  I->rejected = true;
+  I->reject_reason = lua_isstring(L, 1) ? lua_tostring(L, 1) : "rejected by script";
+  I->reject_fields.clear();
+  if (!lua_isnoneornil(L, 2)) {
+    std::string out, err;
+    if (write_json(L, 2, out, &err)) {
+      std::error_code ec;
+      json::value v = json::parse(out, ec);
+      if (!ec && v.is_object()) I->reject_fields = std::move(v.get_object());
+    }
+  }
+  I->reject_where = script_location(L, 1);
+  lua_pushstring(L, kRejectTag);
+  return lua_error(L);
+}
+
+int l_skip(lua_State* L) {
+  impl_of(L)->skipped = true;
+  lua_pushstring(L, kRejectTag);
+  return lua_error(L);
+}
+
+int l_log(lua_State* L) {
+  Sandbox::Impl* I = impl_of(L);
+  auto level = static_cast<spdlog::level::level_enum>(lua_tointeger(L, lua_upvalueindex(1)));
+  if (!spdlog::should_log(level)) return 0;
+  std::string msg;
+  if (lua_isstring(L, 1)) msg = lua_tostring(L, 1);
+  else if (const json::value* v = to_view(L, 1)) msg = to_json_text(*v);
+  else msg = luaL_typename(L, 1);
+  std::string fields;
+  if (!lua_isnoneornil(L, 2)) {
+    std::string err;
+    if (!write_json(L, 2, fields, &err)) fields = "(unloggable: " + err + ")";
+  }
+  Location at = script_location(L, 1);
+  spdlog::log(level, "tenant={} flow={} cid={} {} {}{}{}", I->code.tenant, I->current_flow,
+              I->correlation_id.empty() ? "-" : I->correlation_id, at.str(), msg,
+              fields.empty() ? "" : " ", fields);
+  return 0;
+}
+
+// Compiles `src` as text (never bytecode) with `env` (stack index) as its globals.
+bool load_chunk(lua_State* L, const Source& src, int env, std::string* err) {
+  std::string chunkname = "@" + src.name;
+  if (luaL_loadbufferx(L, src.code.data(), src.code.size(), chunkname.c_str(), "t") != 0) {
+    *err = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return false;
+  }
+  luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);  // the hook must see every loop
+  lua_pushvalue(L, env);
+  lua_setfenv(L, -2);
+  return true;
+}
+
+// A fresh global table for one module: its own globals, falling back to the safe base.
+void push_module_env(lua_State* L, Sandbox::Impl* I) {
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, I->base_env);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "environment");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "_G");
+}
+
+// Message handler for every pcall into scripts: remembers where the error happened.
+int l_traceback(lua_State* L) {
+  impl_of(L)->error_where = script_location(L, 1);
+  return 1;
+}
+
+// Runs the function below `nargs` arguments under the limits; on error leaves the message.
+int protected_call(Sandbox::Impl* I, int nargs, int nresults) {
+  lua_State* L = I->L;
+  int base = lua_gettop(L) - nargs;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, I->traceback);
+  lua_insert(L, base);
+  I->cpu_hit = false;
+  I->memory_hit = false;
+  I->error_where = {};
+  I->limit_where = {};
+  I->deadline = Clock::now() + std::chrono::milliseconds(I->code.limits.cpu_ms);
+  I->armed = true;
+  I->enforce = true;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookEvery);
+  int rc = lua_pcall(L, nargs, nresults, base);
+  I->armed = false;
+  I->enforce = false;
+  if (I->cpu_hit) lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookEvery);  // undo count=1
+  lua_remove(L, base);
+  if (I->memory_hit) lua_gc(L, LUA_GCCOLLECT, 0);  // LuaJIT does not collect on its own here
+  return rc;
+}
+
+int l_require(lua_State* L) {
+  Sandbox::Impl* I = impl_of(L);
+  std::string name = luaL_checkstring(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, I->loaded);
+  lua_getfield(L, -1, name.c_str());
+  if (!lua_isnil(L, -1)) {
+    if (lua_islightuserdata(L, -1))
+      return luaL_error(L, "require '%s': circular require", name.c_str());
+    return 1;
+  }
+  lua_pop(L, 1);
+  auto it = I->code.lib.find(name);
+  if (it == I->code.lib.end())
+    return luaL_error(L, "module '%s' not found in the workspace's lib/ folder", name.c_str());
+  lua_pushlightuserdata(L, I);  // "loading" marker for cycle detection
+  lua_setfield(L, -2, name.c_str());
+  push_module_env(L, I);
+  std::string err;
+  if (!load_chunk(L, it->second, lua_gettop(L), &err)) return luaL_error(L, "%s", err.c_str());
+  lua_call(L, 0, 1);  // errors propagate to the caller's protected call, with its location
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, name.c_str());
+  return 1;
+}
+
+// Builds the read-only base environment and stores it in the registry.
+void build_base_env(lua_State* L, Sandbox::Impl* I) {
+  luaL_openlibs(L);
+  int G = LUA_GLOBALSINDEX;
+  lua_newtable(L);
+  int env = lua_gettop(L);
+  for (const char* n : {"assert", "error", "next", "pcall", "select", "tonumber", "tostring",
+                        "type", "unpack", "xpcall", "getmetatable", "_VERSION"}) {
+    lua_getfield(L, G, n);
+    lua_setfield(L, env, n);
+  }
+  lua_getfield(L, G, "pairs");
+  lua_pushcclosure(L, lua_pairs, 1);
+  lua_setfield(L, env, "pairs");
+  lua_getfield(L, G, "ipairs");
+  lua_pushcclosure(L, lua_ipairs, 1);
+  lua_setfield(L, env, "ipairs");
+  lua_getfield(L, G, "setmetatable");
+  lua_pushcclosure(L, l_setmetatable, 1);
+  lua_setfield(L, env, "setmetatable");
+
+  // string: no dump; bounded pattern functions. Also becomes the strings' method table.
+  lua_getfield(L, G, "string");
+  int str = lua_gettop(L);
+  copy_fields(L, str, {"byte", "char", "format", "len", "lower", "rep", "reverse", "sub", "upper"});
+  register_bounded_patterns(L, -1);
+  make_readonly(L);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, env, "string");
+  // The shared string metatable: point it at the safe proxy and lock it.
+  lua_pushliteral(L, "");
+  lua_getmetatable(L, -1);
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "string");
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 4);
+
+  lua_getfield(L, G, "table");
+  copy_fields(L, lua_gettop(L), {"concat", "insert", "maxn", "remove", "sort"});
+  make_readonly(L);
+  lua_setfield(L, env, "table");
+  lua_pop(L, 1);
+
+  lua_getfield(L, G, "math");
+  copy_fields(L, lua_gettop(L),
+              {"abs", "ceil", "floor", "fmod", "huge", "max", "min", "modf", "pi", "pow", "sqrt",
+               "exp", "log", "log10", "random", "sin", "cos", "tan", "asin", "acos", "atan",
+               "atan2", "deg", "rad", "frexp", "ldexp", "sinh", "cosh", "tanh"});
+  make_readonly(L);
+  lua_setfield(L, env, "math");
+  lua_pop(L, 1);
+
+  lua_getfield(L, G, "os");
+  copy_fields(L, lua_gettop(L), {"time", "date", "clock", "difftime"});
+  make_readonly(L);
+  lua_setfield(L, env, "os");
+  lua_pop(L, 1);
+
+  lua_getfield(L, G, "coroutine");
+  copy_fields(L, lua_gettop(L), {"create", "resume", "running", "status", "wrap", "yield"});
+  make_readonly(L);
+  lua_setfield(L, env, "coroutine");
+  lua_pop(L, 1);
+
+  lua_getfield(L, G, "bit");
+  copy_fields(L, lua_gettop(L),
+              {"band", "bor", "bxor", "bnot", "lshift", "rshift", "arshift", "rol", "ror", "tobit",
+               "tohex", "bswap"});
+  make_readonly(L);
+  lua_setfield(L, env, "bit");
+  lua_pop(L, 1);
+
+  open_json(L, I);
+  make_readonly(L);
+  lua_setfield(L, env, "json");
+  open_norm(L);
+  make_readonly(L);
+  lua_setfield(L, env, "norm");
+
+  lua_newtable(L);
+  const std::pair<const char*, spdlog::level::level_enum> levels[] = {
+      {"debug", spdlog::level::debug}, {"info", spdlog::level::info},
+      {"warn", spdlog::level::warn}, {"error", spdlog::level::err}};
+  for (auto [name, level] : levels) {
+    lua_pushinteger(L, level);
+    lua_pushcclosure(L, l_log, 1);
+    lua_setfield(L, -2, name);
+  }
+  make_readonly(L);
+  lua_setfield(L, env, "log");
+
+  lua_pushcfunction(L, l_reject);  lua_setfield(L, env, "reject");
+  lua_pushcfunction(L, l_skip);    lua_setfield(L, env, "skip");
+  lua_pushcfunction(L, l_require); lua_setfield(L, env, "require");
+
+  make_readonly(L);
+  I->base_env = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_newtable(L);
+  I->loaded = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushcfunction(L, l_traceback);
+  I->traceback = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  // The real globals table holds the unsafe originals: empty it so nothing can lead back.
+  lua_pushnil(L);
+  while (lua_next(L, G) != 0) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, G);
+  }
+  // package.loaded still referenced the unsafe libraries through the registry.
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  lua_gc(L, LUA_GCCOLLECT, 0);
+}
+
+// The message of an error value (strings, or anything tostring can print).
+std::string error_message(lua_State* L, int idx) {
+  if (lua_isstring(L, idx)) return lua_tostring(L, idx);
+  if (lua_isnil(L, idx)) return "error (nil)";
+  return std::string("error (a ") + luaL_typename(L, idx) + " value)";
+}
+
+// Lua messages start with "file:line: "; the location is reported separately.
+std::string strip_location(std::string msg, const Location& where) {
+  if (!where.file.empty()) {
+    std::string prefix = where.file + ":" + std::to_string(where.line) + ": ";
+    if (msg.rfind(prefix, 0) == 0) return msg.substr(prefix.size());
+  }
+  return msg;
+}
+
+std::string now_iso() {
+  auto now = std::chrono::system_clock::now();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  std::time_t secs = ms / 1000;
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms % 1000));
+  return buf;
+}
+
+}  // namespace
+
+void raise_cpu_limit(lua_State* L) {
+  Sandbox::Impl* I = impl_of(L);
+  if (!I->cpu_hit) {
+    I->cpu_hit = true;
+    I->limit_where = script_location(L, 0);
+  }
+  // Fire on every instruction from now on, so a pcall in the script cannot resume work.
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "cpu limit exceeded (%d ms)", I->code.limits.cpu_ms);
+  std::abort();  // unreachable: luaL_error does not return
+}
+
+void check_deadline(lua_State* L) {
+  Sandbox::Impl* I = impl_of(L);
+  if (I->armed && (I->cpu_hit || Clock::now() >= I->deadline)) raise_cpu_limit(L);
+}
+
+std::string Outcome::describe(const std::string& tenant, const std::string& flow) const {
+  std::string s = "tenant " + tenant + ", flow " + flow;
+  if (!where.file.empty()) s += ", " + where.str();
+  return s + ": " + reason;
+}
+
+Sandbox::Sandbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Sandbox::~Sandbox() {
+  if (impl_ && impl_->L) lua_close(impl_->L);
+}
+
+std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* error) {
+  auto I = std::make_unique<Impl>();
+  I->code = code;
+  I->heap_limit = static_cast<size_t>(code.limits.memory_mb) * 1024 * 1024;
+  lua_State* L = lua_newstate(capped_alloc, I.get());
+  if (L == nullptr) {
+    *error = "cannot create a Lua state (memory_mb too small?)";
+    return nullptr;
+  }
+  I->L = L;
+  std::unique_ptr<Sandbox> box(new Sandbox(std::move(I)));
+  Impl* P = box->impl_.get();
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);  // hooks do not fire in traces
+  build_base_env(L, P);
+
+  std::string errors;
+  for (const auto& [flow, src] : code.flows) {
+    push_module_env(L, P);
+    std::string err;
+    if (!load_chunk(L, src, lua_gettop(L), &err)) {
+      errors += err + "\n";
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_remove(L, -2);
+    P->current_flow = flow;
+    if (protected_call(P, 0, 1) != 0) {
+      std::string msg = error_message(L, -1);
+      Location at = P->cpu_hit ? P->limit_where : P->error_where;
+      if (at.file.empty()) at.file = src.name;
+      errors += at.str() + ": " + strip_location(msg, at) + "\n";
+      lua_pop(L, 1);
+      continue;
+    }
+    if (!lua_istable(L, -1)) {
+      errors += src.name + ":1: the module must return a table with a map function (got " +
+                luaL_typename(L, -1) + ")\n";
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_getfield(L, -1, "map");
+    if (!lua_isfunction(L, -1)) {
+      errors += src.name + ":1: the module's table has no map function (M.map = function(rec, ctx) ... end)\n";
+      lua_pop(L, 2);
+      continue;
+    }
+    P->map_fns[flow] = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+  }
+  P->current_flow.clear();
+  if (!errors.empty()) {
+    errors.pop_back();
+    *error = errors;
+    return nullptr;
+  }
+  return box;
+}
+
+bool Sandbox::has_flow(const std::string& flow) const { return impl_->map_fns.count(flow) > 0; }
+const std::string& Sandbox::tenant() const { return impl_->code.tenant; }
+std::size_t Sandbox::heap_bytes() const { return impl_->heap_used; }
+
+namespace {
+// Pushes the ctx table, reusing the previous one while the context is unchanged (it is
+// read-only, so sharing it between calls is safe).
+void push_ctx(Sandbox::Impl* I, const std::string& flow, const CallContext& ctx) {
+  lua_State* L = I->L;
+  std::string key = ctx.reuse_id ? flow + '\x1f' + std::to_string(ctx.reuse_id) : std::string();
+  if (!key.empty() && I->ctx_ref != LUA_NOREF && key == I->ctx_key) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, I->ctx_ref);
+    return;
+  }
+  lua_createtable(L, 0, static_cast<int>(ctx.fields.size()) + 5);
+  for (const auto& kv : ctx.fields) {
+    if (kv.value().is_null()) continue;
+    lua_pushlstring(L, kv.key().data(), kv.key().size());
+    push_value(L, kv.value());
+    lua_rawset(L, -3);
+  }
+  auto set = [&](const char* k, const std::string& v) {
+    lua_pushlstring(L, v.data(), v.size());
+    lua_setfield(L, -2, k);
+  };
+  set("tenant", I->code.tenant);
+  set("flow", flow);
+  if (!ctx.correlation_id.empty()) set("correlation_id", ctx.correlation_id);
+  set("now", ctx.now.empty() ? now_iso() : ctx.now);
+  make_readonly(L);
+  if (I->ctx_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, I->ctx_ref);
+  lua_pushvalue(L, -1);
+  I->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  I->ctx_key = std::move(key);
+}
+}  // namespace
+
+Outcome Sandbox::map(const std::string& flow, const json::value& record, const CallContext& ctx,
+                     const CallOptions& opts) {
+  Impl* I = impl_.get();
+  lua_State* L = I->L;
+  Outcome out;
+  auto fn = I->map_fns.find(flow);
+  if (fn == I->map_fns.end()) {
+    out.kind = Outcome::Kind::rejected;
+    out.error = "no_flow";
+    out.reason = "no flow named '" + flow + "'";
+    return out;
+  }
+  I->rejected = I->skipped = false;
+  I->current_flow = flow;
+  I->correlation_id = ctx.correlation_id;
+  I->notes = opts.collect_notes ? &out.notes : nullptr;
+
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, fn->second);
+  push_view(L, &record);
+  push_ctx(I, flow, ctx);
+  int rc = protected_call(I, 2, 1);
+
+  if (I->cpu_hit) {
+    out.kind = Outcome::Kind::rejected;
+    out.error = "cpu_limit";
+    out.reason = "cpu limit exceeded (" + std::to_string(I->code.limits.cpu_ms) + " ms)";
+    out.where = I->limit_where;
+  } else if (I->memory_hit) {
+    out.kind = Outcome::Kind::rejected;
+    out.error = "memory_limit";
+    out.reason = "memory limit exceeded (" + std::to_string(I->code.limits.memory_mb) + " MB)";
+    out.where = I->limit_where;
+  } else if (I->rejected) {
+    out.kind = Outcome::Kind::rejected;
+    out.error = "reject";
+    out.reason = I->reject_reason;
+    out.fields = std::move(I->reject_fields);
+    out.where = I->reject_where;
+  } else if (I->skipped) {
+    out.kind = Outcome::Kind::skipped;
+  } else if (rc != 0) {
+    out.kind = Outcome::Kind::rejected;
+    out.error = "runtime";
+    out.where = I->error_where;
+    out.reason = strip_location(error_message(L, -1), out.where);
+  } else if (lua_isnil(L, -1)) {
+    out.kind = Outcome::Kind::skipped;
+  } else if (!lua_istable(L, -1)) {
+    out.kind = Outcome::Kind::rejected;
+    out.error = "output";
+    out.reason = std::string("map must return a table or nil, not a ") + luaL_typename(L, -1);
+  } else {
+    std::string err;
+    out.payload.reserve(512);
+    if (!write_json(L, -1, out.payload, &err)) {
+      out.kind = Outcome::Kind::rejected;
+      out.error = "output";
+      out.reason = "result cannot become JSON: " + err;
+      out.payload.clear();
+    }
+  }
+  lua_settop(L, top);
+  ++I->generation;  // views handed to this call are dead from here on
+  I->notes = nullptr;
+  I->correlation_id.clear();
+  return out;
+}
+
+}  // namespace weft::script

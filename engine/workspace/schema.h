@@ -1,0 +1,33 @@
+#pragma once
+// JSON Schema validation (valijson) against the schemas compiled into the binary.
+#include <boost/json/value.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace weft::workspace {
+
+struct SchemaIssue {
+  std::string path;     // JSON path of the offending value, e.g. "$.flows.customers.script"
+  std::string message;
+};
+
+class Schema {
+ public:
+  // `name` is a path under schemas/, e.g. "tenant.schema.json". Throws std::runtime_error
+  // if there is no such embedded schema (a programming error, not user input).
+  static const Schema& get(const std::string& name);
+  // nullptr if no schema of that name exists (e.g. a destination without one yet).
+  static const Schema* find(const std::string& name);
+  std::vector<SchemaIssue> validate(const boost::json::value& doc) const;
+  const std::string& name() const { return name_; }
+  ~Schema();
+
+ private:
+  Schema() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string name_;
+};
+
+}  // namespace weft::workspace

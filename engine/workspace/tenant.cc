@@ -1,0 +1,246 @@
+#include "engine/workspace/tenant.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "engine/workspace/schema.h"
+
+namespace weft::workspace {
+namespace json = boost::json;
+
+std::string Problem::str() const {
+  std::string s = file;
+  if (line > 0) s += ":" + std::to_string(line);
+  s += ": ";
+  if (!path.empty()) s += path + ": ";
+  return s + message;
+}
+
+const Flow* TenantVersion::flow(const std::string& name) const {
+  auto it = flows.find(name);
+  return it == flows.end() ? nullptr : &it->second;
+}
+
+std::string TenantVersion::destination_schema(const Flow& f) const {
+  return "destinations/" + f.destination_system + "." + f.destination_entity + ".schema.json";
+}
+
+namespace {
+
+bool read_file(const fs::path& p, std::string* out) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (unsigned i = 0; i < n; ++i) {
+    s += hex[md[i] >> 4];
+    s += hex[md[i] & 15];
+  }
+  return s;
+}
+
+// Line of the n-th byte, for parse errors.
+int line_of(const std::string& text, size_t offset) {
+  return 1 + static_cast<int>(std::count(text.begin(), text.begin() + std::min(offset, text.size()), '\n'));
+}
+
+// Parses a JSON file strictly; on error adds a Problem with the line.
+bool parse_json_file(const fs::path& p, const std::string& shown, json::value* out, std::string* text,
+                     std::vector<Problem>* problems) {
+  if (!read_file(p, text)) {
+    problems->push_back({shown, 0, "", "cannot read the file"});
+    return false;
+  }
+  json::stream_parser parser;
+  std::error_code ec;
+  size_t used = parser.write_some(text->data(), text->size(), ec);
+  if (!ec) parser.finish(ec);
+  if (ec) {
+    problems->push_back({shown, line_of(*text, used), "", "invalid JSON: " + ec.message()});
+    return false;
+  }
+  *out = parser.release();
+  return true;
+}
+
+void add_schema_issues(const Schema& schema, const json::value& doc, const std::string& shown,
+                       std::vector<Problem>* problems) {
+  for (const auto& i : schema.validate(doc)) problems->push_back({shown, 0, i.path, i.message});
+}
+
+// lib/ modules: "lib/util/text.lua" is module "util.text".
+void load_lib(const fs::path& workspace, script::TenantCode& code, std::string& hash_input,
+              std::vector<Problem>* problems) {
+  fs::path lib = workspace / "lib";
+  if (!fs::is_directory(lib)) return;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::recursive_directory_iterator(lib))
+    if (e.is_regular_file() && e.path().extension() == ".lua") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    std::string rel = fs::relative(f, lib).generic_string();
+    std::string name = rel.substr(0, rel.size() - 4);
+    std::replace(name.begin(), name.end(), '/', '.');
+    script::Source src{"lib/" + rel, ""};
+    if (!read_file(f, &src.code)) {
+      problems->push_back({"lib/" + rel, 0, "", "cannot read the file"});
+      continue;
+    }
+    hash_input += "lib/" + rel + '\0' + src.code + '\0';
+    code.lib[name] = std::move(src);
+  }
+}
+
+void load_fixtures(const fs::path& dir, const std::string& tenant, TenantVersion& t,
+                   std::string& hash_input, std::vector<Problem>* problems) {
+  fs::path tests = dir / "tests";
+  if (!fs::is_directory(tests)) return;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(tests))
+    if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  const Schema& schema = Schema::get("test-case.schema.json");
+  for (const auto& f : files) {
+    std::string shown = tenant + "/tests/" + f.filename().string();
+    json::value doc;
+    std::string text;
+    if (!parse_json_file(f, shown, &doc, &text, problems)) continue;
+    hash_input += shown + '\0' + text + '\0';
+    size_t before = problems->size();
+    add_schema_issues(schema, doc, shown, problems);
+    if (problems->size() != before) continue;
+    const auto& o = doc.get_object();
+    FixtureCase c;
+    c.file = shown;
+    c.name = std::string(o.at("name").get_string());
+    c.flow = std::string(o.at("flow").get_string());
+    if (!t.flows.count(c.flow)) {
+      problems->push_back({shown, 0, "$.flow", "no flow named '" + c.flow + "' in " + tenant + "/tenant.json"});
+      continue;
+    }
+    if (auto* ctx = o.if_contains("context")) c.context = ctx->get_object();
+    if (auto* now = o.if_contains("now")) c.now = std::string(now->get_string());
+    c.input = o.at("input");
+    if (auto* e = o.if_contains("expect")) {
+      c.expect = FixtureCase::Expect::output;
+      c.expected = *e;
+    } else if (auto* r = o.if_contains("expect_reject")) {
+      c.expect = FixtureCase::Expect::reject;
+      c.reject_substring = std::string(r->get_string());
+    } else {
+      c.expect = FixtureCase::Expect::skip;
+    }
+    t.fixtures.push_back(std::move(c));
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> list_tenants(const fs::path& workspace) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(workspace, ec))
+    if (e.is_directory() && fs::exists(e.path() / "tenant.json")) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool is_tenant_dir(const fs::path& dir) { return fs::exists(dir / "tenant.json"); }
+
+std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, const std::string& tenant,
+                                                 std::vector<Problem>* problems) {
+  size_t before = problems->size();
+  auto t = std::make_shared<TenantVersion>();
+  t->tenant = tenant;
+  t->dir = workspace / tenant;
+  std::string shown = tenant + "/tenant.json";
+  json::value doc;
+  std::string text;
+  if (!parse_json_file(t->dir / "tenant.json", shown, &doc, &text, problems)) return nullptr;
+  add_schema_issues(Schema::get("tenant.schema.json"), doc, shown, problems);
+  if (problems->size() != before) return nullptr;
+  std::string hash_input = "tenant.json\0" + text + '\0';
+
+  const auto& o = doc.get_object();
+  t->config = o;
+  if (o.at("tenant").get_string() != tenant)
+    problems->push_back({shown, 0, "$.tenant", "is \"" + std::string(o.at("tenant").get_string()) +
+                                                   "\" but the folder is \"" + tenant + "\""});
+  t->code.tenant = tenant;
+  if (auto* lim = o.if_contains("limits")) {
+    if (auto* c = lim->as_object().if_contains("cpu_ms")) t->code.limits.cpu_ms = static_cast<int>(c->to_number<int64_t>());
+    if (auto* m = lim->as_object().if_contains("memory_mb")) t->code.limits.memory_mb = static_cast<int>(m->to_number<int64_t>());
+  }
+  const auto& conns = o.at("connections").get_object();
+  for (const auto& [name, fv] : o.at("flows").get_object()) {
+    const auto& fo = fv.get_object();
+    Flow f;
+    f.name = std::string(name);
+    f.script = std::string(fo.at("script").get_string());
+    const auto& src = fo.at("source").get_object();
+    const auto& dst = fo.at("destination").get_object();
+    f.source_connection = std::string(src.at("connection").get_string());
+    f.source_entity = std::string(src.at("entity").get_string());
+    f.destination_connection = std::string(dst.at("connection").get_string());
+    f.destination_entity = std::string(dst.at("entity").get_string());
+    std::string base = "$.flows." + f.name;
+    if (!conns.contains(f.source_connection))
+      problems->push_back({shown, 0, base + ".source.connection", "no connection named '" + f.source_connection + "'"});
+    if (auto* d = conns.if_contains(f.destination_connection))
+      f.destination_system = std::string(d->at("system").get_string());
+    else
+      problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
+    if (auto* c = fo.if_contains("context")) f.context = c->get_object();
+    if (f.script.find("..") != std::string::npos) {
+      problems->push_back({shown, 0, base + ".script", "must stay inside the tenant folder"});
+      continue;
+    }
+    script::Source s{f.script, ""};
+    if (!read_file(t->dir / f.script, &s.code)) {
+      problems->push_back({shown, 0, base + ".script", "cannot read " + tenant + "/" + f.script});
+      continue;
+    }
+    s.name = tenant + "/" + f.script;  // how errors name the file
+    hash_input += f.script + '\0' + s.code + '\0';
+    t->code.flows[f.name] = std::move(s);
+    t->flows[f.name] = std::move(f);
+  }
+  load_lib(workspace, t->code, hash_input, problems);
+  load_fixtures(t->dir, tenant, *t, hash_input, problems);
+  if (problems->size() != before) return nullptr;
+  t->version = sha256_hex(hash_input).substr(0, 12);
+  return t;
+}
+
+Problem problem_from_lua(const std::string& line, const fs::path&) {
+  static const std::regex re(R"(^([^:\s]+\.lua):(\d+): (.*)$)");
+  std::smatch m;
+  if (std::regex_match(line, m, re)) return {m[1], std::stoi(m[2]), "", m[3]};
+  return {"?", 0, "", line};
+}
+
+std::vector<Problem> compile_check(const TenantVersion& t) {
+  std::string err;
+  std::vector<Problem> out;
+  if (script::Sandbox::create(t.code, &err)) return out;
+  std::istringstream lines(err);
+  std::string line;
+  while (std::getline(lines, line)) out.push_back(problem_from_lua(line, t.dir));
+  return out;
+}
+
+}  // namespace weft::workspace
