@@ -111,21 +111,35 @@ void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const scrip
   b.rejects.push_back('\n');
 }
 
-void map_batch(Batch& b, script::Sandbox& box, const MapOptions& o, const script::CallContext& ctx) {
+// One per worker: the parser's internal stack is reused from record to record.
+struct Worker {
+  script::Sandbox* box;
+  json::parser parser{json::storage_ptr(), parse_options()};
+  static json::parse_options parse_options() {
+    json::parse_options o;
+    o.max_depth = 64;
+    return o;
+  }
+};
+
+void map_batch(Batch& b, Worker& w, const MapOptions& o, const script::CallContext& ctx) {
   unsigned char scratch[32768];
+  script::Sandbox& box = *w.box;
   for (size_t i = 0; i < b.lines.size(); ++i) {
     std::string_view raw(b.data.data() + b.lines[i].offset, b.lines[i].length);
     uint64_t line_no = b.lines[i].number;
+    // Each record's DOM lives in a stack buffer (spilling to the heap only if larger).
     json::monotonic_resource mr(scratch, sizeof scratch);
-    json::parse_options popt;
-    popt.max_depth = 64;
     std::error_code ec;
-    json::value v = json::parse(raw, ec, &mr, popt);
+    w.parser.reset(&mr);
+    w.parser.write(raw.data(), raw.size(), ec);
     if (ec) {
       ++b.rejected;
       append_reject(b, line_no, raw, nullptr, "invalid_json", "invalid JSON: " + ec.message(), o.tenant, o.flow);
       continue;
     }
+    // Move-constructed, so the DOM stays in `mr` (assignment would copy it to the heap).
+    json::value v = w.parser.release();
     script::Outcome res = box.map(o.flow, v, ctx);
     switch (res.kind) {
       case script::Outcome::Kind::ok:
@@ -194,8 +208,9 @@ int run_map(const MapOptions& o) {
   std::vector<std::thread> workers;
   for (int i = 0; i < o.workers; ++i) {
     workers.emplace_back([&, i] {
+      Worker w{boxes[i].get()};
       while (auto b = pipe.take()) {
-        map_batch(*b, *boxes[i], o, ctx);
+        map_batch(*b, w, o, ctx);
         pipe.done(std::move(b));
       }
     });

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/script/sandbox.h"
+#include "engine/script/small_pool.h"
 
 namespace weft::script {
 
@@ -19,6 +20,7 @@ struct Sandbox::Impl {
   TenantCode code;
 
   // Memory: the allocator counts every byte of the state; past `heap_limit` it refuses.
+  SmallPool pool;                // must outlive L: declared before it is closed (see ~Sandbox)
   std::size_t heap_used = 0;
   std::size_t heap_limit = 0;
   bool memory_hit = false;       // set by the allocator, cleared per call
@@ -40,7 +42,9 @@ struct Sandbox::Impl {
   boost::json::object reject_fields;
   Location reject_where;
   Location error_where;          // first script frame of the last error (set by the handler)
+  bool keep_where = false;       // a re-raised error whose error_where is already right
   std::vector<Note>* notes = nullptr;
+  std::vector<std::pair<const char*, std::size_t>> key_stack;  // scratch of the JSON writer
 
   // For log lines.
   std::string current_flow;
@@ -82,6 +86,11 @@ bool write_json(lua_State* L, int idx, std::string& out, std::string* err);
 extern char json_null_key;  // address used as the json.null light userdata
 int lua_pairs(lua_State* L);   // pairs/ipairs that also walk record views
 int lua_ipairs(lua_State* L);
+// If the table at idx is a read-only proxy (make_readonly), pushes the table behind it and
+// returns true; otherwise pushes nothing and returns false.
+bool readonly_target(lua_State* L, int idx);
+// Replaces the table on top of the stack with a read-only proxy of it.
+void make_readonly(lua_State* L);
 // Reads t[key] for a table or a view; pushes the value (nil if absent).
 void get_field(lua_State* L, int idx, const char* key, std::size_t len);
 

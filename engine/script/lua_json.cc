@@ -76,9 +76,9 @@ View* check_view(lua_State* L, int idx) {
 int view_index(lua_State* L) {
   const json::value& v = *check_view(L, 1)->v;
   if (v.is_object()) {
+    if (lua_type(L, 2) != LUA_TSTRING) { lua_pushnil(L); return 1; }  // rec[1] on an object
     size_t n;
     const char* k = lua_tolstring(L, 2, &n);
-    if (k == nullptr || lua_type(L, 2) != LUA_TSTRING) { lua_pushnil(L); return 1; }
     const auto& o = v.get_object();
     auto it = o.find(json::string_view(k, n));
     if (it == o.end()) lua_pushnil(L);
@@ -113,45 +113,89 @@ int view_tostring(lua_State* L) {
   return 1;
 }
 
-// Iterator closure for pairs/ipairs over a view: upvalue 1 = view, 2 = next index (0-based).
+// Iterator closure over a view: upvalue 1 = view, 2 = next index (0-based), 3 = true for
+// ipairs. pairs walks every non-null field or element; ipairs walks array elements 1..n and
+// stops at the first null, as ipairs does on a table with a nil.
 int view_next(lua_State* L) {
   const json::value& v = *check_view(L, lua_upvalueindex(1))->v;
+  bool ipairs_mode = lua_toboolean(L, lua_upvalueindex(3));
   size_t i = static_cast<size_t>(lua_tonumber(L, lua_upvalueindex(2)));
   if (v.is_object()) {
+    if (ipairs_mode) return 0;
     const auto& o = v.get_object();
-    if (i >= o.size()) return 0;
-    const auto& kv = o.begin()[i];
-    lua_pushnumber(L, static_cast<double>(i + 1));
-    lua_replace(L, lua_upvalueindex(2));
-    lua_pushlstring(L, kv.key().data(), kv.key().size());
-    push_node(L, kv.value());
-    if (lua_isnil(L, -1)) {  // a null field: keep walking rather than end the loop early
-      lua_pop(L, 2);
-      return view_next(L);
+    for (; i < o.size(); ++i) {
+      const auto& kv = o.begin()[i];
+      if (kv.value().is_null()) continue;
+      lua_pushnumber(L, static_cast<double>(i + 1));
+      lua_replace(L, lua_upvalueindex(2));
+      lua_pushlstring(L, kv.key().data(), kv.key().size());
+      push_node(L, kv.value());
+      return 2;
     }
-    return 2;
-  }
-  const auto& a = v.get_array();
-  if (i >= a.size()) return 0;
-  lua_pushnumber(L, static_cast<double>(i + 1));
-  lua_replace(L, lua_upvalueindex(2));
-  lua_pushnumber(L, static_cast<double>(i + 1));
-  push_node(L, a[i]);
-  if (lua_isnil(L, -1)) {  // ipairs semantics: a null element ends the walk, as in Lua
-    lua_pop(L, 2);
     return 0;
   }
-  return 2;
+  const auto& a = v.get_array();
+  for (; i < a.size(); ++i) {
+    if (a[i].is_null()) {
+      if (ipairs_mode) return 0;
+      continue;
+    }
+    lua_pushnumber(L, static_cast<double>(i + 1));
+    lua_replace(L, lua_upvalueindex(2));
+    lua_pushnumber(L, static_cast<double>(i + 1));
+    push_node(L, a[i]);
+    return 2;
+  }
+  return 0;
 }
 
 // ---- Lua -> JSON ---------------------------------------------------------------------
 
-void append_escaped(std::string& out, const char* s, size_t n) {
+// Bytes that need attention when writing a JSON string: control characters, '"', '\\'
+// (escaped) and bytes >= 0x80 (validated as UTF-8).
+struct SpecialBytes {
+  bool table[256];
+  constexpr SpecialBytes() : table() {
+    for (int c = 0; c < 256; ++c) table[c] = c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
+  }
+};
+constexpr SpecialBytes kSpecial;
+
+// Length of the valid UTF-8 sequence at p[0..n), or 0 if it is not valid.
+size_t utf8_seq(const unsigned char* p, size_t n) {
+  unsigned char c = p[0];
+  size_t len;
+  uint32_t cp;
+  if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+  else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+  else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+  else return 0;
+  if (len > n) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    if ((p[k] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (p[k] & 0x3F);
+  }
+  // overlong forms, surrogates, beyond U+10FFFF
+  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+      (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+    return 0;
+  return len;
+}
+
+// Appends s as a JSON string; false (nothing usable appended) if s is not valid UTF-8.
+bool append_string(std::string& out, const char* s, size_t n) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s);
   out.push_back('"');
-  size_t start = 0;
-  for (size_t i = 0; i < n; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+  size_t start = 0, i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    if (!kSpecial.table[c]) { ++i; continue; }
+    if (c >= 0x80) {
+      size_t len = utf8_seq(p + i, n - i);
+      if (len == 0) return false;
+      i += len;
+      continue;
+    }
     out.append(s + start, i - start);
     switch (c) {
       case '"': out += "\\\""; break;
@@ -167,11 +211,15 @@ void append_escaped(std::string& out, const char* s, size_t n) {
         out += buf;
       }
     }
-    start = i + 1;
+    start = ++i;
   }
   out.append(s + start, n - start);
   out.push_back('"');
+  return true;
 }
+
+// For text already known to be valid (Boost.JSON validated it on parse).
+void append_escaped(std::string& out, const char* s, size_t n) { append_string(out, s, n); }
 
 bool append_number(std::string& out, double d) {
   if (!std::isfinite(d)) return false;
@@ -194,6 +242,9 @@ struct Writer {
   std::vector<Seg> path;
   std::string err;
   int array_mt;
+  // Keys of the objects being written, as a stack shared by the nesting levels (one
+  // buffer per sandbox instead of one allocation per table).
+  std::vector<std::pair<const char*, size_t>>& keys;
 
   bool fail(const std::string& what) {
     std::string p;
@@ -215,8 +266,7 @@ struct Writer {
       case LUA_TSTRING: {
         size_t n;
         const char* s = lua_tolstring(L, idx, &n);
-        if (!valid_utf8(std::string_view(s, n))) return fail("string is not valid UTF-8");
-        append_escaped(out, s, n);
+        if (!append_string(out, s, n)) return fail("string is not valid UTF-8");
         return true;
       }
       case LUA_TLIGHTUSERDATA:
@@ -224,8 +274,11 @@ struct Writer {
         return fail("unsupported value (light userdata)");
       case LUA_TUSERDATA:
         if (is_view(L, idx)) {
-          const json::value* v = to_view(L, idx);
-          out += to_json_text(*v);
+          // Checked without raising: the writer also runs after the protected call.
+          auto* vw = static_cast<View*>(lua_touserdata(L, idx));
+          if (vw->generation != impl_of(L)->generation)
+            return fail("record used after its map call returned (keep values, not the record)");
+          out += to_json_text(*vw->v);
           return true;
         }
         return fail("unsupported value (userdata)");
@@ -252,7 +305,12 @@ struct Writer {
     size_t count = 0, n_string = 0;
     double max_int = 0;
     bool non_key = false;
-    std::vector<std::pair<const char*, size_t>> keys;
+    const size_t first_key = keys.size();
+    struct Unwind {  // drop this level's keys however we leave
+      std::vector<std::pair<const char*, size_t>>& k;
+      size_t n;
+      ~Unwind() { k.resize(n); }
+    } unwind{keys, first_key};
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
       lua_pop(L, 1);
@@ -290,17 +348,16 @@ struct Writer {
       out.push_back(']');
       return true;
     }
-    std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) {
+    std::sort(keys.begin() + first_key, keys.end(), [](const auto& a, const auto& b) {
       int c = std::memcmp(a.first, b.first, std::min(a.second, b.second));
       return c != 0 ? c < 0 : a.second < b.second;
     });
+    const size_t last_key = keys.size();
     out.push_back('{');
-    bool first = true;
-    for (const auto& [k, n] : keys) {
-      if (!valid_utf8(std::string_view(k, n))) return fail("key is not valid UTF-8");
-      if (!first) out.push_back(',');
-      first = false;
-      append_escaped(out, k, n);
+    for (size_t ki = first_key; ki < last_key; ++ki) {
+      auto [k, n] = keys[ki];  // by value: nested tables may grow the buffer
+      if (ki != first_key) out.push_back(',');
+      if (!append_string(out, k, n)) return fail("key is not valid UTF-8");
       out.push_back(':');
       path.push_back({k, n, 0});
       lua_pushlstring(L, k, n);
@@ -350,6 +407,12 @@ int l_array(lua_State* L) {
   if (lua_isnoneornil(L, 1)) lua_newtable(L);
   else luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  if (lua_getmetatable(L, 1)) {  // never replace a metatable: that would unlock read-only tables
+    lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->array_mt);
+    if (!lua_rawequal(L, -1, -2)) return luaL_error(L, "json.array: the table already has a metatable");
+    lua_pop(L, 2);
+    return 1;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->array_mt);
   lua_setmetatable(L, 1);
   return 1;
@@ -364,8 +427,9 @@ int l_has(lua_State* L) {
     return 1;
   }
   luaL_checktype(L, 1, LUA_TTABLE);
+  int t = readonly_target(L, 1) ? lua_gettop(L) : 1;
   lua_pushvalue(L, 2);
-  lua_rawget(L, 1);
+  lua_rawget(L, t);
   lua_pushboolean(L, !lua_isnil(L, -1));
   return 1;
 }
@@ -434,7 +498,8 @@ void push_value(lua_State* L, const json::value& v) {
 
 bool write_json(lua_State* L, int idx, std::string& out, std::string* err) {
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
-  Writer w{L, out, {}, {}, impl_of(L)->array_mt};
+  Sandbox::Impl* I = impl_of(L);
+  Writer w{L, out, {}, {}, I->array_mt, I->key_stack};
   if (w.value(idx, 0)) return true;
   if (err) *err = w.err;
   return false;
@@ -454,22 +519,28 @@ void get_field(lua_State* L, int idx, const char* key, std::size_t len) {
   lua_pushnil(L);
 }
 
-int lua_pairs(lua_State* L) {
+namespace {
+int pairs_impl(lua_State* L, bool ipairs_mode) {
   if (is_view(L, 1)) {
     to_view(L, 1);  // raises if dead
     lua_pushvalue(L, 1);
     lua_pushnumber(L, 0);
-    lua_pushcclosure(L, view_next, 2);
+    lua_pushboolean(L, ipairs_mode);
+    lua_pushcclosure(L, view_next, 3);
     return 1;
   }
-  // Plain tables: the original pairs (upvalue 1).
+  // A read-only proxy (ctx, libraries) is walked through the table behind it.
+  if (lua_istable(L, 1) && readonly_target(L, 1)) lua_replace(L, 1);
+  // Plain tables: the original pairs/ipairs (upvalue 1).
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
   return lua_gettop(L);
 }
+}  // namespace
 
-int lua_ipairs(lua_State* L) { return lua_pairs(L); }
+int lua_pairs(lua_State* L) { return pairs_impl(L, false); }
+int lua_ipairs(lua_State* L) { return pairs_impl(L, true); }
 
 void open_json(lua_State* L, Sandbox::Impl* I) {
   // The view metatable: locked, so scripts cannot reach or replace it.
@@ -529,6 +600,17 @@ void write_sorted(const json::value& v, std::string& out) {
     case json::kind::string:
       append_escaped(out, v.get_string().data(), v.get_string().size());
       return;
+    case json::kind::double_:
+      if (!append_number(out, v.get_double())) out += "null";  // cannot happen: parsed JSON is finite
+      return;
+    case json::kind::int64:
+    case json::kind::uint64: {
+      char buf[24];
+      auto r = v.is_int64() ? std::to_chars(buf, buf + sizeof buf, v.get_int64())
+                            : std::to_chars(buf, buf + sizeof buf, v.get_uint64());
+      out.append(buf, r.ptr - buf);
+      return;
+    }
     default:
       out += json::serialize(v);
   }
@@ -545,23 +627,9 @@ bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   size_t n = s.size(), i = 0;
   while (i < n) {
-    unsigned char c = p[i];
-    if (c < 0x80) { ++i; continue; }
-    size_t len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return false;
-    if (i + len > n) return false;
-    for (size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    // overlong forms, surrogates, beyond U+10FFFF
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-      return false;
+    if (p[i] < 0x80) { ++i; continue; }
+    size_t len = utf8_seq(p + i, n - i);
+    if (len == 0) return false;
     i += len;
   }
   return true;

@@ -62,6 +62,7 @@ int l_trim(lua_State* L) {
   std::string_view s;
   if (!string_arg(L, 1, &s)) return missing(L, "trim");
   std::string t = norm::trim(s);
+  note(L, "trim", 1, t, "");
   lua_pushlstring(L, t.data(), t.size());
   return 1;
 }
@@ -107,6 +108,11 @@ int l_money(lua_State* L) {
   auto v = norm::money(static_cast<int64_t>(cents), static_cast<int>(digits), &reason);
   if (!v) return fail(L, "money", 1, reason);
   lua_pushnumber(L, *v);
+  if (impl_of(L)->notes) {
+    lua_pushvalue(L, -1);  // lua_tostring converts in place: print a copy
+    note(L, "money", 1, lua_tostring(L, -1), "");
+    lua_pop(L, 1);
+  }
   return 1;
 }
 

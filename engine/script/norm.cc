@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "engine/script/norm.h"
 
 #include <unicode/locid.h>
@@ -64,6 +65,14 @@ bool valid_utf8(std::string_view s) {
 
 // Lowercase of text already known to be valid UTF-8.
 std::string icu_lower(std::string_view s) {
+  // ASCII text (most emails and enum values) lowercases byte by byte, the same result
+  // without ICU's UTF-16 round trip.
+  if (std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
+    std::string out(s);
+    for (char& c : out)
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+    return out;
+  }
   icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
   u.toLower(icu::Locale::getRoot());
   std::string out;

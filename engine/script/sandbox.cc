@@ -31,9 +31,8 @@ Location script_location(lua_State* L, int from_level) {
 void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   auto* I = static_cast<Sandbox::Impl*>(ud);
   if (nsize == 0) {
-    I->heap_used -= osize;
-    std::free(ptr);
-    return nullptr;
+    if (ptr) I->heap_used -= osize;
+    return I->pool.realloc(ptr, osize, 0);
   }
   if (nsize > osize && I->enforce && I->heap_used + (nsize - osize) > I->heap_limit) {
     if (!I->memory_hit) {
@@ -44,9 +43,9 @@ void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
     }
     return nullptr;
   }
-  void* p = std::realloc(ptr, nsize);
+  void* p = I->pool.realloc(ptr, osize, nsize);
   if (p == nullptr) return nullptr;
-  I->heap_used = I->heap_used - osize + nsize;
+  I->heap_used = I->heap_used - (ptr ? osize : 0) + nsize;
   return p;
 }
 
@@ -57,26 +56,6 @@ void count_hook(lua_State* L, lua_Debug*) {
 }
 
 // ---- the environment -----------------------------------------------------------------
-
-int l_readonly_newindex(lua_State* L) {
-  return luaL_error(L, "attempt to modify a read-only table (field '%s')",
-                    lua_isstring(L, 2) ? lua_tostring(L, 2) : "?");
-}
-
-// Replaces the table on top of the stack with an empty proxy reading from it: scripts can
-// use `string.upper` but cannot change what another script (or lib module) sees.
-void make_readonly(lua_State* L) {
-  lua_newtable(L);                 // proxy
-  lua_newtable(L);                 // its metatable
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_readonly_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushliteral(L, "read-only");
-  lua_setfield(L, -2, "__metatable");
-  lua_setmetatable(L, -2);
-  lua_remove(L, -2);
-}
 
 // Copies the named fields of the table at `from` into a new table on the stack.
 void copy_fields(lua_State* L, int from, std::initializer_list<const char*> names) {
@@ -145,6 +124,10 @@ bool load_chunk(lua_State* L, const Source& src, int env, std::string* err) {
   if (luaL_loadbufferx(L, src.code.data(), src.code.size(), chunkname.c_str(), "t") != 0) {
     *err = lua_tostring(L, -1);
     lua_pop(L, 1);
+    if (err->rfind(src.name + ":", 0) != 0) {  // e.g. bytecode: "attempt to load chunk with wrong mode"
+      if (err->find("wrong mode") != std::string::npos) *err = "precompiled bytecode is not accepted; load the Lua source";
+      *err = src.name + ":1: " + *err;
+    }
     return false;
   }
   luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);  // the hook must see every loop
@@ -168,7 +151,9 @@ void push_module_env(lua_State* L, Sandbox::Impl* I) {
 
 // Message handler for every pcall into scripts: remembers where the error happened.
 int l_traceback(lua_State* L) {
-  impl_of(L)->error_where = script_location(L, 1);
+  Sandbox::Impl* I = impl_of(L);
+  if (I->keep_where) I->keep_where = false;
+  else I->error_where = script_location(L, 1);
   return 1;
 }
 
@@ -182,6 +167,7 @@ int protected_call(Sandbox::Impl* I, int nargs, int nresults) {
   I->memory_hit = false;
   I->error_where = {};
   I->limit_where = {};
+  I->keep_where = false;
   I->deadline = Clock::now() + std::chrono::milliseconds(I->code.limits.cpu_ms);
   I->armed = true;
   I->enforce = true;
@@ -214,7 +200,17 @@ int l_require(lua_State* L) {
   push_module_env(L, I);
   std::string err;
   if (!load_chunk(L, it->second, lua_gettop(L), &err)) return luaL_error(L, "%s", err.c_str());
-  lua_call(L, 0, 1);  // errors propagate to the caller's protected call, with its location
+  // A failed load must not leave the "loading" marker behind (the next require would report
+  // a circular require instead of the real error): catch, clear, re-raise.
+  lua_rawgeti(L, LUA_REGISTRYINDEX, I->traceback);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 0, 1, -2) != 0) {
+    lua_pushnil(L);
+    lua_setfield(L, 2, name.c_str());  // index 2: the `loaded` table
+    I->keep_where = true;              // the module's line, not this require's, names the error
+    return lua_error(L);
+  }
+  lua_remove(L, -2);  // the message handler
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     lua_pushboolean(L, 1);
@@ -372,6 +368,45 @@ std::string now_iso() {
 
 }  // namespace
 
+namespace {
+int l_readonly_newindex(lua_State* L) {
+  return luaL_error(L, "attempt to modify a read-only table (field '%s')",
+                    lua_isstring(L, 2) ? lua_tostring(L, 2) : "?");
+}
+}  // namespace
+
+// An empty proxy reading from the table: scripts can use `string.upper` but cannot change
+// what another script (or lib module) sees. Locked, so setmetatable cannot swap it.
+void make_readonly(lua_State* L) {
+  lua_newtable(L);                 // proxy
+  lua_newtable(L);                 // its metatable
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_readonly_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushliteral(L, "read-only");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  lua_remove(L, -2);
+}
+
+bool readonly_target(lua_State* L, int idx) {
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  if (!lua_getmetatable(L, idx)) return false;
+  lua_pushliteral(L, "__newindex");
+  lua_rawget(L, -2);
+  bool yes = lua_tocfunction(L, -1) == l_readonly_newindex;
+  lua_pop(L, 1);
+  if (!yes) {
+    lua_pop(L, 1);
+    return false;
+  }
+  lua_pushliteral(L, "__index");
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+  return true;
+}
+
 void raise_cpu_limit(lua_State* L) {
   Sandbox::Impl* I = impl_of(L);
   if (!I->cpu_hit) {
@@ -429,8 +464,9 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
     P->current_flow = flow;
     if (protected_call(P, 0, 1) != 0) {
       std::string msg = error_message(L, -1);
-      Location at = P->cpu_hit ? P->limit_where : P->error_where;
-      if (at.file.empty()) at.file = src.name;
+      Location at = (P->cpu_hit || P->memory_hit) ? P->limit_where : P->error_where;
+      if (at.file.empty()) at = {src.name, 1};
+      if (P->memory_hit) msg = "memory limit exceeded (" + std::to_string(code.limits.memory_mb) + " MB)";
       errors += at.str() + ": " + strip_location(msg, at) + "\n";
       lua_pop(L, 1);
       continue;
@@ -464,6 +500,30 @@ const std::string& Sandbox::tenant() const { return impl_->code.tenant; }
 std::size_t Sandbox::heap_bytes() const { return impl_->heap_used; }
 
 namespace {
+// A JSON value as Lua, with every table in it read-only (ctx is shared between calls).
+void push_readonly_value(lua_State* L, const json::value& v) {
+  if (v.is_object()) {
+    lua_createtable(L, 0, static_cast<int>(v.get_object().size()));
+    for (const auto& kv : v.get_object()) {
+      if (kv.value().is_null()) continue;
+      lua_pushlstring(L, kv.key().data(), kv.key().size());
+      push_readonly_value(L, kv.value());
+      lua_rawset(L, -3);
+    }
+    make_readonly(L);
+  } else if (v.is_array()) {
+    int i = 0;
+    lua_createtable(L, static_cast<int>(v.get_array().size()), 0);
+    for (const auto& e : v.get_array()) {
+      push_readonly_value(L, e);
+      lua_rawseti(L, -2, ++i);
+    }
+    make_readonly(L);
+  } else {
+    push_value(L, v);
+  }
+}
+
 // Pushes the ctx table, reusing the previous one while the context is unchanged (it is
 // read-only, so sharing it between calls is safe).
 void push_ctx(Sandbox::Impl* I, const std::string& flow, const CallContext& ctx) {
@@ -477,7 +537,7 @@ void push_ctx(Sandbox::Impl* I, const std::string& flow, const CallContext& ctx)
   for (const auto& kv : ctx.fields) {
     if (kv.value().is_null()) continue;
     lua_pushlstring(L, kv.key().data(), kv.key().size());
-    push_value(L, kv.value());
+    push_readonly_value(L, kv.value());
     lua_rawset(L, -3);
   }
   auto set = [&](const char* k, const std::string& v) {
@@ -515,7 +575,8 @@ Outcome Sandbox::map(const std::string& flow, const json::value& record, const C
 
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, fn->second);
-  push_view(L, &record);
+  if (record.is_object() || record.is_array()) push_view(L, &record);
+  else push_value(L, record);  // a bare string or number arrives as itself
   push_ctx(I, flow, ctx);
   int rc = protected_call(I, 2, 1);
 
@@ -541,13 +602,15 @@ Outcome Sandbox::map(const std::string& flow, const json::value& record, const C
     out.kind = Outcome::Kind::rejected;
     out.error = "runtime";
     out.where = I->error_where;
+    // An error in a C function reached by a tail call has no script frame left: name the flow.
+    if (out.where.file.empty()) out.where = {I->code.flows.at(flow).name, 0};
     out.reason = strip_location(error_message(L, -1), out.where);
   } else if (lua_isnil(L, -1)) {
     out.kind = Outcome::Kind::skipped;
-  } else if (!lua_istable(L, -1)) {
+  } else if (!lua_istable(L, -1) && !is_view(L, -1)) {
     out.kind = Outcome::Kind::rejected;
     out.error = "output";
-    out.reason = std::string("map must return a table or nil, not a ") + luaL_typename(L, -1);
+    out.reason = std::string("map must return a table (or the record) or nil, not a ") + luaL_typename(L, -1);
   } else {
     std::string err;
     out.payload.reserve(512);

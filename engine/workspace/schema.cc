@@ -1,6 +1,7 @@
 #include "engine/workspace/schema.h"
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <set>
@@ -67,17 +68,17 @@ std::vector<SchemaIssue> Schema::validate(const boost::json::value& doc) const {
   if (validator.validate(impl_->schema, target, &results)) return issues;
   // valijson reports the failing node and then each enclosing one ("Failed to validate
   // against schema associated with property name 'x'"): keep the most specific messages.
-  std::set<std::pair<std::string, std::string>> seen;
-  valijson::ValidationResults::Error e;
   std::vector<SchemaIssue> all;
+  valijson::ValidationResults::Error e;
   while (results.popError(e)) all.push_back({to_path(e.context), e.description});
+  auto generic = [](const SchemaIssue& i) { return i.message.rfind("Failed to validate", 0) == 0; };
+  std::set<std::pair<std::string, std::string>> seen;
   for (const auto& i : all) {
-    bool generic = i.message.rfind("Failed to validate", 0) == 0 ||
-                   i.message.rfind("Failed to match", 0) == 0;
-    if (generic && all.size() > 1) continue;
-    if (seen.insert({i.path, i.message}).second) issues.push_back(i);
+    bool covered = generic(i) && std::any_of(all.begin(), all.end(), [&](const SchemaIssue& o) {
+      return &o != &i && !generic(o) && o.path.rfind(i.path, 0) == 0;
+    });
+    if (!covered && seen.insert({i.path, i.message}).second) issues.push_back(i);
   }
-  if (issues.empty() && !all.empty()) issues.push_back(all.front());
   return issues;
 }
 

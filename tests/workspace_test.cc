@@ -1,0 +1,262 @@
+// Workspace loading, config validation, fixtures, reload and secrets.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+
+#include "engine/workspace/fixtures.h"
+#include "engine/workspace/registry.h"
+#include "engine/workspace/secrets.h"
+#include "engine/workspace/tenant.h"
+#include "tests/test_util.h"
+
+using namespace weft;
+using weft::testing::TempDir;
+using weft::testing::write_basic_tenant;
+namespace json = boost::json;
+
+namespace {
+std::string all_problems(const std::vector<workspace::Problem>& ps) {
+  std::string s;
+  for (const auto& p : ps) s += p.str() + "\n";
+  return s;
+}
+
+const char* kCase = R"({"name": "email lowercased", "flow": "c",
+  "input": {"id": "1", "email": " Anna@Example.COM "},
+  "expect": {"identifiers": [{"type": "email", "id": "anna@example.com"}]}})";
+}  // namespace
+
+TEST_CASE("a valid tenant loads with its flows, lib and fixtures", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("lib/util/text.lua", "return {}");
+  ws.write("t1/tests/a.json", kCase);
+  std::vector<workspace::Problem> problems;
+  auto t = workspace::load_tenant(ws.path(), "t1", &problems);
+  REQUIRE(t);
+  CHECK(problems.empty());
+  CHECK(t->flows.size() == 1);
+  CHECK(t->flow("c")->destination_system == "omnisend");
+  CHECK(t->code.lib.count("util.text") == 1);
+  CHECK(t->fixtures.size() == 1);
+  CHECK(t->version.size() == 12);
+  CHECK(workspace::list_tenants(ws.path()) == std::vector<std::string>{"t1"});
+}
+
+TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+
+  SECTION("wrong type deep inside") {
+    ws.write("t1/tenant.json", R"({"tenant": "t1", "limits": {"cpu_ms": "fast"},
+      "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},
+      "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                      "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    std::string s = all_problems(problems);
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.limits.cpu_ms"));
+  }
+  SECTION("unknown system") {
+    ws.write("t1/tenant.json", R"({"tenant": "t1",
+      "connections": {"ct": {"system": "shopify"}},
+      "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                      "destination": {"connection": "ct", "entity": "contact"}, "script": "c.lua"}}})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("t1/tenant.json: $.connections.ct.system"));
+  }
+  SECTION("unknown field") {
+    ws.write("t1/tenant.json", R"({"tenant": "t1", "colour": "red",
+      "connections": {"ct": {"system": "commercetools"}},
+      "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                      "destination": {"connection": "ct", "entity": "contact"}, "script": "c.lua"}}})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("colour"));
+  }
+  SECTION("flow names a connection that does not exist") {
+    ws.write("t1/tenant.json", R"({"tenant": "t1", "connections": {"ct": {"system": "commercetools"}},
+      "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                      "destination": {"connection": "nope", "entity": "contact"}, "script": "c.lua"}}})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.destination.connection: no connection named 'nope'"));
+  }
+  SECTION("tenant name differs from the folder") {
+    ws.write("t1/tenant.json", R"({"tenant": "other", "connections": {"ct": {"system": "commercetools"}},
+      "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                      "destination": {"connection": "ct", "entity": "contact"}, "script": "c.lua"}}})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("$.tenant"));
+  }
+  SECTION("invalid JSON gives the line") {
+    ws.write("t1/tenant.json", "{\n  \"tenant\": \"t1\",\n  oops\n}");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    REQUIRE(problems.size() == 1);
+    CHECK(problems[0].file == "t1/tenant.json");
+    CHECK(problems[0].line == 3);
+  }
+  SECTION("missing script file") {
+    std::filesystem::remove(ws.path() / "t1/c.lua");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.script: cannot read t1/c.lua"));
+  }
+  SECTION("malformed fixture") {
+    ws.write("t1/tests/bad.json", R"({"name": "x", "flow": "c", "input": {}})");  // no expectation
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("t1/tests/bad.json"));
+  }
+  SECTION("fixture for an unknown flow") {
+    ws.write("t1/tests/bad.json", R"({"name": "x", "flow": "zzz", "input": {}, "expect_skip": true})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("no flow named 'zzz'"));
+  }
+}
+
+TEST_CASE("compile errors are reported as file:line", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, "local M = {}\nfunction M.map(rec)\n  return {\nend\nreturn M\n");
+  std::vector<workspace::Problem> problems;
+  auto t = workspace::load_tenant(ws.path(), "t1", &problems);
+  REQUIRE(t);
+  auto ps = workspace::compile_check(*t);
+  REQUIRE(ps.size() == 1);
+  CHECK(ps[0].file == "t1/c.lua");
+  CHECK(ps[0].line == 4);
+}
+
+TEST_CASE("fixtures pass, fail with a diff, and check rejections and skips", "[workspace][fixtures]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("t1/tests/1-pass.json", kCase);
+  ws.write("t1/tests/2-diff.json", R"({"name": "wrong expectation", "flow": "c",
+    "input": {"id": "1", "email": "b@example.com", "phone": "070-123 45 67"},
+    "expect": {"identifiers": [{"type": "email", "id": "B@example.com"}]}})");
+  ws.write("t1/tests/3-reject.json", R"({"name": "no email", "flow": "c", "input": {"id": "1"},
+    "expect_reject": "has no email"})");
+  ws.write("t1/tests/4-reject-wrong.json", R"({"name": "reject reason differs", "flow": "c", "input": {"id": "1"},
+    "expect_reject": "something else"})");
+  ws.write("t1/tests/5-skip.json", R"({"name": "skip", "flow": "c", "input": {"email": "a@b.se", "skip": true},
+    "expect_skip": true})");
+  ws.write("t1/tests/6-skip-wrong.json", R"({"name": "expected skip", "flow": "c", "input": {"email": "a@b.se"},
+    "expect_skip": true})");
+  std::vector<workspace::Problem> problems;
+  auto t = workspace::load_tenant(ws.path(), "t1", &problems);
+  REQUIRE(t);
+  std::string err;
+  auto box = script::Sandbox::create(t->code, &err);
+  REQUIRE(box);
+  auto results = workspace::run_fixtures(*t, *box);
+  REQUIRE(results.size() == 6);
+  CHECK(results[0].passed);
+  CHECK_FALSE(results[1].passed);
+  CHECK_THAT(results[1].detail, Catch::Contains("$.identifiers[0].id: expected \"B@example.com\", got \"b@example.com\""));
+  CHECK_THAT(results[1].detail, Catch::Contains("$.identifiers[1]: unexpected"));
+  CHECK(results[2].passed);
+  CHECK_FALSE(results[3].passed);
+  CHECK_THAT(results[3].detail, Catch::Contains("does not contain \"something else\""));
+  CHECK(results[4].passed);
+  CHECK_FALSE(results[5].passed);
+  CHECK_THAT(results[5].detail, Catch::Contains("expected a skip"));
+}
+
+TEST_CASE("json_diff names paths and treats 1 and 1.0 as equal", "[fixtures]") {
+  auto d = workspace::json_diff(json::parse(R"({"a": 1, "b": [1, 2], "c": {"x": "y"}})"),
+                                json::parse(R"({"a": 1.0, "b": [1], "c": {"x": "z"}, "d": true})"));
+  CHECK_THAT(d, Catch::Contains("$.b[1]: missing (expected 2)"));
+  CHECK_THAT(d, Catch::Contains("$.c.x: expected \"y\", got \"z\""));
+  CHECK_THAT(d, Catch::Contains("$.d: unexpected true"));
+  CHECK_THAT(d, !Catch::Contains("$.a"));
+  CHECK(workspace::json_diff(json::parse("[1,{\"a\":null}]"), json::parse("[1,{\"a\":null}]")).empty());
+  CHECK_FALSE(workspace::json_diff(json::parse("{\"a\":null}"), json::parse("{}")).empty());
+}
+
+TEST_CASE("reload swaps in a good version and keeps the last good one when the new one is broken",
+          "[workspace][reload]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("t1/tests/a.json", kCase);
+  workspace::Registry reg(ws.path());
+  auto first = reg.reload("t1");
+  REQUIRE(first.ok);
+  auto v1 = reg.active("t1");
+  REQUIRE(v1);
+  CHECK(v1->version == first.version);
+
+  auto map_email = [&](const std::string& email) {
+    auto v = reg.active("t1");
+    std::string err;
+    auto box = script::Sandbox::create(v->code, &err);
+    REQUIRE(box);
+    return box->map("c", json::parse("{\"email\":\"" + email + "\"}"), {}).payload;
+  };
+  CHECK(map_email("X@Y.se") == R"({"identifiers":[{"id":"x@y.se","type":"email"}]})");
+
+  SECTION("a syntax error is refused with file:line") {
+    ws.write("t1/c.lua", "local M = {}\nfunction M.map(rec) return {} \nreturn M\n");
+    auto r = reg.reload("t1");
+    CHECK_FALSE(r.ok);
+    CHECK(r.version == v1->version);
+    REQUIRE_FALSE(r.problems.empty());
+    CHECK(r.problems[0].file == "t1/c.lua");
+    CHECK(r.problems[0].line > 0);
+    CHECK(reg.active("t1")->version == v1->version);
+    CHECK_FALSE(reg.last_error("t1").empty());
+    CHECK(map_email("X@Y.se") == R"({"identifiers":[{"id":"x@y.se","type":"email"}]})");
+  }
+  SECTION("a version that fails its own fixtures is refused") {
+    ws.write("t1/c.lua", "local M = {}\nfunction M.map(rec) return { identifiers = { { type = 'email', id = rec.email } } } end\nreturn M\n");
+    auto r = reg.reload("t1");
+    CHECK_FALSE(r.ok);
+    CHECK_THAT(all_problems(r.problems), Catch::Contains("fixture \"email lowercased\" failed"));
+    CHECK(reg.active("t1")->version == v1->version);
+  }
+  SECTION("an invalid tenant.json is refused") {
+    ws.write("t1/tenant.json", "{\"tenant\": \"t1\"}");
+    auto r = reg.reload("t1");
+    CHECK_FALSE(r.ok);
+    CHECK(reg.active("t1")->version == v1->version);
+  }
+  SECTION("a good change is swapped in with a new version id; holders of the old one keep it") {
+    ws.write("t1/c.lua", std::string(weft::testing::kBasicScript) + "-- a comment changes the content hash\n");
+    auto r = reg.reload("t1");
+    CHECK(r.ok);
+    CHECK(r.version != v1->version);
+    CHECK(reg.active("t1")->version == r.version);
+    CHECK(reg.last_error("t1").empty());
+    CHECK(v1->code.flows.at("c").code == weft::testing::kBasicScript);  // the old snapshot is untouched
+  }
+  SECTION("a tenant whose folder is removed is dropped") {
+    std::filesystem::remove_all(ws.path() / "t1");
+    reg.reload_all();
+    CHECK_FALSE(reg.active("t1"));
+  }
+}
+
+TEST_CASE("a lib change alters the version id", "[workspace][reload]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("lib/h.lua", "return {}");
+  std::vector<workspace::Problem> problems;
+  auto a = workspace::load_tenant(ws.path(), "t1", &problems);
+  ws.write("lib/h.lua", "return { x = 1 }");
+  auto b = workspace::load_tenant(ws.path(), "t1", &problems);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a->version != b->version);
+  auto c = workspace::load_tenant(ws.path(), "t1", &problems);
+  CHECK(b->version == c->version);
+}
+
+TEST_CASE("secrets resolve from the environment and are redacted", "[workspace][secrets]") {
+  setenv("WEFT_TEST_SECRET", "s3cr3t-value", 1);
+  unsetenv("WEFT_TEST_UNSET");
+  workspace::Secrets secrets;
+  std::string missing;
+  auto v = secrets.resolve("Bearer ${WEFT_TEST_SECRET}", &missing);
+  REQUIRE(v);
+  CHECK(*v == "Bearer s3cr3t-value");
+  CHECK(secrets.redact("header: Bearer s3cr3t-value; again s3cr3t-value") == "header: Bearer ***; again ***");
+  CHECK_FALSE(secrets.resolve("${WEFT_TEST_UNSET}", &missing));
+  CHECK(missing == "WEFT_TEST_UNSET");
+  CHECK(workspace::is_secret_ref("${X}"));
+  CHECK_FALSE(workspace::is_secret_ref("plain"));
+}
