@@ -41,7 +41,7 @@ struct MapOptions {
   std::string rejects;            // empty: rejects are only counted
   std::string context;
   int workers = 1;
-  int batch = 512;                // records per unit of work
+  int batch_bytes = 1 << 20;      // input bytes per unit of work
 };
 int run_map(const MapOptions& o);
 

@@ -243,53 +243,43 @@ int run_map(const MapOptions& o) {
     }
   });
 
-  // Reader: big reads, cut at line boundaries; a partial last line carries over.
-  std::string carry;
-  std::vector<char> chunk(1 << 20);
+  // Reader: each batch is one big read, cut after its last newline; the partial line at
+  // the end moves to the next batch. Lines are referenced in place, never copied.
+  const size_t chunk = static_cast<size_t>(o.batch_bytes);
   uint64_t seq = 0, line_no = 1;
-  auto batch = std::make_unique<Batch>();
-  auto flush_batch = [&] {
-    if (batch->lines.empty()) return;
-    batch->seq = seq++;
-    pipe.submit(std::move(batch));
+  std::string pending;
+  for (bool eof = false; !eof;) {
+    auto b = std::make_unique<Batch>();
+    b->data = std::move(pending);
+    pending = std::string();
+    size_t have = b->data.size();
+    b->data.resize(have + chunk);
+    size_t got = std::fread(b->data.data() + have, 1, chunk, in);
+    b->data.resize(have + got);
+    eof = got == 0;
+    if (!eof) {
+      size_t cut = b->data.rfind('\n');
+      if (cut == std::string::npos) {  // one line longer than a chunk: read on
+        pending = std::move(b->data);
+        continue;
+      }
+      pending.assign(b->data, cut + 1, std::string::npos);
+      b->data.resize(cut + 1);
+    }
+    for (size_t pos = 0; pos < b->data.size();) {
+      size_t nl = b->data.find('\n', pos);
+      size_t end = nl == std::string::npos ? b->data.size() : nl;
+      size_t n = end - pos;
+      if (n && b->data[pos + n - 1] == '\r') --n;
+      if (b->data.find_first_not_of(" \t", pos) < pos + n) b->lines.push_back({pos, n, line_no});
+      ++line_no;
+      pos = end + 1;
+    }
+    if (b->lines.empty()) continue;
+    b->seq = seq++;
+    pipe.submit(std::move(b));
     total = seq;
-    batch = std::make_unique<Batch>();
-  };
-  auto add_line = [&](const char* p, size_t n) {
-    if (n && p[n - 1] == '\r') --n;
-    bool blank = true;
-    for (size_t i = 0; i < n && blank; ++i) blank = (p[i] == ' ' || p[i] == '\t');
-    if (!blank) {
-      batch->lines.push_back({batch->data.size(), n, line_no});
-      batch->data.append(p, n);
-      batch->data.push_back('\n');
-    }
-    ++line_no;
-    if (batch->lines.size() >= static_cast<size_t>(o.batch)) flush_batch();
-  };
-  for (;;) {
-    size_t got = std::fread(chunk.data(), 1, chunk.size(), in);
-    if (got == 0) break;
-    const char* p = chunk.data();
-    const char* end = p + got;
-    while (p < end) {
-      const char* nl = static_cast<const char*>(std::memchr(p, '\n', end - p));
-      if (!nl) {
-        carry.append(p, end - p);
-        break;
-      }
-      if (!carry.empty()) {
-        carry.append(p, nl - p);
-        add_line(carry.data(), carry.size());
-        carry.clear();
-      } else {
-        add_line(p, nl - p);
-      }
-      p = nl + 1;
-    }
   }
-  if (!carry.empty()) add_line(carry.data(), carry.size());
-  flush_batch();
   bool read_failed = std::ferror(in);
   all_read = true;
   pipe.close();

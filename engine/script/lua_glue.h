@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 #include <chrono>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,27 @@
 namespace weft::script {
 
 using Clock = std::chrono::steady_clock;
+
+// An object key being written: sorted by its first 8 bytes as a big-endian number first,
+// so most comparisons are one integer compare.
+struct SortKey {
+  uint64_t prefix;
+  const char* p;
+  std::size_t n;
+  int slot;  // stack index of a copy of the key string
+  static uint64_t prefix_of(const char* s, std::size_t n) {
+    unsigned char b[8] = {};
+    std::memcpy(b, s, n < 8 ? n : 8);
+    uint64_t v = 0;
+    for (unsigned char c : b) v = (v << 8) | c;
+    return v;
+  }
+  bool operator<(const SortKey& o) const {
+    if (prefix != o.prefix) return prefix < o.prefix;
+    int c = std::memcmp(p, o.p, n < o.n ? n : o.n);
+    return c != 0 ? c < 0 : n < o.n;
+  }
+};
 
 struct Sandbox::Impl {
   lua_State* L = nullptr;
@@ -44,7 +66,7 @@ struct Sandbox::Impl {
   Location error_where;          // first script frame of the last error (set by the handler)
   bool keep_where = false;       // a re-raised error whose error_where is already right
   std::vector<Note>* notes = nullptr;
-  std::vector<std::pair<const char*, std::size_t>> key_stack;  // scratch of the JSON writer
+  std::vector<SortKey> key_stack;  // scratch of the JSON writer
 
   // For log lines.
   std::string current_flow;

@@ -188,6 +188,18 @@ bool append_string(std::string& out, const char* s, size_t n) {
   out.push_back('"');
   size_t start = 0, i = 0;
   while (i < n) {
+    // Skip 8 plain bytes at a time: none below 0x20, none '"' or '\\', none >= 0x80.
+    while (i + 8 <= n) {
+      uint64_t x;
+      std::memcpy(&x, p + i, 8);
+      constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+      uint64_t ctrl = (x - ones * 0x20) & ~x;
+      uint64_t quote = ((x ^ (ones * '"')) - ones) & ~(x ^ (ones * '"'));
+      uint64_t bslash = ((x ^ (ones * '\\')) - ones) & ~(x ^ (ones * '\\'));
+      if ((ctrl | quote | bslash | x) & highs) break;
+      i += 8;
+    }
+    if (i >= n) break;
     unsigned char c = p[i];
     if (!kSpecial.table[c]) { ++i; continue; }
     if (c >= 0x80) {
@@ -244,7 +256,7 @@ struct Writer {
   int array_mt;
   // Keys of the objects being written, as a stack shared by the nesting levels (one
   // buffer per sandbox instead of one allocation per table).
-  std::vector<std::pair<const char*, size_t>>& keys;
+  std::vector<SortKey>& keys;
 
   bool fail(const std::string& what) {
     std::string p;
@@ -306,20 +318,28 @@ struct Writer {
     double max_int = 0;
     bool non_key = false;
     const size_t first_key = keys.size();
-    struct Unwind {  // drop this level's keys however we leave
-      std::vector<std::pair<const char*, size_t>>& k;
+    const int top = lua_gettop(L);
+    struct Unwind {  // drop this level's keys (and their stack copies) however we leave
+      lua_State* L;
+      std::vector<SortKey>& k;
       size_t n;
-      ~Unwind() { k.resize(n); }
-    } unwind{keys, first_key};
+      int top;
+      ~Unwind() { k.resize(n); lua_settop(L, top); }
+    } unwind{L, keys, first_key, top};
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
       lua_pop(L, 1);
       ++count;
       int kt = lua_type(L, -1);
       if (kt == LUA_TSTRING) {
+        // Keep a copy of the key on the stack: looking the value up with the same string
+        // object later avoids re-interning the key.
+        luaL_checkstack(L, 4, "json: too many keys");
+        lua_pushvalue(L, -1);
+        lua_insert(L, -2);
         size_t n;
-        const char* k = lua_tolstring(L, -1, &n);  // anchored by the table while we write
-        keys.emplace_back(k, n);
+        const char* k = lua_tolstring(L, -2, &n);
+        keys.push_back({SortKey::prefix_of(k, n), k, n, lua_gettop(L) - 1});
         ++n_string;
       } else if (kt == LUA_TNUMBER) {
         double d = lua_tonumber(L, -1);
@@ -348,19 +368,18 @@ struct Writer {
       out.push_back(']');
       return true;
     }
-    std::sort(keys.begin() + first_key, keys.end(), [](const auto& a, const auto& b) {
-      int c = std::memcmp(a.first, b.first, std::min(a.second, b.second));
-      return c != 0 ? c < 0 : a.second < b.second;
-    });
+    std::sort(keys.begin() + first_key, keys.end());
     const size_t last_key = keys.size();
     out.push_back('{');
     for (size_t ki = first_key; ki < last_key; ++ki) {
-      auto [k, n] = keys[ki];  // by value: nested tables may grow the buffer
+      SortKey key = keys[ki];  // by value: nested tables may grow the buffer
+      const char* k = key.p;
+      size_t n = key.n;
       if (ki != first_key) out.push_back(',');
       if (!append_string(out, k, n)) return fail("key is not valid UTF-8");
       out.push_back(':');
       path.push_back({k, n, 0});
-      lua_pushlstring(L, k, n);
+      lua_pushvalue(L, key.slot);
       lua_rawget(L, idx);
       bool ok = value(-1, depth);
       lua_pop(L, 1);
