@@ -4,7 +4,9 @@
 #include <lua.hpp>
 
 #include <boost/json.hpp>
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -48,9 +50,13 @@ struct Sandbox::Impl {
   bool memory_hit = false;       // set by the allocator, cleared per call
   bool enforce = false;          // the cap applies while script code runs, not to host setup
 
-  // CPU: a count hook compares the clock with `deadline` while `armed`.
+  // CPU: while a call runs, `deadline` is set; the watchdog thread installs a count hook
+  // once it has passed (see watchdog.cc), and the hook raises the error in the VM thread.
   Clock::time_point deadline{};
   bool armed = false;
+  std::atomic<int64_t> watch_deadline{0};  // deadline in steady-clock ns; 0 = no call running
+  std::mutex hook_mu;                      // serializes lua_sethook between the two threads
+  bool hooked = false;                     // guarded by hook_mu
   bool cpu_hit = false;          // sticky for the call: a script's pcall cannot clear it
   Location limit_where;          // where the limit hit
 
@@ -89,6 +95,12 @@ inline Sandbox::Impl* impl_of(lua_State* L) {
   lua_getallocf(L, &ud);
   return static_cast<Sandbox::Impl*>(ud);
 }
+
+// watchdog.cc: one thread for the process that hooks sandboxes whose call overran.
+void watch(Sandbox::Impl* I);
+void unwatch(Sandbox::Impl* I);
+// Installs the every-instruction hook (called by the watchdog with I->hook_mu held).
+void hook_now(Sandbox::Impl* I);
 
 // Raises the CPU-limit error if the deadline passed (used by C functions the hook cannot
 // interrupt, such as pattern matching). Does not return when the limit is hit.

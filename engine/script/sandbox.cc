@@ -12,7 +12,6 @@ namespace json = boost::json;
 
 namespace {
 
-constexpr int kHookEvery = 1000;        // instructions between deadline checks
 constexpr const char* kRejectTag = "weft.reject";  // error values raised by reject()/skip()
 
 // ---- limits --------------------------------------------------------------------------
@@ -49,6 +48,8 @@ void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+// Installed by the watchdog only after a call overran (a permanent count hook would put
+// the interpreter in its slower hook mode for every instruction: ~10% of `weft map`).
 void count_hook(lua_State* L, lua_Debug*) {
   Sandbox::Impl* I = impl_of(L);
   if (!I->armed) return;
@@ -171,11 +172,18 @@ int protected_call(Sandbox::Impl* I, int nargs, int nresults) {
   I->deadline = Clock::now() + std::chrono::milliseconds(I->code.limits.cpu_ms);
   I->armed = true;
   I->enforce = true;
-  lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookEvery);
+  I->watch_deadline.store(I->deadline.time_since_epoch().count(), std::memory_order_release);
   int rc = lua_pcall(L, nargs, nresults, base);
+  {
+    std::lock_guard<std::mutex> lock(I->hook_mu);
+    I->watch_deadline.store(0, std::memory_order_relaxed);
+    if (I->hooked) {
+      lua_sethook(L, nullptr, 0, 0);
+      I->hooked = false;
+    }
+  }
   I->armed = false;
   I->enforce = false;
-  if (I->cpu_hit) lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookEvery);  // undo count=1
   lua_remove(L, base);
   if (I->memory_hit) lua_gc(L, LUA_GCCOLLECT, 0);  // LuaJIT does not collect on its own here
   return rc;
@@ -414,9 +422,18 @@ void raise_cpu_limit(lua_State* L) {
     I->limit_where = script_location(L, 0);
   }
   // Fire on every instruction from now on, so a pcall in the script cannot resume work.
-  lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  {
+    std::lock_guard<std::mutex> lock(I->hook_mu);
+    hook_now(I);
+  }
   luaL_error(L, "cpu limit exceeded (%d ms)", I->code.limits.cpu_ms);
   std::abort();  // unreachable: luaL_error does not return
+}
+
+void hook_now(Sandbox::Impl* I) {
+  if (I->hooked) return;
+  lua_sethook(I->L, count_hook, LUA_MASKCOUNT, 1);
+  I->hooked = true;
 }
 
 void check_deadline(lua_State* L) {
@@ -433,7 +450,10 @@ std::string Outcome::describe(const std::string& tenant, const std::string& flow
 Sandbox::Sandbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Sandbox::~Sandbox() {
-  if (impl_ && impl_->L) lua_close(impl_->L);
+  if (impl_ && impl_->L) {
+    unwatch(impl_.get());
+    lua_close(impl_->L);
+  }
 }
 
 std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* error) {
@@ -448,6 +468,7 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
   I->L = L;
   std::unique_ptr<Sandbox> box(new Sandbox(std::move(I)));
   Impl* P = box->impl_.get();
+  watch(P);
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);  // hooks do not fire in traces
   build_base_env(L, P);
 
