@@ -95,10 +95,10 @@ class Pipeline {
   bool closed_ = false;
 };
 
-void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const script::Outcome* o, const std::string& error,
-                   const std::string& reason, const std::string& tenant, const std::string& flow) {
-  json::object r{{"line", line_no}, {"error", error}, {"reason", reason}};
-  if (o) {
+void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const script::Outcome* o,
+                   const std::string& tenant, const std::string& flow) {
+  json::object r{{"line", line_no}, {"error", o->error}, {"reason", o->reason}};
+  if (o->error != "invalid_json") {
     if (!o->where.file.empty()) r["where"] = o->where.str();
     if (!o->fields.empty()) r["fields"] = o->fields;
     r["message"] = o->describe(tenant, flow);
@@ -111,36 +111,10 @@ void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const scrip
   b.rejects.push_back('\n');
 }
 
-// One per worker: the parser's internal stack is reused from record to record.
-struct Worker {
-  script::Sandbox* box;
-  json::parser parser{json::storage_ptr(), parse_options()};
-  static json::parse_options parse_options() {
-    json::parse_options o;
-    o.max_depth = 64;
-    return o;
-  }
-};
-
-void map_batch(Batch& b, Worker& w, const MapOptions& o, const script::CallContext& ctx) {
-  unsigned char scratch[32768];
-  script::Sandbox& box = *w.box;
-  for (size_t i = 0; i < b.lines.size(); ++i) {
-    std::string_view raw(b.data.data() + b.lines[i].offset, b.lines[i].length);
-    uint64_t line_no = b.lines[i].number;
-    // Each record's DOM lives in a stack buffer (spilling to the heap only if larger).
-    json::monotonic_resource mr(scratch, sizeof scratch);
-    std::error_code ec;
-    w.parser.reset(&mr);
-    w.parser.write(raw.data(), raw.size(), ec);
-    if (ec) {
-      ++b.rejected;
-      append_reject(b, line_no, raw, nullptr, "invalid_json", "invalid JSON: " + ec.message(), o.tenant, o.flow);
-      continue;
-    }
-    // Move-constructed, so the DOM stays in `mr` (assignment would copy it to the heap).
-    json::value v = w.parser.release();
-    script::Outcome res = box.map(o.flow, v, ctx);
+void map_batch(Batch& b, script::Sandbox& box, const MapOptions& o, const script::CallContext& ctx) {
+  for (const auto& line : b.lines) {
+    std::string_view raw(b.data.data() + line.offset, line.length);
+    script::Outcome res = box.map(o.flow, raw, ctx);
     switch (res.kind) {
       case script::Outcome::Kind::ok:
         ++b.mapped;
@@ -152,7 +126,7 @@ void map_batch(Batch& b, Worker& w, const MapOptions& o, const script::CallConte
         break;
       case script::Outcome::Kind::rejected:
         ++b.rejected;
-        append_reject(b, line_no, raw, &res, res.error, res.reason, o.tenant, o.flow);
+        append_reject(b, line.number, raw, &res, o.tenant, o.flow);
         break;
     }
   }
@@ -208,9 +182,8 @@ int run_map(const MapOptions& o) {
   std::vector<std::thread> workers;
   for (int i = 0; i < o.workers; ++i) {
     workers.emplace_back([&, i] {
-      Worker w{boxes[i].get()};
       while (auto b = pipe.take()) {
-        map_batch(*b, w, o, ctx);
+        map_batch(*b, *boxes[i], o, ctx);
         pipe.done(std::move(b));
       }
     });

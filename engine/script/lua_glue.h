@@ -4,6 +4,7 @@
 #include <lua.hpp>
 
 #include <boost/json.hpp>
+#include <simdjson.h>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -73,6 +74,7 @@ struct Sandbox::Impl {
   bool keep_where = false;       // a re-raised error whose error_where is already right
   std::vector<Note>* notes = nullptr;
   std::vector<SortKey> key_stack;  // scratch of the JSON writer
+  simdjson::dom::parser parser;    // parses each record; its views point into this parser's document
 
   // For log lines.
   std::string current_flow;
@@ -110,10 +112,13 @@ void check_deadline(lua_State* L);
 
 // lua_json.cc
 void open_json(lua_State* L, Sandbox::Impl* I);   // leaves the `json` table on the stack
-void push_view(lua_State* L, const boost::json::value* v);   // read-only record view
-const boost::json::value* to_view(lua_State* L, int idx);  // nullptr if not a live view (raises if dead)
+void push_view(lua_State* L, simdjson::dom::element e);  // read-only record view
+// True and *out set if idx is a record view (raises if the view is dead), false otherwise.
+bool to_view(lua_State* L, int idx, simdjson::dom::element* out);
 bool is_view(lua_State* L, int idx);
 void push_value(lua_State* L, const boost::json::value& v);  // deep copy into plain Lua values
+void push_value(lua_State* L, simdjson::dom::element e);
+std::string to_json_text(simdjson::dom::element e);         // compact, object keys sorted
 // Lua value -> compact JSON (object keys sorted). On failure returns false and sets *err to
 // "path: problem" (e.g. "identifiers[2].id: string is not valid UTF-8").
 bool write_json(lua_State* L, int idx, std::string& out, std::string* err);

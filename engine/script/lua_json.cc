@@ -9,6 +9,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <new>
+#include <type_traits>
 
 #include "engine/script/lua_glue.h"
 
@@ -18,50 +20,50 @@ namespace json = boost::json;
 char json_null_key = 0;
 
 namespace {
+void write_sorted(const boost::json::value& v, std::string& out);
+void write_sorted(simdjson::dom::element e, std::string& out);
 
 constexpr double kMaxExactInt = 9007199254740992.0;  // 2^53
 constexpr int kMaxDepth = 64;
 
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+// A record view: a simdjson DOM element (the record's parsed tape) plus the call generation
+// it belongs to. Trivially copyable, so it lives directly in the userdata.
 struct View {
-  const json::value* v;
+  element e;
   uint32_t generation;
 };
+static_assert(std::is_trivially_copyable_v<View>);
+
+// Integers beyond 2^53 cannot be Lua numbers exactly: they arrive as their exact digits.
+template <class Int>
+void push_integer(lua_State* L, Int i) {
+  if (static_cast<double>(i) > -kMaxExactInt && static_cast<double>(i) < kMaxExactInt) {
+    lua_pushnumber(L, static_cast<double>(i));
+  } else {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, i);
+    lua_pushlstring(L, buf, r.ptr - buf);
+  }
+}
 
 // Pushes a JSON scalar, or a view for containers.
-void push_node(lua_State* L, const json::value& v) {
-  switch (v.kind()) {
-    case json::kind::null: lua_pushnil(L); return;
-    case json::kind::bool_: lua_pushboolean(L, v.get_bool()); return;
-    case json::kind::double_: lua_pushnumber(L, v.get_double()); return;
-    case json::kind::int64: {
-      int64_t i = v.get_int64();
-      if (i > -9007199254740992LL && i < 9007199254740992LL) {
-        lua_pushnumber(L, static_cast<double>(i));
-      } else {  // exact digits rather than a rounded double
-        char buf[24];
-        auto r = std::to_chars(buf, buf + sizeof buf, i);
-        lua_pushlstring(L, buf, r.ptr - buf);
-      }
+void push_node(lua_State* L, element e) {
+  switch (e.type()) {
+    case element_type::NULL_VALUE: lua_pushnil(L); return;
+    case element_type::BOOL: lua_pushboolean(L, e.get_bool().value_unsafe()); return;
+    case element_type::DOUBLE: lua_pushnumber(L, e.get_double().value_unsafe()); return;
+    case element_type::INT64: push_integer(L, e.get_int64().value_unsafe()); return;
+    case element_type::UINT64: push_integer(L, e.get_uint64().value_unsafe()); return;
+    case element_type::STRING: {
+      std::string_view sv = e.get_string().value_unsafe();
+      lua_pushlstring(L, sv.data(), sv.size());
       return;
     }
-    case json::kind::uint64: {
-      uint64_t u = v.get_uint64();
-      if (u < 9007199254740992ULL) {
-        lua_pushnumber(L, static_cast<double>(u));
-      } else {
-        char buf[24];
-        auto r = std::to_chars(buf, buf + sizeof buf, u);
-        lua_pushlstring(L, buf, r.ptr - buf);
-      }
-      return;
-    }
-    case json::kind::string: {
-      const auto& s = v.get_string();
-      lua_pushlstring(L, s.data(), s.size());
-      return;
-    }
-    case json::kind::array:
-    case json::kind::object: push_view(L, &v); return;
+    case element_type::ARRAY:
+    case element_type::OBJECT: push_view(L, e); return;
   }
 }
 
@@ -74,22 +76,22 @@ View* check_view(lua_State* L, int idx) {
 }
 
 int view_index(lua_State* L) {
-  const json::value& v = *check_view(L, 1)->v;
-  if (v.is_object()) {
+  element e = check_view(L, 1)->e;
+  if (e.type() == element_type::OBJECT) {
     if (lua_type(L, 2) != LUA_TSTRING) { lua_pushnil(L); return 1; }  // rec[1] on an object
     size_t n;
     const char* k = lua_tolstring(L, 2, &n);
-    const auto& o = v.get_object();
-    auto it = o.find(json::string_view(k, n));
-    if (it == o.end()) lua_pushnil(L);
-    else push_node(L, it->value());
+    element child;
+    if (e.get_object().value_unsafe().at_key(std::string_view(k, n)).get(child)) lua_pushnil(L);
+    else push_node(L, child);
     return 1;
   }
-  const auto& a = v.get_array();
   if (lua_type(L, 2) != LUA_TNUMBER) { lua_pushnil(L); return 1; }
   double d = lua_tonumber(L, 2);
-  if (d >= 1 && d <= static_cast<double>(a.size()) && d == std::floor(d))
-    push_node(L, a[static_cast<size_t>(d) - 1]);
+  auto a = e.get_array().value_unsafe();
+  element child;
+  if (d >= 1 && d == std::floor(d) && d <= 1e9 && !a.at(static_cast<size_t>(d) - 1).get(child))
+    push_node(L, child);
   else
     lua_pushnil(L);
   return 1;
@@ -101,49 +103,55 @@ int view_newindex(lua_State* L) {
 }
 
 int view_len(lua_State* L) {
-  const json::value& v = *check_view(L, 1)->v;
-  lua_pushinteger(L, v.is_array() ? static_cast<lua_Integer>(v.get_array().size()) : 0);
+  element e = check_view(L, 1)->e;
+  lua_pushinteger(L, e.type() == element_type::ARRAY ? static_cast<lua_Integer>(e.get_array().value_unsafe().size()) : 0);
   return 1;
 }
 
 int view_tostring(lua_State* L) {
-  const json::value& v = *check_view(L, 1)->v;
-  std::string s = to_json_text(v);
+  std::string s = to_json_text(check_view(L, 1)->e);
   lua_pushlstring(L, s.data(), s.size());
   return 1;
 }
 
-// Iterator closure over a view: upvalue 1 = view, 2 = next index (0-based), 3 = true for
-// ipairs. pairs walks every non-null field or element; ipairs walks array elements 1..n and
+// Iteration state of pairs/ipairs over a view (upvalue 2 of the iterator closure).
+struct Walk {
+  bool is_object;
+  bool ipairs_mode;  // ipairs: arrays only, stops at the first null
+  size_t index;      // 1-based position of the next element
+  simdjson::dom::object::iterator oit, oend;
+  simdjson::dom::array::iterator ait, aend;
+};
+static_assert(std::is_trivially_copyable_v<Walk>);
+
+// Iterator closure over a view: upvalue 1 = view (checked for liveness), 2 = Walk.
+// pairs walks every non-null field or element; ipairs walks array elements 1..n and
 // stops at the first null, as ipairs does on a table with a nil.
 int view_next(lua_State* L) {
-  const json::value& v = *check_view(L, lua_upvalueindex(1))->v;
-  bool ipairs_mode = lua_toboolean(L, lua_upvalueindex(3));
-  size_t i = static_cast<size_t>(lua_tonumber(L, lua_upvalueindex(2)));
-  if (v.is_object()) {
-    if (ipairs_mode) return 0;
-    const auto& o = v.get_object();
-    for (; i < o.size(); ++i) {
-      const auto& kv = o.begin()[i];
-      if (kv.value().is_null()) continue;
-      lua_pushnumber(L, static_cast<double>(i + 1));
-      lua_replace(L, lua_upvalueindex(2));
-      lua_pushlstring(L, kv.key().data(), kv.key().size());
-      push_node(L, kv.value());
+  check_view(L, lua_upvalueindex(1));
+  auto* w = static_cast<Walk*>(lua_touserdata(L, lua_upvalueindex(2)));
+  if (w->is_object) {
+    if (w->ipairs_mode) return 0;
+    for (; w->oit != w->oend; ++w->oit) {
+      element v = w->oit.value();
+      if (v.type() == element_type::NULL_VALUE) continue;
+      std::string_view k = w->oit.key();
+      ++w->oit;
+      lua_pushlstring(L, k.data(), k.size());
+      push_node(L, v);
       return 2;
     }
     return 0;
   }
-  const auto& a = v.get_array();
-  for (; i < a.size(); ++i) {
-    if (a[i].is_null()) {
-      if (ipairs_mode) return 0;
+  for (; w->ait != w->aend; ++w->ait, ++w->index) {
+    element v = *w->ait;
+    if (v.type() == element_type::NULL_VALUE) {
+      if (w->ipairs_mode) return 0;
       continue;
     }
-    lua_pushnumber(L, static_cast<double>(i + 1));
-    lua_replace(L, lua_upvalueindex(2));
-    lua_pushnumber(L, static_cast<double>(i + 1));
-    push_node(L, a[i]);
+    ++w->ait;
+    lua_pushnumber(L, static_cast<double>(w->index++));
+    push_node(L, v);
     return 2;
   }
   return 0;
@@ -290,7 +298,7 @@ struct Writer {
           auto* vw = static_cast<View*>(lua_touserdata(L, idx));
           if (vw->generation != impl_of(L)->generation)
             return fail("record used after its map call returned (keep values, not the record)");
-          out += to_json_text(*vw->v);
+          write_sorted(vw->e, out);
           return true;
         }
         return fail("unsupported value (userdata)");
@@ -440,9 +448,11 @@ int l_array(lua_State* L) {
 int l_has(lua_State* L) {
   size_t n;
   const char* k = luaL_checklstring(L, 2, &n);
-  if (is_view(L, 1)) {
-    const json::value* v = to_view(L, 1);
-    lua_pushboolean(L, v->is_object() && v->get_object().contains(json::string_view(k, n)));
+  element e;
+  if (to_view(L, 1, &e)) {
+    element child;
+    lua_pushboolean(L, e.type() == element_type::OBJECT &&
+                           !e.get_object().value_unsafe().at_key(std::string_view(k, n)).get(child));
     return 1;
   }
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -454,8 +464,9 @@ int l_has(lua_State* L) {
 }
 
 int l_copy(lua_State* L) {
-  if (is_view(L, 1)) {
-    push_value(L, *to_view(L, 1));
+  element e;
+  if (to_view(L, 1, &e)) {
+    push_value(L, e);
     return 1;
   }
   lua_settop(L, 1);  // plain values copy as themselves
@@ -466,11 +477,10 @@ int l_copy(lua_State* L) {
 
 // ---- shared entry points -------------------------------------------------------------
 
-void push_view(lua_State* L, const json::value* v) {
+void push_view(lua_State* L, element e) {
   auto* vw = static_cast<View*>(lua_newuserdata(L, sizeof(View)));
-  vw->v = v;
   Sandbox::Impl* I = impl_of(L);
-  vw->generation = I->generation;
+  new (vw) View{e, I->generation};
   lua_rawgeti(L, LUA_REGISTRYINDEX, I->view_mt);
   lua_setmetatable(L, -2);
 }
@@ -483,35 +493,72 @@ bool is_view(lua_State* L, int idx) {
   return yes;
 }
 
-const json::value* to_view(lua_State* L, int idx) {
-  if (!is_view(L, idx)) return nullptr;
-  return check_view(L, idx)->v;
+bool to_view(lua_State* L, int idx, element* out) {
+  if (!is_view(L, idx)) return false;
+  *out = check_view(L, idx)->e;
+  return true;
 }
 
 void push_value(lua_State* L, const json::value& v) {
   luaL_checkstack(L, 4, "json nesting");
-  if (v.is_object()) {
-    const auto& o = v.get_object();
+  switch (v.kind()) {
+    case json::kind::object: {
+      const auto& o = v.get_object();
+      lua_createtable(L, 0, static_cast<int>(o.size()));
+      for (const auto& kv : o) {
+        if (kv.value().is_null()) continue;  // null fields read as nil, as on views
+        lua_pushlstring(L, kv.key().data(), kv.key().size());
+        push_value(L, kv.value());
+        lua_rawset(L, -3);
+      }
+      return;
+    }
+    case json::kind::array: {
+      const auto& a = v.get_array();
+      lua_createtable(L, static_cast<int>(a.size()), 0);
+      int i = 0;
+      for (const auto& e : a) {
+        if (e.is_null()) lua_pushlightuserdata(L, &json_null_key);  // keep positions
+        else push_value(L, e);
+        lua_rawseti(L, -2, ++i);
+      }
+      lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->array_mt);  // [] stays [] on the way out
+      lua_setmetatable(L, -2);
+      return;
+    }
+    case json::kind::null: lua_pushnil(L); return;
+    case json::kind::bool_: lua_pushboolean(L, v.get_bool()); return;
+    case json::kind::double_: lua_pushnumber(L, v.get_double()); return;
+    case json::kind::int64: push_integer(L, v.get_int64()); return;
+    case json::kind::uint64: push_integer(L, v.get_uint64()); return;
+    case json::kind::string: lua_pushlstring(L, v.get_string().data(), v.get_string().size()); return;
+  }
+}
+
+void push_value(lua_State* L, element e) {
+  luaL_checkstack(L, 4, "json nesting");
+  if (e.type() == element_type::OBJECT) {
+    auto o = e.get_object().value_unsafe();
     lua_createtable(L, 0, static_cast<int>(o.size()));
-    for (const auto& kv : o) {
-      if (kv.value().is_null()) continue;  // null fields read as nil, as on views
-      lua_pushlstring(L, kv.key().data(), kv.key().size());
-      push_value(L, kv.value());
+    for (auto kv : o) {
+      if (kv.value.type() == element_type::NULL_VALUE) continue;  // null reads as nil
+      lua_pushlstring(L, kv.key.data(), kv.key.size());
+      push_value(L, kv.value);
       lua_rawset(L, -3);
     }
-  } else if (v.is_array()) {
-    const auto& a = v.get_array();
+  } else if (e.type() == element_type::ARRAY) {
+    auto a = e.get_array().value_unsafe();
     lua_createtable(L, static_cast<int>(a.size()), 0);
     int i = 0;
-    for (const auto& e : a) {
-      if (e.is_null()) lua_pushlightuserdata(L, &json_null_key);  // keep positions
-      else push_value(L, e);
+    for (element x : a) {
+      if (x.type() == element_type::NULL_VALUE) lua_pushlightuserdata(L, &json_null_key);
+      else push_value(L, x);
       lua_rawseti(L, -2, ++i);
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->array_mt);  // [] stays [] on the way out
+    lua_rawgeti(L, LUA_REGISTRYINDEX, impl_of(L)->array_mt);
     lua_setmetatable(L, -2);
   } else {
-    push_node(L, v);
+    push_node(L, e);
   }
 }
 
@@ -531,21 +578,35 @@ void get_field(lua_State* L, int idx, const char* key, std::size_t len) {
     lua_rawget(L, idx);
     return;
   }
-  if (const json::value* v = to_view(L, idx); v && v->is_object()) {
-    auto it = v->get_object().find(json::string_view(key, len));
-    if (it != v->get_object().end()) { push_node(L, it->value()); return; }
+  element e, child;
+  if (to_view(L, idx, &e) && e.type() == element_type::OBJECT &&
+      !e.get_object().value_unsafe().at_key(std::string_view(key, len)).get(child)) {
+    push_node(L, child);
+    return;
   }
   lua_pushnil(L);
 }
 
 namespace {
 int pairs_impl(lua_State* L, bool ipairs_mode) {
-  if (is_view(L, 1)) {
-    to_view(L, 1);  // raises if dead
+  element e;
+  if (to_view(L, 1, &e)) {  // raises if dead
     lua_pushvalue(L, 1);
-    lua_pushnumber(L, 0);
-    lua_pushboolean(L, ipairs_mode);
-    lua_pushcclosure(L, view_next, 3);
+    auto* w = static_cast<Walk*>(lua_newuserdata(L, sizeof(Walk)));
+    new (w) Walk{};
+    w->ipairs_mode = ipairs_mode;
+    w->index = 1;
+    w->is_object = e.type() == element_type::OBJECT;
+    if (w->is_object) {
+      auto o = e.get_object().value_unsafe();
+      w->oit = o.begin();
+      w->oend = o.end();
+    } else {
+      auto a = e.get_array().value_unsafe();
+      w->ait = a.begin();
+      w->aend = a.end();
+    }
+    lua_pushcclosure(L, view_next, 2);
     return 1;
   }
   // A read-only proxy (ctx, libraries) is walked through the table behind it.
@@ -634,11 +695,66 @@ void write_sorted(const json::value& v, std::string& out) {
       out += json::serialize(v);
   }
 }
+void write_sorted(element e, std::string& out) {
+  switch (e.type()) {
+    case element_type::OBJECT: {
+      auto o = e.get_object().value_unsafe();
+      std::vector<simdjson::dom::key_value_pair> kv(o.begin(), o.end());
+      std::stable_sort(kv.begin(), kv.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+      out.push_back('{');
+      for (size_t i = 0; i < kv.size(); ++i) {
+        if (i) out.push_back(',');
+        append_escaped(out, kv[i].key.data(), kv[i].key.size());
+        out.push_back(':');
+        write_sorted(kv[i].value, out);
+      }
+      out.push_back('}');
+      return;
+    }
+    case element_type::ARRAY: {
+      out.push_back('[');
+      bool first = true;
+      simdjson::dom::array a = e.get_array().value_unsafe();  // a named copy: range-for over a temporary result would dangle
+      for (element x : a) {
+        if (!first) out.push_back(',');
+        first = false;
+        write_sorted(x, out);
+      }
+      out.push_back(']');
+      return;
+    }
+    case element_type::STRING: {
+      std::string_view sv = e.get_string().value_unsafe();
+      append_escaped(out, sv.data(), sv.size());
+      return;
+    }
+    case element_type::DOUBLE:
+      if (!append_number(out, e.get_double().value_unsafe())) out += "null";
+      return;
+    case element_type::INT64:
+    case element_type::UINT64: {
+      char buf[24];
+      auto r = e.type() == element_type::INT64 ? std::to_chars(buf, buf + sizeof buf, e.get_int64().value_unsafe())
+                                                : std::to_chars(buf, buf + sizeof buf, e.get_uint64().value_unsafe());
+      out.append(buf, r.ptr - buf);
+      return;
+    }
+    case element_type::BOOL: out += e.get_bool().value_unsafe() ? "true" : "false"; return;
+    case element_type::NULL_VALUE: out += "null"; return;
+  }
+}
+
 }  // namespace
 
 std::string to_json_text(const json::value& v) {
   std::string out;
   write_sorted(v, out);
+  return out;
+}
+
+std::string to_json_text(element e) {
+  std::string out;
+  write_sorted(e, out);
   return out;
 }
 

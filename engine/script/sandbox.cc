@@ -105,7 +105,7 @@ int l_log(lua_State* L) {
   if (!spdlog::should_log(level)) return 0;
   std::string msg;
   if (lua_isstring(L, 1)) msg = lua_tostring(L, 1);
-  else if (const json::value* v = to_view(L, 1)) msg = to_json_text(*v);
+  else if (simdjson::dom::element e; to_view(L, 1, &e)) msg = to_json_text(e);
   else msg = luaL_typename(L, 1);
   std::string fields;
   if (!lua_isnoneornil(L, 2)) {
@@ -460,6 +460,11 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
   auto I = std::make_unique<Impl>();
   I->code = code;
   I->heap_limit = static_cast<size_t>(code.limits.memory_mb) * 1024 * 1024;
+  // Records nest at most 64 deep, like every JSON weft reads; deeper input is refused.
+  if (I->parser.allocate(64 * 1024, 64)) {  // grows on demand for larger records
+    *error = "cannot allocate the JSON parser";
+    return nullptr;
+  }
   lua_State* L = lua_newstate(capped_alloc, I.get());
   if (L == nullptr) {
     *error = "cannot create a Lua state (memory_mb too small?)";
@@ -579,6 +584,11 @@ void push_ctx(Sandbox::Impl* I, const std::string& flow, const CallContext& ctx)
 
 Outcome Sandbox::map(const std::string& flow, const json::value& record, const CallContext& ctx,
                      const CallOptions& opts) {
+  return map(flow, json::serialize(record), ctx, opts);
+}
+
+Outcome Sandbox::map(const std::string& flow, std::string_view record_json, const CallContext& ctx,
+                     const CallOptions& opts) {
   Impl* I = impl_.get();
   lua_State* L = I->L;
   Outcome out;
@@ -589,6 +599,13 @@ Outcome Sandbox::map(const std::string& flow, const json::value& record, const C
     out.reason = "no flow named '" + flow + "'";
     return out;
   }
+  simdjson::dom::element record;
+  if (auto err = I->parser.parse(record_json.data(), record_json.size()).get(record)) {
+    out.kind = Outcome::Kind::rejected;
+    out.error = "invalid_json";
+    out.reason = std::string("invalid JSON: ") + simdjson::error_message(err);
+    return out;
+  }
   I->rejected = I->skipped = false;
   I->current_flow = flow;
   I->correlation_id = ctx.correlation_id;
@@ -596,8 +613,11 @@ Outcome Sandbox::map(const std::string& flow, const json::value& record, const C
 
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, fn->second);
-  if (record.is_object() || record.is_array()) push_view(L, &record);
-  else push_value(L, record);  // a bare string or number arrives as itself
+  auto type = record.type();
+  if (type == simdjson::dom::element_type::OBJECT || type == simdjson::dom::element_type::ARRAY)
+    push_view(L, record);
+  else
+    push_value(L, record);  // a bare string or number arrives as itself
   push_ctx(I, flow, ctx);
   int rc = protected_call(I, 2, 1);
 

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace weft::script {
@@ -54,7 +55,8 @@ struct Outcome {
   std::string payload;       // ok: the mapped JSON, compact, keys sorted
   // rejected:
   std::string error;         // "reject" (the script refused), "runtime", "cpu_limit",
-                             // "memory_limit", "output" (the result cannot become JSON), "no_flow"
+                             // "memory_limit", "output" (the result cannot become JSON),
+                             // "invalid_json" (the record), "no_flow"
   std::string reason;        // human-readable, without the location
   boost::json::object fields;  // reject(reason, fields) details
   Location where;
@@ -88,8 +90,12 @@ class Sandbox {
   Sandbox& operator=(const Sandbox&) = delete;
 
   bool has_flow(const std::string& flow) const;
-  // Maps one record with the flow's `map(rec, ctx)`. Never throws; a script failure is a
-  // rejected Outcome naming the script line, and the sandbox stays usable.
+  // Maps one record, given as JSON text, with the flow's `map(rec, ctx)`. Never throws; a
+  // script failure is a rejected Outcome naming the script line, and the sandbox stays
+  // usable. Text that is not valid JSON is rejected with error "invalid_json".
+  Outcome map(const std::string& flow, std::string_view record_json, const CallContext& ctx,
+              const CallOptions& opts = {});
+  // The same for a record already parsed (fixtures, dry-run): serialized, then mapped.
   Outcome map(const std::string& flow, const boost::json::value& record, const CallContext& ctx,
               const CallOptions& opts = {});
 
