@@ -317,3 +317,36 @@ TEST_CASE("json: a returned table can mix views, copies and new values", "[json]
                 R"({"id":12345678901234567890,"address":{"city":"Lund"},"tags":["a"]})",
                 R"({"addr":{"city":"Lund"},"id":"12345678901234567890","tags":["a","new"]})");
 }
+
+TEST_CASE("json: strings are escaped and validated correctly at every position", "[json]") {
+  // Each special byte (quote, backslash, control characters, a multi-byte character, an
+  // invalid byte) at each offset of a 20-byte string: the word-at-a-time scanner must find
+  // the first one exactly and never miss one.
+  ws::TenantCode code;
+  code.tenant = "acme";
+  code.flows["f"] = {"t/f.lua", "return { map = function(rec) return { s = rec.s } end }"};
+  std::string err;
+  auto box = ws::Sandbox::create(code, &err);
+  REQUIRE(box);
+  const std::vector<std::string> specials = {"\"", "\\", "\n", "\t", std::string(1, '\x01'), "\x1f", "\u00e9", "\u20ac", "\U0001F600", "\x7f"};
+  for (const auto& sp : specials) {
+    for (size_t pos = 0; pos <= 20; ++pos) {
+      std::string text = std::string(pos, 'a') + sp + std::string(20 - pos, 'b');
+      bj::object rec{{"s", text}};
+      auto o = box->map("f", bj::value(rec), ws::CallContext{});
+      INFO("special " << bj::serialize(bj::value(sp)) << " at " << pos);
+      REQUIRE(o.kind == Kind::ok);
+      CHECK(bj::parse(o.payload).at("s").as_string() == text);
+    }
+  }
+  // Invalid UTF-8 made by the script at each position is refused, never written.
+  code.flows["f"] = {"t/f.lua", "return { map = function(rec) return { s = string.rep('a', rec.n) .. '\\255' .. 'bbbbbbbbbbbb' } end }"};
+  box = ws::Sandbox::create(code, &err);
+  REQUIRE(box);
+  for (int pos = 0; pos <= 20; ++pos) {
+    auto o = box->map("f", std::string("{\"n\":") + std::to_string(pos) + "}", ws::CallContext{});
+    INFO("invalid byte at " << pos);
+    CHECK(o.kind == Kind::rejected);
+    CHECK(o.error == "output");
+  }
+}

@@ -25,7 +25,7 @@ struct SortKey {
   uint64_t prefix;
   const char* p;
   std::size_t n;
-  int slot;  // stack index of a copy of the key string
+  int slot;  // stack index of the key string; its value is at slot + 1
   static uint64_t prefix_of(const char* s, std::size_t n) {
     unsigned char b[8] = {};
     std::memcpy(b, s, n < 8 ? n : 8);

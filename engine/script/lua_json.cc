@@ -190,48 +190,66 @@ size_t utf8_seq(const unsigned char* p, size_t n) {
   return len;
 }
 
+// Index of the first byte of p[0..n) that is not plain (control, '"', '\\' or >= 0x80), or n.
+// Eight bytes at a time: the lowest flagged byte of each word is exact.
+inline size_t scan_plain(const unsigned char* p, size_t n) {
+  size_t i = 0;
+  constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    // (v - ones) & ~v flags zero bytes (here: '"' and '\\'); (x - 0x20..) & ~x flags
+    // bytes below 0x20; x itself flags bytes >= 0x80. Borrows only ever flag bytes above
+    // a real match, so the lowest flag is exact.
+    uint64_t mask = (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & highs;
+    if (mask) return i + (__builtin_ctzll(mask) >> 3);
+  }
+  for (; i < n; ++i)
+    if (kSpecial.table[p[i]]) return i;
+  return n;
+}
+
 // Appends s as a JSON string; false (nothing usable appended) if s is not valid UTF-8.
 bool append_string(std::string& out, const char* s, size_t n) {
   const auto* p = reinterpret_cast<const unsigned char*>(s);
+  size_t i = scan_plain(p, n);
+  if (i == n) {  // the common case: nothing to escape or validate
+    size_t at = out.size();
+    out.resize(at + n + 2);
+    char* d = out.data() + at;
+    d[0] = '"';
+    std::memcpy(d + 1, s, n);
+    d[n + 1] = '"';
+    return true;
+  }
   out.push_back('"');
-  size_t start = 0, i = 0;
+  size_t start = 0;
   while (i < n) {
-    // Skip 8 plain bytes at a time: none below 0x20, none '"' or '\\', none >= 0x80.
-    while (i + 8 <= n) {
-      uint64_t x;
-      std::memcpy(&x, p + i, 8);
-      constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-      uint64_t ctrl = (x - ones * 0x20) & ~x;
-      uint64_t quote = ((x ^ (ones * '"')) - ones) & ~(x ^ (ones * '"'));
-      uint64_t bslash = ((x ^ (ones * '\\')) - ones) & ~(x ^ (ones * '\\'));
-      if ((ctrl | quote | bslash | x) & highs) break;
-      i += 8;
-    }
-    if (i >= n) break;
     unsigned char c = p[i];
-    if (!kSpecial.table[c]) { ++i; continue; }
     if (c >= 0x80) {
       size_t len = utf8_seq(p + i, n - i);
       if (len == 0) return false;
       i += len;
-      continue;
-    }
-    out.append(s + start, i - start);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default: {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\u%04x", c);
-        out += buf;
+    } else {
+      out.append(s + start, i - start);
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default: {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        }
       }
+      start = ++i;
     }
-    start = ++i;
+    i += scan_plain(p + i, n - i);
   }
   out.append(s + start, n - start);
   out.push_back('"');
@@ -336,20 +354,21 @@ struct Writer {
     } unwind{L, keys, first_key, top};
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
-      lua_pop(L, 1);
       ++count;
-      int kt = lua_type(L, -1);
+      int kt = lua_type(L, -2);
       if (kt == LUA_TSTRING) {
-        // Keep a copy of the key on the stack: looking the value up with the same string
-        // object later avoids re-interning the key.
+        // Leave the key and its value on the stack (written from there once the keys are
+        // sorted) and push a copy of the key for lua_next to continue from.
         luaL_checkstack(L, 4, "json: too many keys");
-        lua_pushvalue(L, -1);
-        lua_insert(L, -2);
         size_t n;
         const char* k = lua_tolstring(L, -2, &n);
         keys.push_back({SortKey::prefix_of(k, n), k, n, lua_gettop(L) - 1});
+        lua_pushvalue(L, -2);
         ++n_string;
-      } else if (kt == LUA_TNUMBER) {
+        continue;
+      }
+      lua_pop(L, 1);
+      if (kt == LUA_TNUMBER) {
         double d = lua_tonumber(L, -1);
         if (d >= 1 && d == std::floor(d)) max_int = std::max(max_int, d);
         else non_key = true;
@@ -387,11 +406,7 @@ struct Writer {
       if (!append_string(out, k, n)) return fail("key is not valid UTF-8");
       out.push_back(':');
       path.push_back({k, n, 0});
-      lua_pushvalue(L, key.slot);
-      lua_rawget(L, idx);
-      bool ok = value(-1, depth);
-      lua_pop(L, 1);
-      if (!ok) return false;
+      if (!value(key.slot + 1, depth)) return false;  // the value sits above its key
       path.pop_back();
     }
     out.push_back('}');
