@@ -11,7 +11,8 @@
 # 5. memory check: weft on 1 worker over the file repeated 5 times; a streaming mapper's peak RSS
 #    should not grow with the input.
 #
-# Environment: WEFT_BIN (default build/weft), BENCH_X5=0 skips step 5 (it needs ~5x the time and
+# Environment: WEFT_BIN (default build/weft), BENCH_ROUNDS (default 3: each speed is the best
+# of that many interleaved runs), BENCH_X5=0 skips step 5 (it needs ~5x the time and
 # ~5x the input's disk space). Peak RSS needs GNU time (/usr/bin/time, Debian package `time`);
 # without it only wall times are shown.
 # Exit status: 0 when the outputs match, 1 when they differ or a run failed, 2 on usage errors.
@@ -49,24 +50,35 @@ fi
 declare -A WALL RSS STATUS
 
 # measure NAME COMMAND...: runs COMMAND, keeps its wall seconds, peak RSS (KiB) and exit status.
+# Called once per round: the best (lowest) wall time and the highest RSS over the rounds are
+# kept, and a failure in any round marks the run failed. Best-of-N because the machine is
+# shared: other load only ever makes a run slower.
 measure() {
   local name=$1; shift
-  local rc=0
+  local rc=0 wall rss=""
   if [ "$HAVE_TIME" = 1 ]; then
     /usr/bin/time -f '%e %M' -o "$OUT/$name.time" "$@" || rc=$?
     # on failure GNU time writes "Command exited with non-zero status N" first: take the last line
-    read -r "WALL[$name]" "RSS[$name]" < <(tail -n 1 "$OUT/$name.time")
+    read -r wall rss < <(tail -n 1 "$OUT/$name.time")
   else
     local start end
     start=$(date +%s%N)
     "$@" || rc=$?
     end=$(date +%s%N)
-    WALL[$name]=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-    RSS[$name]=""
+    wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
   fi
-  STATUS[$name]=$rc
-  if [ "$rc" != 0 ]; then echo "map_bench: $name exited with status $rc" >&2; fi
+  if [ -z "${WALL[$name]:-}" ] || awk -v a="$wall" -v b="${WALL[$name]}" 'BEGIN { exit !(a < b) }'; then
+    WALL[$name]=$wall
+  fi
+  if [ -n "$rss" ] && { [ -z "${RSS[$name]:-}" ] || [ "$rss" -gt "${RSS[$name]}" ]; }; then RSS[$name]=$rss; fi
+  if [ "$rc" != 0 ]; then
+    STATUS[$name]=$rc
+    echo "map_bench: $name exited with status $rc" >&2
+  elif [ -z "${STATUS[$name]:-}" ]; then
+    STATUS[$name]=0
+  fi
 }
+ROUNDS=${BENCH_ROUNDS:-3}
 
 # --- input ---------------------------------------------------------------------------------------
 if [ -f "$IN" ] && [ "$(cat "$IN.n" 2>/dev/null)" = "$N" ]; then
@@ -81,14 +93,14 @@ fi
 
 # --- runs ----------------------------------------------------------------------------------------
 rm -f "$OUT"/node.ndjson "$OUT"/weft1.ndjson "$OUT"/weft2.ndjson "$OUT"/*.time  # no stale results
-echo "== node reference_map.js"
-measure node node "$SHARED/reference_map.js" "$IN" > "$OUT/node.ndjson"
-
 WEFT_MAP=("$WEFT" map --workspace scripts --tenant acme --flow customers_reference)
-echo "== weft map, 1 worker"
-measure weft1 "${WEFT_MAP[@]}" --input "$IN" --output "$OUT/weft1.ndjson"
-echo "== weft map, 2 workers"
-measure weft2 "${WEFT_MAP[@]}" --input "$IN" --output "$OUT/weft2.ndjson" --workers 2
+# Rounds interleave the three runs, so a burst of outside load hits all of them alike.
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round of $ROUNDS: node reference_map.js, weft map with 1 and with 2 workers"
+  measure node node "$SHARED/reference_map.js" "$IN" > "$OUT/node.ndjson"
+  measure weft1 "${WEFT_MAP[@]}" --input "$IN" --output "$OUT/weft1.ndjson" 2>"$OUT/weft1.log"
+  measure weft2 "${WEFT_MAP[@]}" --input "$IN" --output "$OUT/weft2.ndjson" --workers 2 2>"$OUT/weft2.log"
+done
 
 if [ "${BENCH_X5:-1}" != 0 ]; then
   if [ ! -f "$IN_X5" ] || [ "$IN" -nt "$IN_X5" ]; then

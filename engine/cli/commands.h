@@ -41,7 +41,7 @@ struct MapOptions {
   std::string rejects;            // empty: rejects are only counted
   std::string context;
   int workers = 1;
-  int batch_bytes = 1 << 20;      // input bytes per unit of work
+  int batch_bytes = 256 << 10;    // input bytes per unit of work (256 KiB measured best: cache-sized)
 };
 int run_map(const MapOptions& o);
 
