@@ -350,3 +350,25 @@ TEST_CASE("json: strings are escaped and validated correctly at every position",
     CHECK(o.error == "output");
   }
 }
+
+TEST_CASE("json: records that are not valid JSON are rejected with the reason", "[json]") {
+  ws::TenantCode code;
+  code.tenant = "acme";
+  code.flows["f"] = {"t/f.lua", "return { map = function(rec) return { x = rec.x } end }"};
+  std::string err;
+  auto box = ws::Sandbox::create(code, &err);
+  REQUIRE(box);
+  auto big = box->map("f", std::string_view(R"({"x": 123456789012345678901234})"), ws::CallContext{});
+  CHECK(big.kind == Kind::rejected);
+  CHECK(big.error == "invalid_json");
+  CHECK(contains(big.reason, "64 bits"));
+  std::string deep = std::string(70, '[') + std::string(70, ']');
+  auto d = box->map("f", std::string_view(deep), ws::CallContext{});
+  CHECK(d.error == "invalid_json");
+  CHECK(contains(d.reason, "64 levels"));
+  CHECK(box->map("f", std::string_view("{\"x\": 1,}"), ws::CallContext{}).error == "invalid_json");
+  CHECK(box->map("f", std::string_view("{\"x\": \"\xff\"}"), ws::CallContext{}).error == "invalid_json");
+  // 64-bit integers still arrive exactly.
+  auto ok = box->map("f", std::string_view(R"({"x": 18446744073709551615})"), ws::CallContext{});
+  CHECK(ok.payload == R"({"x":"18446744073709551615"})");
+}
