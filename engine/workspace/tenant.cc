@@ -205,6 +205,7 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
     else
       problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
     if (auto* c = fo.if_contains("context")) f.context = c->get_object();
+    if (auto* e = fo.if_contains("enabled")) f.enabled = e->as_bool();
     if (f.script.find("..") != std::string::npos) {
       problems->push_back({shown, 0, base + ".script", "must stay inside the tenant folder"});
       continue;

@@ -31,6 +31,7 @@ struct Flow {
   std::string destination_connection, destination_entity;
   std::string destination_system;     // "omnisend" (from the destination connection)
   boost::json::object context;        // merged into ctx
+  bool enabled = true;                // false: only weft map / dry-run / test run it
 };
 
 struct FixtureCase {

@@ -82,7 +82,7 @@ function M.map(rec, ctx)
     firstName = first_name,
     lastName = text.clean(rec.lastName),
     birthdate = rec.dateOfBirth and norm.date(rec.dateOfBirth),
-    country = country,
+    countryCode = country,
     city = text.clean(address.city),
     postalCode = text.clean(address.postalCode),
     address = text.join(" ", address.streetName, address.streetNumber),
