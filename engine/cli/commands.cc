@@ -282,7 +282,7 @@ int run_dry_run(const DryRunOptions& o) {
       }
       out["notes"] = std::move(notes);
     }
-    std::string s = pretty ? pretty_json(out) : script::to_json_text(out);
+    std::string s = pretty ? pretty_json(out) : json::serialize(out);  // fields in the order above
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fputc('\n', stdout);
   }
