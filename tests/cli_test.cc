@@ -1,7 +1,13 @@
 // The weft binary: exit codes and output of check, test, dry-run and map.
 #include <catch2/catch.hpp>
 
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <boost/json.hpp>
+#include <chrono>
 #include <sstream>
 
 #include "tests/test_util.h"
@@ -196,4 +202,97 @@ TEST_CASE("the example workspace passes its own fixtures and checks clean", "[cl
   CHECK(t.code == 0);
   CHECK_THAT(t.out, Catch::Contains(" 0 failed"));
   CHECK(run_weft("check --workspace " + q(scripts)).code == 0);
+}
+
+namespace {
+// A weft process whose stdout is read with a deadline (for `weft test --watch`).
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& args) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+      std::vector<char*> argv;
+      static std::string bin = WEFT_BINARY;
+      argv.push_back(bin.data());
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(bin.c_str(), argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    fd_ = fds[0];
+  }
+  ~Child() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    close(fd_);
+  }
+  // Reads until `text` appears in what was read since the last call; false on timeout.
+  bool wait_for(const std::string& text, int timeout_ms = 10000) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (seen_.find(text) == std::string::npos) {
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      deadline - std::chrono::steady_clock::now()).count());
+      if (left <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, left) <= 0) continue;
+      char buf[4096];
+      ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) return false;
+      seen_.append(buf, n);
+    }
+    last_ = seen_;
+    seen_.clear();
+    return true;
+  }
+  const std::string& last() const { return last_; }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string seen_, last_;
+};
+}  // namespace
+
+TEST_CASE("weft test --watch reruns the affected cases when files change", "[cli][watch]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  const std::string good_a = R"({"name": "a", "flow": "c", "input": {"email": "A@B.se"},
+    "expect": {"identifiers": [{"type": "email", "id": "a@b.se"}]}})";
+  const std::string good_b = R"({"name": "b", "flow": "c", "input": {"email": "C@D.se"},
+    "expect": {"identifiers": [{"type": "email", "id": "c@d.se"}]}})";
+  ws.write("t1/tests/a.json", good_a);
+  ws.write("t1/tests/b.json", good_b);
+  Child w({"test", "--watch", ws.path().string()});
+  REQUIRE(w.wait_for("watching"));
+  CHECK_THAT(w.last(), Catch::Contains("2 passed, 0 failed"));
+
+  // A fixture change reruns that case only.
+  ws.write("t1/tests/b.json", R"({"name": "b", "flow": "c", "input": {"email": "C@D.se"},
+    "expect": {"identifiers": [{"type": "email", "id": "WRONG"}]}})");
+  REQUIRE(w.wait_for("failed\n"));
+  CHECK_THAT(w.last(), Catch::Contains("FAIL  t1/tests/b.json"));
+  CHECK_THAT(w.last(), Catch::Contains("0 passed, 1 failed"));
+  CHECK_THAT(w.last(), !Catch::Contains("a.json"));
+
+  // A script change reruns every case of the tenant.
+  ws.write("t1/tests/b.json", good_b);
+  REQUIRE(w.wait_for("failed\n"));
+  ws.write("t1/c.lua", std::string(weft::testing::kBasicScript) + "-- edited\n");
+  REQUIRE(w.wait_for("failed\n"));
+  CHECK_THAT(w.last(), Catch::Contains("2 passed, 0 failed"));
+
+  // A lib module change reruns every tenant; a broken script is reported, not fatal.
+  ws.write("lib/util.lua", "return {}");
+  REQUIRE(w.wait_for("failed\n"));
+  CHECK_THAT(w.last(), Catch::Contains("2 passed, 0 failed"));
+  ws.write("t1/c.lua", "this is not lua");
+  REQUIRE(w.wait_for("failed\n"));
+  CHECK_THAT(w.last(), Catch::Contains("ERROR t1"));
+  CHECK_THAT(w.last(), Catch::Contains("t1/c.lua:1"));
 }

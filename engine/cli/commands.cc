@@ -168,13 +168,21 @@ int watch_loop(const std::vector<TestTarget>& targets, const std::string& flow) 
         auto* ev = reinterpret_cast<inotify_event*>(buf + i);
         if (ev->len && wds.count(ev->wd)) {
           fs::path p = wds[ev->wd] / ev->name;
-          if ((ev->mask & IN_CREATE) && fs::is_directory(p)) watch_tree(fd, p, wds);
-          std::string ext = p.extension().string();
-          if (ext == ".lua" || ext == ".json") changed.insert(p);
+          if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && fs::is_directory(p)) {
+            // Files written into a new folder before its watch existed count as changed.
+            watch_tree(fd, p, wds);
+            std::error_code ec;
+            for (const auto& e : fs::recursive_directory_iterator(p, ec)) changed.insert(e.path());
+          }
+          changed.insert(p);
         }
         i += sizeof(inotify_event) + ev->len;
       }
     } while (poll(&pfd, 1, 150) > 0);
+    for (auto it = changed.begin(); it != changed.end();) {  // only scripts and JSON matter
+      std::string ext = it->extension().string();
+      it = (ext == ".lua" || ext == ".json") ? std::next(it) : changed.erase(it);
+    }
     if (changed.empty()) continue;
     // Affected cases: a fixture -> that case; a flow script or tenant.json -> the tenant's
     // cases; a lib module -> every tenant of that workspace.
