@@ -11,7 +11,7 @@
 # 5. memory check: weft on 1 worker over the file repeated 5 times; a streaming mapper's peak RSS
 #    should not grow with the input.
 #
-# Environment: WEFT_BIN (default build/weft), BENCH_ROUNDS (default 3: each speed is the best
+# Environment: WEFT_BIN (default build/weft), BENCH_ROUNDS (default 5: each speed is the best
 # of that many interleaved runs), BENCH_X5=0 skips step 5 (it needs ~5x the time and
 # ~5x the input's disk space). Peak RSS needs GNU time (/usr/bin/time, Debian package `time`);
 # without it only wall times are shown.
@@ -78,7 +78,7 @@ measure() {
     STATUS[$name]=0
   fi
 }
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 
 # --- input ---------------------------------------------------------------------------------------
 if [ -f "$IN" ] && [ "$(cat "$IN.n" 2>/dev/null)" = "$N" ]; then

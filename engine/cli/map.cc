@@ -95,14 +95,21 @@ class Pipeline {
   bool closed_ = false;
 };
 
-void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const script::Outcome* o,
-                   const std::string& tenant, const std::string& flow) {
-  json::object r{{"line", line_no}, {"error", o->error}, {"reason", o->reason}};
-  if (o->error != "invalid_json") {
-    if (!o->where.file.empty()) r["where"] = o->where.str();
-    if (!o->fields.empty()) r["fields"] = o->fields;
-    r["message"] = o->describe(tenant, flow);
+// What every worker needs to know about the run.
+struct Job {
+  const MapOptions& options;
+  script::CallContext ctx;
+  std::string version;  // the script version, stamped on every rejection
+};
+
+void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const script::Outcome& o, const Job& job) {
+  json::object r{{"line", line_no}, {"error", o.error}, {"reason", o.reason}};
+  if (o.error != "invalid_json") {
+    if (!o.where.file.empty()) r["where"] = o.where.str();
+    if (!o.fields.empty()) r["fields"] = o.fields;
+    r["message"] = o.describe(job.options.tenant, job.options.flow);
   }
+  r["script_version"] = job.version;
   std::error_code ec;
   json::value rec = json::parse(raw, ec);
   if (ec) r["raw"] = std::string(raw);
@@ -111,10 +118,10 @@ void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const scrip
   b.rejects.push_back('\n');
 }
 
-void map_batch(Batch& b, script::Sandbox& box, const MapOptions& o, const script::CallContext& ctx) {
+void map_batch(Batch& b, script::Sandbox& box, const Job& job) {
   for (const auto& line : b.lines) {
     std::string_view raw(b.data.data() + line.offset, line.length);
-    script::Outcome res = box.map(o.flow, raw, ctx);
+    script::Outcome res = box.map(job.options.flow, raw, job.ctx);
     switch (res.kind) {
       case script::Outcome::Kind::ok:
         ++b.mapped;
@@ -126,7 +133,7 @@ void map_batch(Batch& b, script::Sandbox& box, const MapOptions& o, const script
         break;
       case script::Outcome::Kind::rejected:
         ++b.rejected;
-        append_reject(b, line.number, raw, &res, o.tenant, o.flow);
+        append_reject(b, line.number, raw, res, job);
         break;
     }
   }
@@ -163,17 +170,16 @@ int run_map(const MapOptions& o) {
     std::string err;
     boxes.push_back(script::Sandbox::create(first.version->code, &err));
   }
-  script::CallContext ctx = first.context;
-  ctx.reuse_id = 1;
-  ctx.now = ""; // filled below: one timestamp for the whole run keeps ctx reusable
+  Job job{o, first.context, first.version->version};
+  job.ctx.reuse_id = 1;  // one context for the whole run: the Lua ctx table is built once
   {
-    auto now = std::chrono::system_clock::now();
-    std::time_t secs = std::chrono::system_clock::to_time_t(now);
+    // One timestamp for the whole run, so ctx.now is the same for every record.
+    std::time_t secs = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
     std::tm tm{};
     gmtime_r(&secs, &tm);
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    ctx.now = buf;
+    job.ctx.now = buf;
   }
 
   Pipeline pipe(static_cast<size_t>(o.workers) * 2 + 2);
@@ -183,7 +189,7 @@ int run_map(const MapOptions& o) {
   for (int i = 0; i < o.workers; ++i) {
     workers.emplace_back([&, i] {
       while (auto b = pipe.take()) {
-        map_batch(*b, *boxes[i], o, ctx);
+        map_batch(*b, *boxes[i], job);
         pipe.done(std::move(b));
       }
     });
