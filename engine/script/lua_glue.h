@@ -62,7 +62,7 @@ struct Sandbox::Impl {
   Location limit_where;          // where the limit hit
 
   // Record views made in call N carry generation N; the call's end bumps it.
-  uint32_t generation = 1;
+  uint64_t generation = 1;
 
   // Per call: what reject()/skip() asked for (flags, so a script's pcall cannot swallow them).
   bool rejected = false;
@@ -70,9 +70,12 @@ struct Sandbox::Impl {
   std::string reject_reason;
   boost::json::object reject_fields;
   Location reject_where;
-  Location error_where;          // first script frame of the last error (set by the handler)
-  bool keep_where = false;       // a re-raised error whose error_where is already right
+  Location error_where;          // where the last error happened (set by the message handler)
   std::vector<Note>* notes = nullptr;
+  std::string* payload = nullptr; // where the call writes its JSON result
+  std::string output_error;       // why the result could not become JSON
+  bool returned_nil = false;
+  int pattern_depth = 0;          // nesting of pattern functions (gsub callbacks can recurse)
   std::vector<SortKey> key_stack;  // scratch of the JSON writer
   simdjson::dom::parser parser;    // parses each record; its views point into this parser's document
 
@@ -132,6 +135,9 @@ bool readonly_target(lua_State* L, int idx);
 void make_readonly(lua_State* L);
 // Reads t[key] for a table or a view; pushes the value (nil if absent).
 void get_field(lua_State* L, int idx, const char* key, std::size_t len);
+
+// Text safe to print and to embed in JSON (invalid UTF-8 and control characters escaped).
+std::string printable(std::string_view s);
 
 // lua_pattern.cc: string.find/match/gmatch/gsub with a step budget tied to the deadline.
 void register_bounded_patterns(lua_State* L, int string_table_idx);

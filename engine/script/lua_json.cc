@@ -33,7 +33,11 @@ using simdjson::dom::element_type;
 // it belongs to. Trivially copyable, so it lives directly in the userdata.
 struct View {
   element e;
-  uint32_t generation;
+  uint64_t generation;
+  // Arrays: where the last rec.items[i] lookup ended, so reading them in order costs O(1)
+  // per element (simdjson's array::at walks from the start).
+  size_t hint_index;  // index of hint_it, 0-based; SIZE_MAX when unset
+  simdjson::dom::array::iterator hint_it;
 };
 static_assert(std::is_trivially_copyable_v<View>);
 
@@ -89,11 +93,23 @@ int view_index(lua_State* L) {
   if (lua_type(L, 2) != LUA_TNUMBER) { lua_pushnil(L); return 1; }
   double d = lua_tonumber(L, 2);
   auto a = e.get_array().value_unsafe();
-  element child;
-  if (d >= 1 && d == std::floor(d) && d <= 1e9 && !a.at(static_cast<size_t>(d) - 1).get(child))
-    push_node(L, child);
-  else
+  size_t size = a.size();
+  if (!(d >= 1 && d == std::floor(d) && d <= static_cast<double>(size))) {
     lua_pushnil(L);
+    return 1;
+  }
+  View* vw = static_cast<View*>(lua_touserdata(L, 1));
+  size_t want = static_cast<size_t>(d) - 1;
+  size_t at = 0;
+  auto it = a.begin();
+  if (vw->hint_index != SIZE_MAX && vw->hint_index <= want) {
+    at = vw->hint_index;
+    it = vw->hint_it;
+  }
+  for (; at < want; ++at) ++it;
+  vw->hint_index = want;
+  vw->hint_it = it;
+  push_node(L, *it);
   return 1;
 }
 
@@ -283,6 +299,12 @@ struct Writer {
   // Keys of the objects being written, as a stack shared by the nesting levels (one
   // buffer per sandbox instead of one allocation per table).
   std::vector<SortKey>& keys;
+  size_t max_bytes;       // output cap: the tenant's memory limit
+  unsigned values = 0;    // written so far, to check the deadline now and then
+  // Key/value pairs kept on the Lua stack while writing (fast path); past this many the
+  // writer looks values up by key instead, so a huge table cannot overflow the C stack.
+  static constexpr int kStackPairs = 1500;
+  int stack_pairs = 0;
 
   bool fail(const std::string& what) {
     std::string p;
@@ -295,6 +317,10 @@ struct Writer {
   }
 
   bool value(int idx, int depth) {
+    // Writing runs in C, where the CPU hook cannot fire: check the deadline here, and cap the
+    // size (a table that shares subtables, t = {t, t}, doubles with each level).
+    if ((++values & 0x3FF) == 0) check_deadline(L);
+    if (out.size() > max_bytes) return fail("output larger than the tenant's memory limit");
     switch (lua_type(L, idx)) {
       case LUA_TNIL: out += "null"; return true;
       case LUA_TBOOLEAN: out += lua_toboolean(L, idx) ? "true" : "false"; return true;
@@ -312,7 +338,7 @@ struct Writer {
         return fail("unsupported value (light userdata)");
       case LUA_TUSERDATA:
         if (is_view(L, idx)) {
-          // Checked without raising: the writer also runs after the protected call.
+          // Checked here so the message names the path rather than raising.
           auto* vw = static_cast<View*>(lua_touserdata(L, idx));
           if (vw->generation != impl_of(L)->generation)
             return fail("record used after its map call returned (keep values, not the record)");
@@ -322,6 +348,11 @@ struct Writer {
         return fail("unsupported value (userdata)");
       case LUA_TTABLE:
         if (depth >= kMaxDepth) return fail("nested deeper than 64 levels (a cycle?)");
+        if (readonly_target(L, idx)) {  // a read-only proxy (ctx, a library): write what it shows
+          bool ok = table(lua_gettop(L), depth + 1);
+          lua_pop(L, 1);
+          return ok;
+        }
         return table(idx, depth + 1);
       default:
         return fail(std::string("cannot be JSON: ") + lua_typename(L, lua_type(L, idx)));
@@ -345,25 +376,37 @@ struct Writer {
     bool non_key = false;
     const size_t first_key = keys.size();
     const int top = lua_gettop(L);
-    struct Unwind {  // drop this level's keys (and their stack copies) however we leave
-      lua_State* L;
+    const int first_pairs = stack_pairs;
+    // Drops this level's keys however we leave. C++ only: no Lua calls in a destructor,
+    // which may run while LuaJIT unwinds an error. The stack is reset by `done` below, or
+    // by the protected call when an error unwinds.
+    struct Unwind {
       std::vector<SortKey>& k;
       size_t n;
-      int top;
-      ~Unwind() { k.resize(n); lua_settop(L, top); }
-    } unwind{L, keys, first_key, top};
+      ~Unwind() { k.resize(n); }
+    } unwind{keys, first_key};
+    auto done = [&](bool ok) {
+      lua_settop(L, top);
+      stack_pairs = first_pairs;
+      return ok;
+    };
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
       ++count;
       int kt = lua_type(L, -2);
       if (kt == LUA_TSTRING) {
-        // Leave the key and its value on the stack (written from there once the keys are
-        // sorted) and push a copy of the key for lua_next to continue from.
-        luaL_checkstack(L, 4, "json: too many keys");
         size_t n;
-        const char* k = lua_tolstring(L, -2, &n);
-        keys.push_back({SortKey::prefix_of(k, n), k, n, lua_gettop(L) - 1});
-        lua_pushvalue(L, -2);
+        const char* k = lua_tolstring(L, -2, &n);  // the table keeps the key string alive
+        if (stack_pairs < kStackPairs && lua_checkstack(L, 4)) {
+          // Leave the key and its value on the stack (written from there once the keys are
+          // sorted) and push a copy of the key for lua_next to continue from.
+          keys.push_back({SortKey::prefix_of(k, n), k, n, lua_gettop(L) - 1});
+          lua_pushvalue(L, -2);
+          ++stack_pairs;
+        } else {
+          keys.push_back({SortKey::prefix_of(k, n), k, n, 0});  // 0: look the value up later
+          lua_pop(L, 1);
+        }
         ++n_string;
         continue;
       }
@@ -376,11 +419,11 @@ struct Writer {
         non_key = true;
       }
     }
-    if (non_key) return fail("table has a key that is neither a string nor 1..n");
-    if (n_string > 0 && n_string < count) return fail("table mixes string keys and array items");
+    if (non_key) return done(fail("table has a key that is neither a string nor 1..n"));
+    if (n_string > 0 && n_string < count) return done(fail("table mixes string keys and array items"));
     if (n_string == 0 && (count > 0 || marked_array(idx))) {
       if (max_int != static_cast<double>(count))
-        return fail("array has holes (nil items); use json.null for a null item");
+        return done(fail("array has holes (nil items); use json.null for a null item"));
       out.push_back('[');
       path.push_back({nullptr, 0, 0});
       for (size_t i = 1; i <= count; ++i) {
@@ -389,11 +432,11 @@ struct Writer {
         lua_rawgeti(L, idx, static_cast<int>(i));
         bool ok = value(-1, depth);
         lua_pop(L, 1);
-        if (!ok) return false;
+        if (!ok) return done(false);
       }
       path.pop_back();
       out.push_back(']');
-      return true;
+      return done(true);
     }
     std::sort(keys.begin() + first_key, keys.end());
     const size_t last_key = keys.size();
@@ -403,14 +446,23 @@ struct Writer {
       const char* k = key.p;
       size_t n = key.n;
       if (ki != first_key) out.push_back(',');
-      if (!append_string(out, k, n)) return fail("key is not valid UTF-8");
+      if (!append_string(out, k, n)) return done(fail("key is not valid UTF-8"));
       out.push_back(':');
       path.push_back({k, n, 0});
-      if (!value(key.slot + 1, depth)) return false;  // the value sits above its key
+      bool ok;
+      if (key.slot > 0) {
+        ok = value(key.slot + 1, depth);  // the value sits above its key
+      } else {
+        lua_pushlstring(L, k, n);
+        lua_rawget(L, idx);
+        ok = value(-1, depth);
+        lua_pop(L, 1);
+      }
+      if (!ok) return done(false);
       path.pop_back();
     }
     out.push_back('}');
-    return true;
+    return done(true);
   }
 };
 
@@ -427,6 +479,15 @@ int l_encode(lua_State* L) {
 int l_decode(lua_State* L) {
   size_t n;
   const char* s = luaL_checklstring(L, 1, &n);
+  // The parse happens outside the Lua heap: refuse what could not fit in it anyway
+  // (a decoded value takes several times its text).
+  Sandbox::Impl* I = impl_of(L);
+  size_t room = I->heap_limit > I->heap_used ? I->heap_limit - I->heap_used : 0;
+  if (n > room / 4) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "JSON text too large for the tenant's memory limit");
+    return 2;
+  }
   json::value v;
   try {
     json::parse_options opt;
@@ -495,7 +556,7 @@ int l_copy(lua_State* L) {
 void push_view(lua_State* L, element e) {
   auto* vw = static_cast<View*>(lua_newuserdata(L, sizeof(View)));
   Sandbox::Impl* I = impl_of(L);
-  new (vw) View{e, I->generation};
+  new (vw) View{e, I->generation, SIZE_MAX, {}};
   lua_rawgeti(L, LUA_REGISTRYINDEX, I->view_mt);
   lua_setmetatable(L, -2);
 }
@@ -580,7 +641,7 @@ void push_value(lua_State* L, element e) {
 bool write_json(lua_State* L, int idx, std::string& out, std::string* err) {
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
   Sandbox::Impl* I = impl_of(L);
-  Writer w{L, out, {}, {}, I->array_mt, I->key_stack};
+  Writer w{L, out, {}, {}, I->array_mt, I->key_stack, out.size() + I->heap_limit};
   if (w.value(idx, 0)) return true;
   if (err) *err = w.err;
   return false;
@@ -589,8 +650,10 @@ bool write_json(lua_State* L, int idx, std::string& out, std::string* err) {
 void get_field(lua_State* L, int idx, const char* key, std::size_t len) {
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
   if (lua_istable(L, idx)) {
+    bool proxy = readonly_target(L, idx);
     lua_pushlstring(L, key, len);
-    lua_rawget(L, idx);
+    lua_rawget(L, proxy ? -2 : idx);
+    if (proxy) lua_remove(L, -2);
     return;
   }
   element e, child;
@@ -603,6 +666,24 @@ void get_field(lua_State* L, int idx, const char* key, std::size_t len) {
 }
 
 namespace {
+// Iterator over a read-only proxy: upvalue 1 = the table behind it, 2 = ipairs position,
+// 3 = true for ipairs. Nested tables come out as they are stored (proxies themselves).
+int proxy_next(lua_State* L) {
+  if (lua_toboolean(L, lua_upvalueindex(3))) {
+    lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+    lua_rawgeti(L, lua_upvalueindex(1), static_cast<int>(i));
+    if (lua_isnil(L, -1)) return 0;
+    lua_pushinteger(L, i);
+    lua_replace(L, lua_upvalueindex(2));
+    lua_pushinteger(L, i);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_settop(L, 2);
+  if (lua_next(L, lua_upvalueindex(1)) == 0) return 0;
+  return 2;
+}
+
 int pairs_impl(lua_State* L, bool ipairs_mode) {
   element e;
   if (to_view(L, 1, &e)) {  // raises if dead
@@ -624,8 +705,16 @@ int pairs_impl(lua_State* L, bool ipairs_mode) {
     lua_pushcclosure(L, view_next, 2);
     return 1;
   }
-  // A read-only proxy (ctx, libraries) is walked through the table behind it.
-  if (lua_istable(L, 1) && readonly_target(L, 1)) lua_replace(L, 1);
+  // A read-only proxy (ctx, libraries) is walked through the table behind it, by an
+  // iterator that keeps that table to itself (handing it out would make it writable).
+  if (lua_istable(L, 1) && readonly_target(L, 1)) {
+    lua_pushinteger(L, 0);  // ipairs position
+    lua_pushboolean(L, ipairs_mode);
+    lua_pushcclosure(L, proxy_next, 3);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+  }
   // Plain tables: the original pairs/ipairs (upvalue 1).
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

@@ -103,7 +103,10 @@ int l_money(lua_State* L) {
     cents = lua_tonumber(L, 1);
     digits = lua_isnoneornil(L, 2) ? 2 : luaL_checknumber(L, 2);
   }
-  if (cents != std::floor(cents)) return fail(L, "money", 1, "cent amount must be a whole number");
+  if (!std::isfinite(cents) || cents != std::floor(cents) || std::fabs(cents) > 9.0e15)
+    return fail(L, "money", 1, "cent amount must be a whole number below 2^53");
+  if (!std::isfinite(digits) || digits != std::floor(digits) || digits < 0 || digits > 8)
+    return fail(L, "money", 1, "fraction digits must be a whole number from 0 to 8");
   std::string reason;
   auto v = norm::money(static_cast<int64_t>(cents), static_cast<int>(digits), &reason);
   if (!v) return fail(L, "money", 1, reason);
@@ -125,6 +128,7 @@ std::string fold(std::string_view s) {
 // norm.enum(value, map, default): map is {from = to, ...} or a list of allowed values.
 int l_enum(lua_State* L) {
   luaL_checktype(L, 2, LUA_TTABLE);
+  if (readonly_target(L, 2)) lua_replace(L, 2);  // a map from ctx: read the table behind it
   bool has_default = lua_gettop(L) >= 3 && !lua_isnil(L, 3);
   std::string_view v;
   if (!string_arg(L, 1, &v)) {
@@ -141,8 +145,7 @@ int l_enum(lua_State* L) {
       size_t n;
       const char* c = lua_tolstring(L, cand, &n);
       if (fold(std::string_view(c, n)) == want) {
-        if (is_list) lua_pushvalue(L, -1);
-        else lua_pushvalue(L, -1);
+        lua_pushvalue(L, -1);  // the canonical spelling (lists) or the mapped value (maps)
         std::string out = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
         note(L, "enum", 1, out, "");
         return 1;
@@ -165,9 +168,12 @@ int l_locale(lua_State* L) {
     if (lua_isnoneornil(L, 1)) return fail(L, "locale", 1, "no value");
     return fail(L, "locale", 1, "expected a localized object, got a " + std::string(luaL_typename(L, 1)));
   }
+  if (lua_istable(L, 1) && readonly_target(L, 1)) lua_replace(L, 1);
+  if (lua_istable(L, 3) && readonly_target(L, 3)) lua_replace(L, 3);
+  constexpr size_t kMaxTries = 32;  // a fallback chain is short; this bounds the work
   std::vector<std::string> tries;
   auto add = [&](const std::string& loc) {
-    if (loc.empty()) return;
+    if (loc.empty() || tries.size() >= kMaxTries) return;
     if (std::find(tries.begin(), tries.end(), loc) == tries.end()) tries.push_back(loc);
     auto dash = loc.find_first_of("-_");
     if (dash != std::string::npos) {
@@ -179,7 +185,7 @@ int l_locale(lua_State* L) {
   if (lua_isstring(L, 3)) {
     add(lua_tostring(L, 3));
   } else if (lua_istable(L, 3)) {
-    for (int i = 1;; ++i) {
+    for (int i = 1; tries.size() < kMaxTries; ++i) {
       lua_rawgeti(L, 3, i);
       if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
       if (lua_isstring(L, -1)) add(lua_tostring(L, -1));

@@ -33,6 +33,20 @@ struct MatchState {
   } capture[kMaxCaptures];
 };
 
+// Pattern functions can nest through gsub's function and table replacements (a callback
+// that calls gsub again); each level takes C stack for its buffer and match state, so the
+// nesting is bounded. C++ only in the destructor: it may run while an error unwinds.
+struct NestGuard {
+  Sandbox::Impl* I;
+  explicit NestGuard(lua_State* L) : I(impl_of(L)) {
+    if (++I->pattern_depth > 32) {
+      --I->pattern_depth;
+      luaL_error(L, "string functions nested too deeply (a gsub callback calling gsub?)");
+    }
+  }
+  ~NestGuard() { --I->pattern_depth; }
+};
+
 inline void step(MatchState* ms) {
   if ((++ms->steps & 0xFFF) == 0) check_deadline(ms->L);
 }
@@ -301,6 +315,7 @@ void init_state(MatchState* ms, lua_State* L, const char* s, size_t ls) {
 }
 
 int str_find_aux(lua_State* L, int find) {
+  NestGuard nest(L);
   size_t l1, l2;
   const char* s = luaL_checklstring(L, 1, &l1);
   const char* p = luaL_checklstring(L, 2, &l2);
@@ -341,6 +356,7 @@ int str_find(lua_State* L) { return str_find_aux(L, 1); }
 int str_match(lua_State* L) { return str_find_aux(L, 0); }
 
 int gmatch_aux(lua_State* L) {
+  NestGuard nest(L);
   MatchState ms;
   size_t ls;
   const char* s = lua_tolstring(L, lua_upvalueindex(1), &ls);
@@ -419,6 +435,7 @@ void add_value(MatchState* ms, luaL_Buffer* b, const char* s, const char* e) {
 }
 
 int str_gsub(lua_State* L) {
+  NestGuard nest(L);
   size_t srcl;
   const char* src = luaL_checklstring(L, 1, &srcl);
   const char* p = luaL_checkstring(L, 2);

@@ -2,6 +2,7 @@
 // into a flow's map function. See sandbox.h for the contract and lua_glue.h for the state.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -86,6 +87,9 @@ int l_reject(lua_State* L) {
       std::error_code ec;
       json::value v = json::parse(out, ec);
       if (!ec && v.is_object()) I->reject_fields = std::move(v.get_object());
+      else if (!ec) I->reject_fields = {{"fields", std::move(v)}};
+    } else {
+      I->reject_fields = {{"unwritable_fields", printable(err)}};
     }
   }
   I->reject_where = script_location(L, 1);
@@ -114,9 +118,17 @@ int l_log(lua_State* L) {
   }
   Location at = script_location(L, 1);
   spdlog::log(level, "tenant={} flow={} cid={} {} {}{}{}", I->code.tenant, I->current_flow,
-              I->correlation_id.empty() ? "-" : I->correlation_id, at.str(), msg,
+              I->correlation_id.empty() ? "-" : I->correlation_id, at.str(), printable(msg),
               fields.empty() ? "" : " ", fields);
   return 0;
+}
+
+// A compile error as "file:line: message" (LuaJIT's bytecode refusal names no file).
+std::string compile_error(const Source& src, std::string err) {
+  if (err.find("wrong mode") != std::string::npos)
+    err = "precompiled bytecode is not accepted; load the Lua source";
+  if (err.rfind(src.name + ":", 0) != 0) err = src.name + ":1: " + err;
+  return err;
 }
 
 // Compiles `src` as text (never bytecode) with `env` (stack index) as its globals.
@@ -125,10 +137,7 @@ bool load_chunk(lua_State* L, const Source& src, int env, std::string* err) {
   if (luaL_loadbufferx(L, src.code.data(), src.code.size(), chunkname.c_str(), "t") != 0) {
     *err = lua_tostring(L, -1);
     lua_pop(L, 1);
-    if (err->rfind(src.name + ":", 0) != 0) {  // e.g. bytecode: "attempt to load chunk with wrong mode"
-      if (err->find("wrong mode") != std::string::npos) *err = "precompiled bytecode is not accepted; load the Lua source";
-      *err = src.name + ":1: " + *err;
-    }
+    *err = compile_error(src, *err);
     return false;
   }
   luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);  // the hook must see every loop
@@ -151,10 +160,37 @@ void push_module_env(lua_State* L, Sandbox::Impl* I) {
 }
 
 // Message handler for every pcall into scripts: remembers where the error happened.
+// A string error starts with "file:line: " when Lua or error() added the place; if that file
+// is one of the tenant's scripts, it is where the error happened (also for errors re-raised
+// from C, e.g. by require, whose own frame is no longer on the stack).
+bool location_from_message(Sandbox::Impl* I, std::string_view msg, Location* out) {
+  size_t colon = msg.find(':');
+  if (colon == std::string_view::npos || colon < 5 || msg.substr(colon - 4, 4) != ".lua") return false;
+  size_t end = colon + 1;
+  while (end < msg.size() && msg[end] >= '0' && msg[end] <= '9') ++end;
+  if (end == colon + 1 || end + 1 >= msg.size() || msg[end] != ':' || msg[end + 1] != ' ') return false;
+  std::string file(msg.substr(0, colon));
+  bool known = false;
+  for (const auto& kv : I->code.flows) known = known || kv.second.name == file;
+  for (const auto& kv : I->code.lib) known = known || kv.second.name == file;
+  if (!known) return false;
+  *out = {file, std::stoi(std::string(msg.substr(colon + 1, end - colon - 1)))};
+  return true;
+}
+
+// Every script call is protected, so a panic is a weft bug: say so before LuaJIT exits.
+int l_panic(lua_State* L) {
+  const char* msg = lua_tostring(L, -1);
+  std::fprintf(stderr, "weft: unprotected Lua error (a bug in weft, please report): %s\n", msg ? msg : "?");
+  return 0;
+}
+
 int l_traceback(lua_State* L) {
   Sandbox::Impl* I = impl_of(L);
-  if (I->keep_where) I->keep_where = false;
-  else I->error_where = script_location(L, 1);
+  size_t n = 0;
+  const char* msg = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : nullptr;
+  if (!msg || !location_from_message(I, std::string_view(msg, n), &I->error_where))
+    I->error_where = script_location(L, 1);
   return 1;
 }
 
@@ -168,7 +204,7 @@ int protected_call(Sandbox::Impl* I, int nargs, int nresults) {
   I->memory_hit = false;
   I->error_where = {};
   I->limit_where = {};
-  I->keep_where = false;
+  I->pattern_depth = 0;
   I->deadline = Clock::now() + std::chrono::milliseconds(I->code.limits.cpu_ms);
   I->armed = true;
   I->enforce = true;
@@ -207,7 +243,12 @@ int l_require(lua_State* L) {
   lua_setfield(L, -2, name.c_str());
   push_module_env(L, I);
   std::string err;
-  if (!load_chunk(L, it->second, lua_gettop(L), &err)) return luaL_error(L, "%s", err.c_str());
+  if (!load_chunk(L, it->second, lua_gettop(L), &err)) {
+    lua_pushnil(L);
+    lua_setfield(L, 2, name.c_str());  // not "loading" any more: the next require retries
+    lua_pushstring(L, err.c_str());
+    return lua_error(L);
+  }
   // A failed load must not leave the "loading" marker behind (the next require would report
   // a circular require instead of the real error): catch, clear, re-raise.
   lua_rawgeti(L, LUA_REGISTRYINDEX, I->traceback);
@@ -215,8 +256,7 @@ int l_require(lua_State* L) {
   if (lua_pcall(L, 0, 1, -2) != 0) {
     lua_pushnil(L);
     lua_setfield(L, 2, name.c_str());  // index 2: the `loaded` table
-    I->keep_where = true;              // the module's line, not this require's, names the error
-    return lua_error(L);
+    return lua_error(L);               // its message still starts with the module's file:line
   }
   lua_remove(L, -2);  // the message handler
   if (lua_isnil(L, -1)) {
@@ -346,6 +386,45 @@ void build_base_env(lua_State* L, Sandbox::Impl* I) {
   lua_gc(L, LUA_GCCOLLECT, 0);
 }
 
+}  // namespace
+
+// Text safe to print and to put in JSON: invalid UTF-8 bytes become "\xNN", and control
+// characters are escaped, so a script cannot forge log lines or break an NDJSON file.
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = p[i];
+    char buf[8];
+    if (c >= 0x80) {
+      size_t len = 1;
+      while (i + len < s.size() && len < 4 && (p[i + len] & 0xC0) == 0x80) ++len;
+      if (valid_utf8(s.substr(i, len))) {
+        out.append(s.substr(i, len));
+        i += len;
+        continue;
+      }
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
+    } else if (c < 0x20 || c == 0x7F) {
+      if (c == '\n') out += "\\n";
+      else if (c == '\t') out += "\\t";
+      else if (c == '\r') out += "\\r";
+      else {
+        std::snprintf(buf, sizeof buf, "\\x%02X", c);
+        out += buf;
+      }
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+    ++i;
+  }
+  return out;
+}
+
+namespace {
 // The message of an error value (strings, or anything tostring can print).
 std::string error_message(lua_State* L, int idx) {
   if (lua_isstring(L, idx)) return lua_tostring(L, idx);
@@ -471,6 +550,7 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
     return nullptr;
   }
   I->L = L;
+  lua_atpanic(L, l_panic);
   std::unique_ptr<Sandbox> box(new Sandbox(std::move(I)));
   Impl* P = box->impl_.get();
   watch(P);
@@ -478,6 +558,13 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
   build_base_env(L, P);
 
   std::string errors;
+  // Lib modules run only when required, but a syntax error in one should fail check/reload.
+  for (const auto& [name, src] : code.lib) {
+    std::string chunkname = "@" + src.name;
+    if (luaL_loadbufferx(L, src.code.data(), src.code.size(), chunkname.c_str(), "t") != 0)
+      errors += compile_error(src, lua_tostring(L, -1)) + "\n";
+    lua_pop(L, 1);
+  }
   for (const auto& [flow, src] : code.flows) {
     push_module_env(L, P);
     std::string err;
@@ -526,35 +613,37 @@ const std::string& Sandbox::tenant() const { return impl_->code.tenant; }
 std::size_t Sandbox::heap_bytes() const { return impl_->heap_used; }
 
 namespace {
-// A JSON value as Lua, with every table in it read-only (ctx is shared between calls).
-void push_readonly_value(lua_State* L, const json::value& v) {
-  if (v.is_object()) {
-    lua_createtable(L, 0, static_cast<int>(v.get_object().size()));
-    for (const auto& kv : v.get_object()) {
-      if (kv.value().is_null()) continue;
-      lua_pushlstring(L, kv.key().data(), kv.key().size());
-      push_readonly_value(L, kv.value());
-      lua_rawset(L, -3);
-    }
-    make_readonly(L);
-  } else if (v.is_array()) {
-    int i = 0;
-    lua_createtable(L, static_cast<int>(v.get_array().size()), 0);
-    for (const auto& e : v.get_array()) {
-      push_readonly_value(L, e);
-      lua_rawseti(L, -2, ++i);
-    }
-    make_readonly(L);
-  } else {
-    push_value(L, v);
+// Runs inside the protected call: map(rec, ctx), then the result written as JSON into
+// I->payload. Arguments: the map function, the record, ctx.
+int l_map_and_write(lua_State* L) {
+  Sandbox::Impl* I = impl_of(L);
+  lua_call(L, 2, 1);
+  if (I->rejected || I->skipped) return 0;
+  if (lua_isnil(L, -1)) {
+    I->returned_nil = true;
+    return 0;
   }
+  if (!lua_istable(L, -1) && !is_view(L, -1)) {
+    I->output_error = std::string("map must return a table (or the record) or nil, not a ") + luaL_typename(L, -1);
+    return 0;
+  }
+  std::string err;
+  if (!write_json(L, -1, *I->payload, &err)) I->output_error = "result cannot become JSON: " + err;
+  return 0;
 }
+}  // namespace
 
-// Pushes the ctx table, reusing the previous one while the context is unchanged (it is
-// read-only, so sharing it between calls is safe).
+namespace {
+// Pushes the ctx table: read-only at the top level. It is built once and reused while the
+// caller says the context is unchanged, unless it holds nested objects or arrays: those are
+// plain tables (so #, ipairs and table.concat work on them), fresh for every call so that a
+// script changing one cannot affect the next record.
 void push_ctx(Sandbox::Impl* I, const std::string& flow, const CallContext& ctx) {
   lua_State* L = I->L;
-  std::string key = ctx.reuse_id ? flow + '\x1f' + std::to_string(ctx.reuse_id) : std::string();
+  bool nested = std::any_of(ctx.fields.begin(), ctx.fields.end(), [](const auto& kv) {
+    return kv.value().is_object() || kv.value().is_array();
+  });
+  std::string key = ctx.reuse_id && !nested ? flow + '\x1f' + std::to_string(ctx.reuse_id) : std::string();
   if (!key.empty() && I->ctx_ref != LUA_NOREF && key == I->ctx_key) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, I->ctx_ref);
     return;
@@ -563,7 +652,7 @@ void push_ctx(Sandbox::Impl* I, const std::string& flow, const CallContext& ctx)
   for (const auto& kv : ctx.fields) {
     if (kv.value().is_null()) continue;
     lua_pushlstring(L, kv.key().data(), kv.key().size());
-    push_readonly_value(L, kv.value());
+    push_value(L, kv.value());
     lua_rawset(L, -3);
   }
   auto set = [&](const char* k, const std::string& v) {
@@ -616,6 +705,9 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
   I->notes = opts.collect_notes ? &out.notes : nullptr;
 
   int top = lua_gettop(L);
+  // The map call and the JSON writing both run under the limits (the writer walks what the
+  // script built, which a script can make huge): see l_map_and_write.
+  lua_pushcfunction(L, l_map_and_write);
   lua_rawgeti(L, LUA_REGISTRYINDEX, fn->second);
   auto type = record.type();
   if (type == simdjson::dom::element_type::OBJECT || type == simdjson::dom::element_type::ARRAY)
@@ -623,8 +715,14 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
   else
     push_value(L, record);  // a bare string or number arrives as itself
   push_ctx(I, flow, ctx);
-  int rc = protected_call(I, 2, 1);
+  out.payload.reserve(512);
+  I->payload = &out.payload;
+  I->output_error.clear();
+  I->returned_nil = false;
+  int rc = protected_call(I, 3, 0);
+  I->payload = nullptr;
 
+  const std::string& flow_file = I->code.flows.at(flow).name;
   if (I->cpu_hit) {
     out.kind = Outcome::Kind::rejected;
     out.error = "cpu_limit";
@@ -638,7 +736,7 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
   } else if (I->rejected) {
     out.kind = Outcome::Kind::rejected;
     out.error = "reject";
-    out.reason = I->reject_reason;
+    out.reason = printable(I->reject_reason);
     out.fields = std::move(I->reject_fields);
     out.where = I->reject_where;
   } else if (I->skipped) {
@@ -647,25 +745,17 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
     out.kind = Outcome::Kind::rejected;
     out.error = "runtime";
     out.where = I->error_where;
-    // An error in a C function reached by a tail call has no script frame left: name the flow.
-    if (out.where.file.empty()) out.where = {I->code.flows.at(flow).name, 0};
-    out.reason = strip_location(error_message(L, -1), out.where);
-  } else if (lua_isnil(L, -1)) {
-    out.kind = Outcome::Kind::skipped;
-  } else if (!lua_istable(L, -1) && !is_view(L, -1)) {
+    out.reason = printable(strip_location(error_message(L, -1), out.where));
+  } else if (!I->output_error.empty()) {
     out.kind = Outcome::Kind::rejected;
     out.error = "output";
-    out.reason = std::string("map must return a table (or the record) or nil, not a ") + luaL_typename(L, -1);
-  } else {
-    std::string err;
-    out.payload.reserve(512);
-    if (!write_json(L, -1, out.payload, &err)) {
-      out.kind = Outcome::Kind::rejected;
-      out.error = "output";
-      out.reason = "result cannot become JSON: " + err;
-      out.payload.clear();
-    }
+    out.reason = printable(I->output_error);
+  } else if (I->returned_nil) {
+    out.kind = Outcome::Kind::skipped;
   }
+  if (out.kind != Outcome::Kind::ok) out.payload.clear();
+  // No script frame was left (a tail call into a C function): name the flow's file.
+  if (out.kind == Outcome::Kind::rejected && out.where.file.empty()) out.where = {flow_file, 0};
   lua_settop(L, top);
   ++I->generation;  // views handed to this call are dead from here on
   I->notes = nullptr;

@@ -37,7 +37,11 @@ struct TenantCode {
 struct Location {
   std::string file;  // "customers.lua" or "lib/omnisend.lua"; empty when unknown
   int line = 0;
-  std::string str() const { return file.empty() ? "?" : file + ":" + std::to_string(line); }
+  // "file:line", or just "file" when the line is unknown (e.g. a tail call into C).
+  std::string str() const {
+    if (file.empty()) return "?";
+    return line > 0 ? file + ":" + std::to_string(line) : file;
+  }
 };
 
 // A norm.* call that changed or refused a value (collected for dry-run only).
