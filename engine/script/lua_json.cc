@@ -272,8 +272,11 @@ bool append_string(std::string& out, const char* s, size_t n) {
   return true;
 }
 
-// For text already known to be valid (Boost.JSON validated it on parse).
-void append_escaped(std::string& out, const char* s, size_t n) { append_string(out, s, n); }
+// For text a parser has already validated as UTF-8 (record views, Boost.JSON values).
+void append_escaped(std::string& out, const char* s, size_t n) {
+  bool valid = append_string(out, s, n);
+  (void)valid;  // always true for parsed JSON strings
+}
 
 bool append_number(std::string& out, double d) {
   if (!std::isfinite(d)) return false;

@@ -28,13 +28,20 @@ Location script_location(lua_State* L, int from_level) {
   return {};
 }
 
+// Bytes a block really takes: the pool rounds small blocks up to their size class.
+size_t charged(size_t n) {
+  return n <= SmallPool::kMaxSmall ? (n + SmallPool::kGranule - 1) / SmallPool::kGranule * SmallPool::kGranule : n;
+}
+
 void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   auto* I = static_cast<Sandbox::Impl*>(ud);
+  size_t old_charge = ptr ? charged(osize) : 0;
   if (nsize == 0) {
-    if (ptr) I->heap_used -= osize;
+    I->heap_used -= old_charge;
     return I->pool.realloc(ptr, osize, 0);
   }
-  if (nsize > osize && I->enforce && I->heap_used + (nsize - osize) > I->heap_limit) {
+  size_t new_charge = charged(nsize);
+  if (new_charge > old_charge && I->enforce && I->heap_used + (new_charge - old_charge) > I->heap_limit) {
     if (!I->memory_hit) {
       I->memory_hit = true;
       // The VM has saved its position before any allocation that can raise an error, so
@@ -45,7 +52,7 @@ void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   }
   void* p = I->pool.realloc(ptr, osize, nsize);
   if (p == nullptr) return nullptr;
-  I->heap_used = I->heap_used - (ptr ? osize : 0) + nsize;
+  I->heap_used = I->heap_used - old_charge + new_charge;
   return p;
 }
 
