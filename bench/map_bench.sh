@@ -33,13 +33,6 @@ case $N in ''|*[!0-9]*|0) die "N must be a positive whole number, got '$N'" ;; e
 command -v node >/dev/null || die "node is not installed (needed for the reference mapping)"
 command -v python3 >/dev/null || die "python3 is not installed"
 
-# weft map never calls an API, but tenant.json names these secrets: give them harmless values
-# when unset, so loading the tenant does not fail on a missing variable.
-export ACME_CT_CLIENT_ID=${ACME_CT_CLIENT_ID:-bench-unused}
-export ACME_CT_CLIENT_SECRET=${ACME_CT_CLIENT_SECRET:-bench-unused}
-export ACME_CT_WEBHOOK_SECRET=${ACME_CT_WEBHOOK_SECRET:-bench-unused}
-export ACME_OMNISEND_API_KEY=${ACME_OMNISEND_API_KEY:-bench-unused}
-
 mkdir -p "$OUT"
 
 # --- measuring -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 #include <chrono>
+#include <regex>
 #include <sstream>
 
 #include "tests/test_util.h"
@@ -24,8 +25,10 @@ std::vector<json::value> ndjson(const std::string& text) {
   std::vector<json::value> out;
   std::istringstream in(text);
   std::string line;
+  json::parse_options deep;  // dry-run output wraps payloads of up to 64 levels
+  deep.max_depth = 100;
   while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
+    if (!line.empty()) out.push_back(json::parse(line, {}, deep));
   return out;
 }
 }  // namespace
@@ -120,20 +123,28 @@ TEST_CASE("weft dry-run: payload, notes, validation; rejections with script line
   CHECK(rej.at("reason") == "customer has no email");
   CHECK(rej.at("where") == "t1/c.lua:3");
   CHECK(rej.at("fields").at("id") == "2");
-  CHECK(recs[2].at("error") == "invalid_input");
+  CHECK(recs[2].at("error") == "invalid_json");  // the map's own reason, as weft map gives it
+  CHECK_THAT(std::string(recs[2].at("reason").as_string()), Catch::StartsWith("invalid JSON: "));
 
   // One pretty-printed JSON document as input, all good: exit 0.
   auto one = ws.write("one.json", "{\n  \"email\": \"a@b.se\"\n}\n");
   auto r1 = run_weft("dry-run --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(one));
   CHECK(r1.code == 0);
 
-  // Payloads that break the destination schema are reported and count as failures.
+  // Payloads that break the destination schema are rejected, with the first issue as the
+  // reason, and still show the payload and every issue.
   ws.write("t1/c.lua", "return { map = function(rec) return { identifiers = json.array(), birthdate = 'soon' } end }");
   auto bad = run_weft("dry-run --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(one));
   CHECK(bad.code == 1);
   auto v = ndjson(bad.out);
   REQUIRE(v.size() == 1);
+  CHECK(v[0].at("status") == "rejected");
+  CHECK(v[0].at("error") == "schema");
+  CHECK_THAT(std::string(v[0].at("reason").as_string()),
+             Catch::StartsWith("payload does not match destinations/omnisend.contact.schema.json: $."));
+  CHECK(v[0].at("payload").at("birthdate") == "soon");
   CHECK(v[0].at("validation").at("valid") == false);
+  CHECK_THAT(bad.err, Catch::Contains("0 ok, 1 rejected"));
   CHECK_THAT(json::serialize(v[0].at("validation").at("errors")), Catch::Contains("$.birthdate"));
   CHECK_THAT(json::serialize(v[0].at("validation").at("errors")), Catch::Contains("$.identifiers"));
 
@@ -193,6 +204,234 @@ TEST_CASE("weft map: order kept, rejects to their file, workers agree, exit code
   // Unknown flow, unreadable input: 2.
   CHECK(run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow zz --input " + q(good)).code == 2);
   CHECK(run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --input /nonexistent").code == 2);
+}
+
+namespace {
+// A tenant "t1" whose destination (voyado contact) has no schema, so any payload is valid.
+void write_schemaless_tenant(const TempDir& ws, const std::string& script, const std::string& limits = "") {
+  ws.write("t1/tenant.json", R"({"tenant": "t1", )" + limits + R"(
+    "connections": {"ct": {"system": "commercetools"}, "vo": {"system": "voyado"}},
+    "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                    "destination": {"connection": "vo", "entity": "contact"}, "script": "c.lua"}}})");
+  ws.write("t1/c.lua", script);
+}
+
+std::string nested(int levels) {  // {"deep":[[...]]}: `levels` objects and arrays in all
+  return "{\"deep\":" + std::string(levels - 1, '[') + std::string(levels - 1, ']') + "}";
+}
+
+std::string read_all(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Runs the test body in `dir` (for `weft check .`), then returns to where it was.
+class InDir {
+ public:
+  explicit InDir(const std::filesystem::path& dir) : old_(std::filesystem::current_path()) {
+    std::filesystem::current_path(dir);
+  }
+  ~InDir() { std::filesystem::current_path(old_); }
+
+ private:
+  std::filesystem::path old_;
+};
+}  // namespace
+
+TEST_CASE("weft dry-run: records and payloads nested up to 64 levels map; deeper is invalid_json", "[cli]") {
+  TempDir ws;
+  write_schemaless_tenant(ws, "return { map = function(rec) return { deep = rec.deep } end }");
+  std::string dry = "dry-run --workspace " + q(ws.path()) + " --tenant t1 --flow c --input ";
+  for (int levels : {33, 40, 64}) {
+    INFO("levels " << levels);
+    auto r = run_weft(dry + q(ws.write("in.json", nested(levels))));
+    CHECK(r.code == 0);
+    auto v = ndjson(r.out);
+    REQUIRE(v.size() == 1);
+    CHECK(v[0].at("status") == "ok");
+    CHECK(json::serialize(v[0].at("payload")) == nested(levels));
+  }
+  // Inside a top-level array the element is still 64 levels deep: it maps.
+  auto arr = run_weft(dry + q(ws.write("arr.json", "[" + nested(64) + "]")));
+  CHECK(arr.code == 0);
+  auto r = run_weft(dry + q(ws.write("in.json", nested(65))));
+  CHECK(r.code == 1);
+  auto v = ndjson(r.out);
+  REQUIRE(v.size() == 1);
+  CHECK(v[0].at("error") == "invalid_json");
+  CHECK(v[0].at("reason") == "invalid JSON: nested deeper than 64 levels");
+}
+
+TEST_CASE("weft dry-run cuts records as text and rejects them exactly as weft map does", "[cli]") {
+  TempDir ws;
+  write_schemaless_tenant(ws, "return { map = function(rec) return { id = rec.id } end }");
+  std::string big = "{\"id\":123456789012345678901234}";  // beyond 64 bits
+  auto in = ws.write("big.ndjson", big + "\n");
+  auto m = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(in) +
+                    " --output /dev/null --rejects " + q(ws.path() / "rej"));
+  CHECK(m.code == 1);
+  auto mrej = ndjson(read_all(ws.path() / "rej"));
+  REQUIRE(mrej.size() == 1);
+  CHECK(mrej[0].at("error") == "invalid_json");
+  std::string dry = "dry-run --workspace " + q(ws.path()) + " --tenant t1 --flow c --input ";
+
+  auto d = run_weft(dry + q(in));
+  CHECK(d.code == 1);
+  auto v = ndjson(d.out);
+  REQUIRE(v.size() == 1);
+  CHECK(v[0].at("error") == "invalid_json");
+  CHECK(v[0].at("reason") == mrej[0].at("reason"));
+
+  // A pretty-printed document with such a number is one record, not one per line.
+  auto pretty = run_weft(dry + q(ws.write("big.json", "{\n  \"id\": 123456789012345678901234\n}\n")));
+  v = ndjson(pretty.out);
+  REQUIRE(v.size() == 1);
+  CHECK(v[0].at("reason") == mrej[0].at("reason"));
+
+  // An array: each element is its own record; only the bad one is rejected.
+  auto arr = run_weft(dry + q(ws.write("arr.json", "[ {\"id\": \"a\"},\n " + big + " , {\"id\": 2.50} ]")));
+  CHECK(arr.code == 1);
+  v = ndjson(arr.out);
+  REQUIRE(v.size() == 3);
+  CHECK(v[0].at("payload").at("id") == "a");
+  CHECK(v[1].at("reason") == mrej[0].at("reason"));
+  CHECK(v[2].at("payload").at("id") == 2.5);
+  // Integers beyond 2^53 (within 64 bits) arrive as their digits, as in map.
+  auto exact = run_weft(dry + q(ws.write("exact.json", "[{\"id\": 12345678901234567890}]")));
+  CHECK(exact.code == 0);
+  CHECK(ndjson(exact.out).at(0).at("payload").at("id") == "12345678901234567890");
+  // An empty array, and empty input: no records.
+  CHECK(ndjson(run_weft(dry + q(ws.write("empty.json", " [ ] "))).out).empty());
+  CHECK(ndjson(run_weft(dry + q(ws.write("blank.json", "\n"))).out).empty());
+}
+
+TEST_CASE("weft map: a worker whose sandbox cannot be built stops the run with exit 2", "[cli]") {
+  TempDir ws;
+  // The top level fails once the process has used 0.2 s of CPU: never in the first
+  // sandbox (built at once, then it spins to 0.25 s), always in the second.
+  write_schemaless_tenant(ws, R"(if os.clock() > 0.2 then error("too late to load") end
+while os.clock() < 0.25 do end
+return { map = function(rec) return { id = rec.id } end })",
+                          R"("limits": {"cpu_ms": 5000},)");
+  auto in = ws.write("in.ndjson", "{\"id\":1}\n");
+  auto one = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(in));
+  CHECK(one.code == 0);
+  auto two = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --workers 2 --input " + q(in));
+  CHECK(two.code == 2);
+  CHECK_THAT(two.err, Catch::Contains("worker 2"));
+  CHECK_THAT(two.err, Catch::Contains("t1/c.lua:1: too late to load"));
+}
+
+TEST_CASE("weft map: a rejected record is copied into the rejects file verbatim", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  auto in = ws.write("in.ndjson", "{\"id\": \"1\", \"price\": 1.10, \"n\": 1e2}\n{bad\n");
+  auto r = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(in) +
+                    " --output /dev/null --rejects " + q(ws.path() / "rej"));
+  CHECK(r.code == 1);
+  std::string rej = read_all(ws.path() / "rej");
+  CHECK_THAT(rej, Catch::Contains(",\"record\":{\"id\": \"1\", \"price\": 1.10, \"n\": 1e2}}\n"));
+  auto lines = ndjson(rej);  // still NDJSON
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0].at("reason") == "customer has no email");
+  CHECK(lines[0].at("record").at("id") == "1");
+  CHECK(lines[1].at("error") == "invalid_json");
+  CHECK(lines[1].at("raw") == "{bad");
+  CHECK_FALSE(lines[1].as_object().contains("record"));
+}
+
+TEST_CASE("weft map: lines longer than --max-line-bytes are rejected unread and mapping goes on", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  auto rec = [](int i) { return "{\"id\":\"" + std::to_string(i) + "\",\"email\":\"u" + std::to_string(i) + "@x.se\"}\n"; };
+  std::string big_small = "{\"email\":\"a@b.se\",\"pad\":\"" + std::string(5000, 'x') + "\"}\n";
+  std::string big_chunks = "{\"email\":\"a@b.se\",\"pad\":\"" + std::string(700000, 'y') + "\"}\n";  // > 2 reads
+  std::string input = rec(1) + big_small + rec(3) + big_chunks + rec(5) + "\n" + rec(7) +
+                      "{\"pad\":\"" + std::string(3000, 'z') + "\"}";  // too long, and no final newline
+  auto in = ws.write("in.ndjson", input);
+  auto r = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --max-line-bytes 1000 --input " +
+                    q(in) + " --output " + q(ws.path() / "out") + " --rejects " + q(ws.path() / "rej"));
+  CHECK(r.code == 1);
+  auto out = ndjson(read_all(ws.path() / "out"));
+  REQUIRE(out.size() == 4);
+  CHECK(out[0].at("identifiers").at(0).at("id") == "u1@x.se");
+  CHECK(out[1].at("identifiers").at(0).at("id") == "u3@x.se");
+  CHECK(out[2].at("identifiers").at(0).at("id") == "u5@x.se");
+  CHECK(out[3].at("identifiers").at(0).at("id") == "u7@x.se");
+  std::string rej = read_all(ws.path() / "rej");
+  auto rejects = ndjson(rej);
+  REQUIRE(rejects.size() == 3);
+  std::vector<int> lines;
+  for (const auto& x : rejects) {
+    lines.push_back(static_cast<int>(x.at("line").as_int64()));
+    CHECK(x.at("error") == "line_too_long");
+    CHECK(x.at("reason") == "line longer than 1000 bytes");
+    CHECK_FALSE(x.as_object().contains("record"));
+    CHECK_FALSE(x.as_object().contains("raw"));
+  }
+  CHECK(lines == std::vector<int>{2, 4, 8});
+  CHECK(rej.size() < 1000);  // no text of the long lines
+  CHECK_THAT(r.err, Catch::Contains("7 records: 4 mapped, 0 skipped, 3 rejected"));
+
+  // Under the default cap the same long line maps, whole, across several reads.
+  auto ok = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c", ws.write("b.ndjson", big_chunks + rec(2)).string());
+  CHECK(ok.code == 0);
+  CHECK(ndjson(ok.out).size() == 2);
+  CHECK_THAT(run_weft("map --help").out, Catch::Contains("--max-line-bytes"));
+}
+
+TEST_CASE("weft map: ctx.now is ISO 8601 UTC with milliseconds, as in dry-run", "[cli]") {
+  TempDir ws;
+  write_schemaless_tenant(ws, "return { map = function(rec, ctx) return { now = ctx.now } end }");
+  auto in = ws.write("in.ndjson", "{}\n{}\n");
+  auto m = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(in));
+  CHECK(m.code == 0);
+  auto d = run_weft("dry-run --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(in));
+  CHECK(d.code == 0);
+  std::regex iso(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)");
+  auto recs = ndjson(m.out);
+  REQUIRE(recs.size() == 2);
+  CHECK(std::regex_match(std::string(recs[0].at("now").as_string()), iso));
+  CHECK(recs[0].at("now") == recs[1].at("now"));  // one timestamp for the whole run
+  CHECK(std::regex_match(std::string(ndjson(d.out).at(0).at("payload").at("now").as_string()), iso));
+}
+
+TEST_CASE("weft check takes a tenant folder, with a trailing slash or as '.'", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("t2/tenant.json", "{\"tenant\": \"t2\"}");  // broken: only `check` of the workspace sees it
+  auto slash = run_weft("check " + q(ws.path() / "t1") + "/");
+  CHECK(slash.code == 0);
+  CHECK_THAT(slash.out, Catch::Contains("ok    t1"));
+  CHECK_THAT(slash.out, Catch::Contains("1 tenants checked, 0 with errors"));
+  {
+    InDir cd(ws.path() / "t1");
+    auto dot = run_weft("check .");
+    CHECK(dot.code == 0);
+    CHECK_THAT(dot.out, Catch::Contains("ok    t1"));
+    CHECK(run_weft("check").code == 0);
+    CHECK(run_weft("test").code == 0);
+  }
+  {
+    InDir cd(ws.path());
+    auto all = run_weft("check .");
+    CHECK(all.code == 2);
+    CHECK_THAT(all.out, Catch::Contains("FAIL  t2"));
+  }
+}
+
+TEST_CASE("weft test --flow with a flow no selected tenant has is a usage error", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("t1/tests/a.json", R"({"name": "lowercases", "flow": "c", "input": {"email": "A@B.se"},
+    "expect": {"identifiers": [{"type": "email", "id": "a@b.se"}]}})");
+  auto typo = run_weft("test " + q(ws.path()) + " --flow typo");
+  CHECK(typo.code == 2);
+  CHECK_THAT(typo.err, Catch::Contains("no flow named 'typo'"));
+  CHECK_THAT(typo.err, Catch::Contains("(flows: c)"));
+  auto good = run_weft("test " + q(ws.path()) + " --flow c");
+  CHECK(good.code == 0);
+  CHECK_THAT(good.out, Catch::EndsWith("1 passed, 0 failed\n"));
 }
 
 TEST_CASE("the example workspace passes its own fixtures and checks clean", "[cli][example]") {

@@ -1,6 +1,7 @@
 #include "engine/script/norm.h"
 
 #include <atomic>
+#include <chrono>
 #include <catch2/catch.hpp>
 #include <string>
 #include <thread>
@@ -125,6 +126,16 @@ TEST_CASE("phone refuses what libphonenumber does not consider valid", "[norm]")
   CHECK(fails_with(phone("+46 0", "SE"), "too short"));
   CHECK(fails_with(phone("+46 70 123 45 67 ext. 12", "SE"), "extension"));
   CHECK(fails_with(phone("070\xff", "SE"), "invalid UTF-8"));
+}
+
+TEST_CASE("phone refuses input longer than libphonenumber's 250-byte maximum without parsing it", "[norm]") {
+  CHECK(phone(std::string(250 - 4, '1') + "0701", "SE").reason != "not a phone number: longer than 250 bytes");
+  CHECK(phone(std::string(251, '1'), "SE").reason == "not a phone number: longer than 250 bytes");
+  CHECK(val(phone("   070-123 45 67" + std::string(300, ' '), "SE")) == "+46701234567");  // measured after trimming
+  auto start = std::chrono::steady_clock::now();
+  CHECK(phone(std::string(100000, '1'), "SE").reason == "not a phone number: longer than 250 bytes");
+  CHECK(phone("+46 " + std::string(1 << 20, '7'), "").reason == "not a phone number: longer than 250 bytes");
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(1));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 // Workspace loading, config validation, fixtures, reload and secrets.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "engine/workspace/fixtures.h"
 #include "engine/workspace/registry.h"
@@ -109,6 +111,124 @@ TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
     CHECK_THAT(all_problems(problems), Catch::Contains("no flow named 'zzz'"));
   }
+}
+
+namespace {
+// tenant.json for "t1" with the given connections and script; the flow runs ct -> om.
+std::string tenant_json(const std::string& connections, const std::string& script = "c.lua") {
+  return R"({"tenant": "t1", "connections": )" + connections + R"(,
+    "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                    "destination": {"connection": "om", "entity": "contact"}, "script": ")" + script + R"("}}})";
+}
+}  // namespace
+
+TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][secrets]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  SECTION("references and a plain client_id load") {
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "client_id": "acme-shop-client",
+        "client_secret": "${ACME_CT_SECRET}", "webhook": {"hmac_secret": "${H}", "bearer_token": "${_B2}"}},
+      "om": {"system": "omnisend", "api_key": "${OM_KEY}"}})"));
+    CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK(all_problems(problems).empty());
+  }
+  SECTION("a secret written out is refused with a readable message that does not repeat it") {
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "client_secret": "hunter2",
+        "webhook": {"hmac_secret": "whsec_123", "bearer_token": "Bearer ${TOKEN}"}},
+      "om": {"system": "omnisend", "api_key": "${OM KEY}"}})"));
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    std::string s = all_problems(problems);
+    const std::string why = ": must be a ${ENV_VAR} reference, not the secret itself";
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct.client_secret" + why));
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct.webhook.hmac_secret" + why));
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct.webhook.bearer_token" + why));
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.om.api_key" + why));
+    CHECK_THAT(s, !Catch::Contains("hunter2"));
+    CHECK_THAT(s, !Catch::Contains("Failed to match regex"));
+  }
+}
+
+TEST_CASE("connections refuse unknown fields", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "api_urll": "https://x"},
+      "om": {"system": "omnisend"}})"));
+  std::vector<workspace::Problem> problems;
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK_THAT(all_problems(problems), Catch::Contains("api_urll"));
+}
+
+TEST_CASE("a flow script must stay inside the tenant folder", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("outside.lua", weft::testing::kBasicScript);
+  const std::string conns = R"({"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}})";
+  std::vector<workspace::Problem> problems;
+  SECTION("absolute path: refused by the schema") {
+    ws.write("t1/tenant.json", tenant_json(conns, (ws.path() / "outside.lua").string()));
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("t1/tenant.json: $.flows.c.script"));
+  }
+  SECTION("..") {
+    ws.write("t1/tenant.json", tenant_json(conns, "../outside.lua"));
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.script: must stay inside the tenant folder"));
+  }
+  SECTION("a symlink that leads out") {
+    std::filesystem::create_directory_symlink(ws.path(), ws.path() / "t1/up");
+    ws.write("t1/tenant.json", tenant_json(conns, "up/outside.lua"));
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.script: must stay inside the tenant folder"));
+  }
+  SECTION("a symlink inside the folder, and a subfolder, are fine") {
+    ws.write("t1/flows/c.lua", weft::testing::kBasicScript);
+    std::filesystem::create_symlink("flows/c.lua", ws.path() / "t1/link.lua");
+    ws.write("t1/tenant.json", tenant_json(conns, "link.lua"));
+    CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
+    ws.write("t1/tenant.json", tenant_json(conns, "./flows/c.lua"));
+    CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK(all_problems(problems).empty());
+  }
+}
+
+TEST_CASE("fixtures nested up to 64 levels load and pass", "[workspace][fixtures]") {
+  TempDir ws;
+  write_basic_tenant(ws, "return { map = function(rec) return { deep = rec.deep } end }");
+  auto nested = [](int levels) {  // {"deep":[[...]]}: `levels` objects and arrays in all
+    return "{\"deep\":" + std::string(levels - 1, '[') + std::string(levels - 1, ']') + "}";
+  };
+  ws.write("t1/tests/deep.json", R"({"name": "deep", "flow": "c", "input": )" + nested(64) +
+                                     R"(, "expect": )" + nested(64) + "}");
+  std::vector<workspace::Problem> problems;
+  auto t = workspace::load_tenant(ws.path(), "t1", &problems);
+  INFO(all_problems(problems));
+  REQUIRE(t);
+  std::string err;
+  auto box = script::Sandbox::create(t->code, &err);
+  REQUIRE(box);
+  auto results = workspace::run_fixtures(*t, *box);
+  REQUIRE(results.size() == 1);
+  INFO(results[0].detail);
+  CHECK(results[0].passed);
+
+  // One level more is refused when the file is read, with the file named: no exception.
+  ws.write("t1/tests/deep.json", R"({"name": "deep", "flow": "c", "input": )" + nested(65) + R"(, "expect_skip": true})");
+  problems.clear();
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK_THAT(all_problems(problems), Catch::Contains("t1/tests/deep.json:1: invalid JSON"));
+}
+
+TEST_CASE("problems_from_error turns a sandbox error into file:line problems", "[workspace]") {
+  auto ps = workspace::problems_from_error("t1/c.lua:4: '=' expected near 'end'\nlib/util.lua:2: boom\n", "/ws/t1");
+  REQUIRE(ps.size() == 2);
+  CHECK(ps[0].file == "t1/c.lua");
+  CHECK(ps[0].line == 4);
+  CHECK(ps[0].message == "'=' expected near 'end'");
+  CHECK(ps[1].file == "lib/util.lua");
+  CHECK(ps[1].line == 2);
+  auto none = workspace::problems_from_error("", "/ws/t1");
+  REQUIRE(none.size() == 1);  // a failure is never reported as no problem
 }
 
 TEST_CASE("compile errors are reported as file:line", "[workspace]") {
@@ -229,6 +349,29 @@ TEST_CASE("reload swaps in a good version and keeps the last good one when the n
     reg.reload_all();
     CHECK_FALSE(reg.active("t1"));
   }
+}
+
+TEST_CASE("overlapping reloads of a tenant finish in order: the newest files win", "[workspace][reload]") {
+  TempDir ws;
+  // The old version's top level takes 0.4 s of CPU; the new one loads at once.
+  const std::string slow = "local t = os.clock()\nwhile os.clock() - t < 0.4 do end\n" +
+                           std::string(weft::testing::kBasicScript);
+  const std::string fast = std::string(weft::testing::kBasicScript) + "-- new\n";
+  write_basic_tenant(ws, slow);
+  ws.write("t1/tenant.json", R"({"tenant": "t1", "limits": {"cpu_ms": 5000},
+    "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},
+    "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                    "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
+  workspace::Registry reg(ws.path());
+  std::thread first([&] { reg.reload("t1"); });  // reads the slow version, then builds it
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ws.write("t1/c.lua", fast);
+  auto second = reg.reload("t1");
+  first.join();
+  CHECK(second.ok);
+  REQUIRE(reg.active("t1"));
+  CHECK(reg.active("t1")->code.flows.at("c").code == fast);
+  CHECK(reg.active("t1")->version == second.version);
 }
 
 TEST_CASE("a lib change alters the version id", "[workspace][reload]") {

@@ -16,6 +16,7 @@
 #include "engine/cli/common.h"
 #include "engine/script/sandbox.h"
 #include "engine/workspace/fixtures.h"
+#include "engine/workspace/json_limits.h"
 #include "engine/workspace/registry.h"
 #include "engine/workspace/schema.h"
 
@@ -31,13 +32,20 @@ void print_problems(const std::vector<ws::Problem>& problems) {
 // ---- check ---------------------------------------------------------------------------
 
 int run_check(const CheckOptions& o) {
-  fs::path workspace = o.workspace;
-  if (!fs::is_directory(workspace)) {
+  // Canonical first, so "acme/" and "." name the folder itself (their parent_path would not).
+  std::error_code ec;
+  fs::path workspace = fs::weakly_canonical(o.workspace, ec);
+  if (ec || !fs::is_directory(workspace)) {
     std::fprintf(stderr, "error: %s: not a folder\n", o.workspace.c_str());
     return kConfigError;
   }
-  if (ws::is_tenant_dir(workspace)) workspace = workspace.parent_path();
-  auto tenants = ws::list_tenants(workspace);
+  std::vector<std::string> tenants;
+  if (ws::is_tenant_dir(workspace)) {  // a tenant folder: check that tenant only, as test does
+    tenants.push_back(workspace.filename().string());
+    workspace = workspace.parent_path();
+  } else {
+    tenants = ws::list_tenants(workspace);
+  }
   if (tenants.empty()) {
     std::fprintf(stderr, "error: %s: no tenant folders (a folder with a tenant.json) found\n", workspace.c_str());
     return kConfigError;
@@ -70,8 +78,9 @@ struct TestTarget {
 std::vector<TestTarget> resolve_targets(const std::vector<std::string>& dirs, bool* ok) {
   std::vector<TestTarget> out;
   for (const auto& d : dirs) {
-    fs::path p = fs::weakly_canonical(d);
-    if (!fs::is_directory(p)) {
+    std::error_code ec;
+    fs::path p = fs::weakly_canonical(d, ec);
+    if (ec || !fs::is_directory(p)) {
       std::fprintf(stderr, "error: %s: not a folder\n", d.c_str());
       *ok = false;
       continue;
@@ -103,7 +112,7 @@ void test_tenant(const TestTarget& target, const std::string& flow, const std::s
   if (t) {
     std::string err;
     box = script::Sandbox::create(t->code, &err);
-    if (!box) problems = ws::compile_check(*t);
+    if (!box) problems = ws::problems_from_error(err, t->dir);
   }
   if (!box) {
     std::printf("ERROR %s: cannot run its cases\n", target.tenant.c_str());
@@ -219,6 +228,26 @@ int run_test(const TestOptions& o) {
   bool ok = true;
   auto targets = resolve_targets(o.dirs.empty() ? std::vector<std::string>{"."} : o.dirs, &ok);
   if (!ok) return kConfigError;
+  if (!o.flow.empty()) {
+    // A misspelt --flow would otherwise run nothing and report "0 passed, 0 failed". Tenants
+    // that cannot load are reported when run; only decide when every tenant loaded.
+    bool found = false, unknown = false;
+    std::set<std::string> names;
+    for (const auto& target : targets) {
+      std::vector<ws::Problem> problems;
+      auto t = ws::load_tenant(target.workspace, target.tenant, &problems);
+      if (!t) unknown = true;
+      else if (t->flow(o.flow)) found = true;
+      else for (const auto& kv : t->flows) names.insert(kv.first);
+    }
+    if (!found && !unknown) {
+      std::string list;
+      for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      std::fprintf(stderr, "error: --flow: no flow named '%s' in the selected tenants (flows: %s)\n", o.flow.c_str(),
+                   list.c_str());
+      return kConfigError;
+    }
+  }
   Tally tally;
   int rc = run_once(targets, o.flow, tally);
   if (!o.watch) return rc;
@@ -243,53 +272,62 @@ int run_dry_run(const DryRunOptions& o) {
   if (int rc = load_flow(o.workspace, o.tenant, o.flow, o.context, &l); rc != kOk) return rc;
   std::string text;
   if (!read_input(o.input, &text)) return kConfigError;
-  std::vector<InputRecord> records = split_records(text);
+  std::vector<std::string_view> records = split_records(text);
   const ws::Flow& flow = *l.version->flow(o.flow);
   std::string schema_name = l.version->destination_schema(flow);
   const ws::Schema* schema = ws::Schema::find(schema_name);
   bool pretty = o.pretty || isatty(STDOUT_FILENO);
   size_t rejected = 0;
   for (size_t i = 0; i < records.size(); ++i) {
-    const InputRecord& r = records[i];
     json::object out{{"record", i + 1}, {"tenant", o.tenant}, {"flow", o.flow},
                      {"script_version", l.version->version}};
-    if (!r.error.empty()) {
+    script::CallContext ctx = l.context;
+    ctx.correlation_id = "dry-run:" + std::to_string(i + 1);
+    // As text, like weft map: the same parser, limits and invalid_json reasons.
+    script::Outcome res = l.box->map(o.flow, records[i], ctx, {true});
+    json::array notes;
+    for (const auto& n : res.notes) notes.push_back(note_json(n));
+    json::value payload;
+    std::error_code ec;
+    if (res.kind == script::Outcome::Kind::ok) payload = json::parse(res.payload, ec, {}, ws::json_parse_options());
+    if (res.kind == script::Outcome::Kind::ok && ec) {
+      // The sandbox's output could not be read back: an engine fault, shown as one.
       ++rejected;
       out["status"] = "rejected";
-      out["error"] = "invalid_input";
-      out["reason"] = r.error;
-    } else {
-      script::CallContext ctx = l.context;
-      ctx.correlation_id = "dry-run:" + std::to_string(i + 1);
-      script::Outcome res = l.box->map(o.flow, r.value, ctx, {true});
-      json::array notes;
-      for (const auto& n : res.notes) notes.push_back(note_json(n));
-      if (res.kind == script::Outcome::Kind::ok) {
-        json::value payload = json::parse(res.payload);
+      out["error"] = "output";
+      out["reason"] = "the payload could not be read back as JSON (" + ec.message() + ")";
+    } else if (res.kind == script::Outcome::Kind::ok) {
+      json::object validation{{"schema", schema ? json::value(schema_name) : json::value(nullptr)}};
+      json::array errors;
+      std::vector<ws::SchemaIssue> issues;
+      if (schema) issues = schema->validate(payload);
+      for (const auto& issue : issues)
+        errors.push_back(json::object{{"path", issue.path}, {"message", issue.message}});
+      validation["valid"] = errors.empty();
+      validation["errors"] = std::move(errors);
+      if (!schema) validation["note"] = "no schema for " + flow.destination_system + " " + flow.destination_entity;
+      if (issues.empty()) {
         out["status"] = "ok";
-        out["payload"] = payload;
-        json::object validation{{"schema", schema ? json::value(schema_name) : json::value(nullptr)}};
-        json::array errors;
-        if (schema)
-          for (const auto& issue : schema->validate(payload))
-            errors.push_back(json::object{{"path", issue.path}, {"message", issue.message}});
-        validation["valid"] = errors.empty();
-        validation["errors"] = std::move(errors);
-        if (!schema) validation["note"] = "no schema for " + flow.destination_system + " " + flow.destination_entity;
-        else if (!validation["valid"].as_bool()) ++rejected;
-        out["validation"] = std::move(validation);
-      } else if (res.kind == script::Outcome::Kind::skipped) {
-        out["status"] = "skipped";
       } else {
         ++rejected;
         out["status"] = "rejected";
-        out["error"] = res.error;
-        out["reason"] = res.reason;
-        if (!res.where.file.empty()) out["where"] = res.where.str();
-        if (!res.fields.empty()) out["fields"] = res.fields;
+        out["error"] = "schema";
+        out["reason"] = "payload does not match " + schema_name + ": " + issues[0].path + ": " + issues[0].message +
+                        (issues.size() > 1 ? " (and " + std::to_string(issues.size() - 1) + " more)" : "");
       }
-      out["notes"] = std::move(notes);
+      out["payload"] = std::move(payload);
+      out["validation"] = std::move(validation);
+    } else if (res.kind == script::Outcome::Kind::skipped) {
+      out["status"] = "skipped";
+    } else {
+      ++rejected;
+      out["status"] = "rejected";
+      out["error"] = res.error;
+      out["reason"] = res.reason;
+      if (!res.where.file.empty()) out["where"] = res.where.str();
+      if (!res.fields.empty()) out["fields"] = res.fields;
     }
+    out["notes"] = std::move(notes);
     std::string s = pretty ? pretty_json(out) : json::serialize(out);  // fields in the order above
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fputc('\n', stdout);

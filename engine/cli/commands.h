@@ -1,6 +1,7 @@
 #pragma once
 // The weft subcommands. Each returns the process exit code:
 // 0 ok, 1 records rejected / tests failed, 2 usage, configuration or script compile error.
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,7 @@ struct MapOptions {
   std::string context;
   int workers = 1;
   int batch_bytes = 256 << 10;    // input bytes per unit of work (256 KiB measured best: cache-sized)
+  size_t max_line_bytes = size_t{64} << 20;  // longer lines are rejected as line_too_long
 };
 int run_map(const MapOptions& o);
 

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/script/sandbox.h"
@@ -24,12 +25,11 @@ int load_flow(const std::string& workspace, const std::string& tenant, const std
 // Reads a file, or stdin for "-". Prints the error and returns false on failure.
 bool read_input(const std::string& path, std::string* out);
 
-struct InputRecord {
-  boost::json::value value;
-  std::string error;  // "line 3: invalid JSON: ..." when it could not be parsed
-};
-// One JSON document, a JSON array of records, or NDJSON (one record per line).
-std::vector<InputRecord> split_records(const std::string& text);
+// Cuts dry-run input into record texts (views into `text`): one JSON document is one
+// record, a top-level array gives its elements, anything else is NDJSON (one record per
+// non-blank line). Records are not parsed here: Sandbox::map parses each text as `weft map`
+// does, so a bad record is rejected with the same invalid_json reason.
+std::vector<std::string_view> split_records(std::string_view text);
 
 std::string pretty_json(const boost::json::value& v);
 

@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
   m->add_option("--context", map.context, "JSON object merged over the flow's context");
   m->add_option("--workers", map.workers, "mapping threads, each with its own Lua state (default 1)")
       ->check(CLI::Range(1, 64));
+  m->add_option("--max-line-bytes", map.max_line_bytes,
+                "longest input line; longer ones are rejected as line_too_long, unread (default 67108864)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 30));
 
   try {
     app.parse(argc, argv);

@@ -4,21 +4,26 @@
 // map whole batches; the writer emits results strictly in batch order. At most
 // `max_in_flight` batches exist at once, so memory is bounded by batch size x that number,
 // whatever the input size.
+#include <string.h>  // memrchr (GNU)
 #include <unistd.h>
 
 #include <atomic>
 #include <boost/json.hpp>
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "engine/cli/commands.h"
 #include "engine/cli/common.h"
+#include "engine/workspace/tenant.h"
 
 namespace weft::cli {
 namespace json = boost::json;
@@ -28,7 +33,8 @@ namespace {
 struct Batch {
   uint64_t seq = 0;
   std::string data;              // the raw lines, '\n'-separated
-  struct Line { size_t offset, length; uint64_t number; };  // number: 1-based input line
+  // number: 1-based input line; too_long: longer than --max-line-bytes, its text dropped
+  struct Line { size_t offset, length; uint64_t number; bool too_long = false; };
   std::vector<Line> lines;
   std::string out, rejects;      // results
   size_t mapped = 0, skipped = 0, rejected = 0;
@@ -104,22 +110,42 @@ struct Job {
 
 void append_reject(Batch& b, uint64_t line_no, std::string_view raw, const script::Outcome& o, const Job& job) {
   json::object r{{"line", line_no}, {"error", o.error}, {"reason", o.reason}};
-  if (o.error != "invalid_json") {
+  bool invalid = o.error == "invalid_json" || o.error == "no_flow";  // no_flow: never parsed
+  if (!invalid) {
     if (!o.where.file.empty()) r["where"] = o.where.str();
     if (!o.fields.empty()) r["fields"] = o.fields;
     r["message"] = o.describe(job.options.tenant, job.options.flow);
   }
   r["script_version"] = job.version;
-  std::error_code ec;
-  json::value rec = json::parse(raw, ec);
-  if (ec) r["raw"] = std::string(raw);
-  else r["record"] = std::move(rec);
+  if (invalid) r["raw"] = std::string(raw);
+  b.rejects += json::serialize(r);
+  if (!invalid) {
+    // The record exactly as it came (the sandbox parsed it, so it is JSON); a round trip
+    // through a DOM would rewrite numbers such as 1.10.
+    b.rejects.pop_back();  // the closing '}'
+    b.rejects += ",\"record\":";
+    b.rejects += raw;
+    b.rejects.push_back('}');
+  }
+  b.rejects.push_back('\n');
+}
+
+void append_too_long(Batch& b, uint64_t line_no, const Job& job) {
+  json::object r{{"line", line_no},
+                 {"error", "line_too_long"},
+                 {"reason", "line longer than " + std::to_string(job.options.max_line_bytes) + " bytes"},
+                 {"script_version", job.version}};
   b.rejects += json::serialize(r);
   b.rejects.push_back('\n');
 }
 
 void map_batch(Batch& b, script::Sandbox& box, const Job& job) {
   for (const auto& line : b.lines) {
+    if (line.too_long) {
+      ++b.rejected;
+      append_too_long(b, line.number, job);
+      continue;
+    }
     std::string_view raw(b.data.data() + line.offset, line.length);
     script::Outcome res = box.map(job.options.flow, raw, job.ctx);
     switch (res.kind) {
@@ -137,6 +163,19 @@ void map_batch(Batch& b, script::Sandbox& box, const Job& job) {
         break;
     }
   }
+}
+
+// ctx.now in the format dry-run gives it (the sandbox's default): ISO 8601 UTC with milliseconds.
+std::string now_iso() {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch()).count();
+  std::time_t secs = ms / 1000;
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
 }
 
 FILE* open_out(const std::string& path) {
@@ -163,24 +202,23 @@ int run_map(const MapOptions& o) {
   static char outbuf[1 << 20];
   std::setvbuf(out, outbuf, _IOFBF, sizeof outbuf);
 
-  // One sandbox per worker: a lua_State is single-threaded.
+  // One sandbox per worker: a lua_State is single-threaded. A module's top level may fail
+  // in a later state even though it ran in the first (it can read the clock).
   std::vector<std::unique_ptr<script::Sandbox>> boxes;
   boxes.push_back(std::move(first.box));
   for (int i = 1; i < o.workers; ++i) {
     std::string err;
-    boxes.push_back(script::Sandbox::create(first.version->code, &err));
+    auto box = script::Sandbox::create(first.version->code, &err);
+    if (!box) {
+      std::fprintf(stderr, "error: the sandbox of worker %d could not be built\n", i + 1);
+      print_problems(workspace::problems_from_error(err, first.version->dir));
+      return kConfigError;
+    }
+    boxes.push_back(std::move(box));
   }
   Job job{o, first.context, first.version->version};
   job.ctx.reuse_id = 1;  // one context for the whole run: the Lua ctx table is built once
-  {
-    // One timestamp for the whole run, so ctx.now is the same for every record.
-    std::time_t secs = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    job.ctx.now = buf;
-  }
+  job.ctx.now = now_iso();  // one timestamp for the whole run, so ctx.now is the same for every record
 
   Pipeline pipe(static_cast<size_t>(o.workers) * 2 + 2);
   std::atomic<uint64_t> total{0};
@@ -223,10 +261,15 @@ int run_map(const MapOptions& o) {
   });
 
   // Reader: each batch is one big read, cut after its last newline; the partial line at
-  // the end moves to the next batch. Lines are referenced in place, never copied.
+  // the end moves to the next batch. Lines are referenced in place, never copied. Only the
+  // newly read bytes are searched for newlines (the carried part has none), so a long line
+  // costs linear time. A line longer than max_line is rejected without its text: the part
+  // read so far is dropped and the rest skipped up to its newline, so memory stays bounded.
   const size_t chunk = static_cast<size_t>(o.batch_bytes);
+  const size_t max_line = o.max_line_bytes;
   uint64_t seq = 0, line_no = 1;
-  std::string pending;
+  std::string pending;    // the start of an unfinished line: no '\n', at most max_line bytes
+  bool skipping = false;  // inside a too-long line, dropping bytes up to its newline
   for (bool eof = false; !eof;) {
     auto b = std::make_unique<Batch>();
     b->data = std::move(pending);
@@ -236,24 +279,45 @@ int run_map(const MapOptions& o) {
     size_t got = std::fread(b->data.data() + have, 1, chunk, in);
     b->data.resize(have + got);
     eof = got == 0;
+    size_t begin = 0;  // where this batch's first line starts
+    if (skipping) {    // have == 0: nothing is carried while skipping
+      const void* nl = std::memchr(b->data.data(), '\n', got);
+      if (!nl) continue;  // still inside the long line: the chunk is dropped
+      begin = static_cast<const char*>(nl) - b->data.data() + 1;
+      skipping = false;
+    }
+    size_t end = b->data.size();  // lines are cut in [begin, end)
+    bool tail_too_long = false;
     if (!eof) {
-      size_t cut = b->data.rfind('\n');
-      if (cut == std::string::npos) {  // one line longer than a chunk: read on
+      size_t from = std::max(have, begin);
+      const void* nl = ::memrchr(b->data.data() + from, '\n', b->data.size() - from);
+      size_t cut = nl ? static_cast<const char*>(nl) - b->data.data() + 1 : begin;
+      if (b->data.size() - cut > max_line) {
+        tail_too_long = true;  // the unfinished line is already too long
+        skipping = true;
+      } else if (!nl) {        // no complete line yet: read on
+        if (begin) b->data.erase(0, begin);
         pending = std::move(b->data);
         continue;
+      } else {
+        pending.assign(b->data, cut, std::string::npos);
       }
-      pending.assign(b->data, cut + 1, std::string::npos);
-      b->data.resize(cut + 1);
+      end = cut;
     }
-    for (size_t pos = 0; pos < b->data.size();) {
+    for (size_t pos = begin; pos < end;) {
       size_t nl = b->data.find('\n', pos);
-      size_t end = nl == std::string::npos ? b->data.size() : nl;
-      size_t n = end - pos;
-      if (n && b->data[pos + n - 1] == '\r') --n;
-      if (b->data.find_first_not_of(" \t", pos) < pos + n) b->lines.push_back({pos, n, line_no});
+      size_t stop = nl == std::string::npos || nl > end ? end : nl;
+      size_t n = stop - pos;
+      if (n > max_line) b->lines.push_back({pos, 0, line_no, true});
+      else {
+        if (n && b->data[pos + n - 1] == '\r') --n;
+        if (b->data.find_first_not_of(" \t", pos) < pos + n) b->lines.push_back({pos, n, line_no});
+      }
       ++line_no;
-      pos = end + 1;
+      pos = stop + 1;
     }
+    if (tail_too_long) b->lines.push_back({end, 0, line_no++, true});
+    b->data.resize(end);  // drops the bytes of a too-long tail
     if (b->lines.empty()) continue;
     b->seq = seq++;
     pipe.submit(std::move(b));

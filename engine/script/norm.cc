@@ -155,6 +155,8 @@ std::optional<std::string> check_domain(std::string_view domain) {
 using i18n::phonenumbers::PhoneNumber;
 using i18n::phonenumbers::PhoneNumberUtil;
 
+constexpr size_t kMaxPhoneInput = 250;  // libphonenumber's kMaxInputStringLength
+
 std::string phone_parse_reason(PhoneNumberUtil::ErrorType e, const std::string& region) {
   switch (e) {
     case PhoneNumberUtil::INVALID_COUNTRY_CODE_ERROR:
@@ -456,6 +458,10 @@ Result phone(std::string_view in, std::string_view default_region) {
   try {
     const std::string s = trim(in);
     if (s.empty()) return Result::bad("empty phone number");
+    // libphonenumber's own input limit, checked first: its parser is super-linear in the
+    // length, and a multi-kilobyte field would hold the tenant's CPU budget.
+    if (s.size() > kMaxPhoneInput)
+      return Result::bad("not a phone number: longer than " + std::to_string(kMaxPhoneInput) + " bytes");
     if (!valid_utf8(s)) return Result::bad("not a phone number: invalid UTF-8");
     const std::string region = default_region.empty() ? "ZZ" : ascii_upper(trim(default_region));
     const PhoneNumberUtil* util = PhoneNumberUtil::GetInstance();

@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include "engine/workspace/json_limits.h"
+
 namespace weft::workspace {
 namespace json = boost::json;
 
@@ -103,7 +105,11 @@ std::vector<CaseResult> run_fixtures(const TenantVersion& t, script::Sandbox& bo
           r.detail = "expected a payload, but " + outcome_text(o, t, c);
         } else {
           std::error_code ec;
-          json::value actual = json::parse(o.payload, ec);
+          json::value actual = json::parse(o.payload, ec, {}, json_parse_options());
+          if (ec) {  // say so, rather than diffing against null
+            r.detail = "the payload could not be read back as JSON (" + ec.message() + ")";
+            break;
+          }
           r.detail = json_diff(c.expected, actual);
           if (!r.detail.empty()) r.detail.pop_back();
         }

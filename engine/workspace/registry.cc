@@ -1,5 +1,7 @@
 #include "engine/workspace/registry.h"
 
+#include <algorithm>
+
 #include "engine/workspace/fixtures.h"
 
 namespace weft::workspace {
@@ -11,7 +13,7 @@ std::shared_ptr<const TenantVersion> build_version(const fs::path& workspace, co
   std::string err;
   auto box = script::Sandbox::create(t->code, &err);
   if (!box) {
-    auto more = compile_check(*t);
+    auto more = problems_from_error(err, t->dir);
     problems->insert(problems->end(), more.begin(), more.end());
     return nullptr;
   }
@@ -26,6 +28,9 @@ std::shared_ptr<const TenantVersion> build_version(const fs::path& workspace, co
 }
 
 ReloadResult Registry::reload(const std::string& tenant) {
+  // One reload at a time: two overlapping reloads of a tenant could otherwise finish out of
+  // order and leave the older files' version active.
+  std::lock_guard<std::mutex> serial(reload_mu_);
   ReloadResult r;
   auto t = build_version(workspace_, tenant, true, &r.problems);
   std::lock_guard<std::mutex> lock(mu_);

@@ -34,6 +34,7 @@ class Registry {
 
  private:
   fs::path workspace_;
+  std::mutex reload_mu_;  // serializes reloads (held while building, unlike mu_)
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const TenantVersion>> active_;
   std::map<std::string, std::vector<Problem>> last_error_;

@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "engine/workspace/json_limits.h"
 #include "engine/workspace/schema.h"
 
 namespace weft::workspace {
@@ -58,14 +59,15 @@ int line_of(const std::string& text, size_t offset) {
   return 1 + static_cast<int>(std::count(text.begin(), text.begin() + std::min(offset, text.size()), '\n'));
 }
 
-// Parses a JSON file strictly; on error adds a Problem with the line.
+// Parses a JSON file strictly; on error adds a Problem with the line. `extra_levels` is how
+// deep the file wraps a record (a fixture's input sits one level down).
 bool parse_json_file(const fs::path& p, const std::string& shown, json::value* out, std::string* text,
-                     std::vector<Problem>* problems) {
+                     std::vector<Problem>* problems, int extra_levels = 0) {
   if (!read_file(p, text)) {
     problems->push_back({shown, 0, "", "cannot read the file"});
     return false;
   }
-  json::stream_parser parser;
+  json::stream_parser parser({}, json_parse_options(extra_levels));
   std::error_code ec;
   size_t used = parser.write_some(text->data(), text->size(), ec);
   if (!ec) parser.finish(ec);
@@ -77,9 +79,21 @@ bool parse_json_file(const fs::path& p, const std::string& shown, json::value* o
   return true;
 }
 
+// Connection fields that hold secrets: the schema requires a ${ENV_VAR} reference there.
+bool is_secret_path(const std::string& path) {
+  static const std::regex re(R"(^\$\.connections\.[^.]+\.(client_secret|api_key|webhook\.hmac_secret|webhook\.bearer_token)$)");
+  return std::regex_match(path, re);
+}
+
 void add_schema_issues(const Schema& schema, const json::value& doc, const std::string& shown,
                        std::vector<Problem>* problems) {
-  for (const auto& i : schema.validate(doc)) problems->push_back({shown, 0, i.path, i.message});
+  for (const auto& i : schema.validate(doc)) {
+    // valijson only says "Failed to match regex"; say what is wrong (never echo the value).
+    if (is_secret_path(i.path) && i.message.rfind("Failed to match regex", 0) == 0)
+      problems->push_back({shown, 0, i.path, "must be a ${ENV_VAR} reference, not the secret itself"});
+    else
+      problems->push_back({shown, 0, i.path, i.message});
+  }
 }
 
 // lib/ modules: "lib/util/text.lua" is module "util.text".
@@ -118,7 +132,7 @@ void load_fixtures(const fs::path& dir, const std::string& tenant, TenantVersion
     std::string shown = tenant + "/tests/" + f.filename().string();
     json::value doc;
     std::string text;
-    if (!parse_json_file(f, shown, &doc, &text, problems)) continue;
+    if (!parse_json_file(f, shown, &doc, &text, problems, 1)) continue;
     hash_input += shown + '\0' + text + '\0';
     size_t before = problems->size();
     add_schema_issues(schema, doc, shown, problems);
@@ -173,7 +187,7 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
   if (!parse_json_file(t->dir / "tenant.json", shown, &doc, &text, problems)) return nullptr;
   add_schema_issues(Schema::get("tenant.schema.json"), doc, shown, problems);
   if (problems->size() != before) return nullptr;
-  std::string hash_input = "tenant.json\0" + text + '\0';
+  std::string hash_input = std::string("tenant.json") + '\0' + text + '\0';
 
   const auto& o = doc.get_object();
   t->config = o;
@@ -206,12 +220,21 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
       problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
     if (auto* c = fo.if_contains("context")) f.context = c->get_object();
     if (auto* e = fo.if_contains("enabled")) f.enabled = e->as_bool();
-    if (f.script.find("..") != std::string::npos) {
+    // Canonical paths follow symlinks: neither "..", nor an absolute path, nor a link may
+    // lead a tenant to read a file outside its own folder.
+    std::error_code ec;
+    fs::path real = fs::canonical(t->dir / f.script, ec);
+    if (ec) {
+      problems->push_back({shown, 0, base + ".script", "cannot read " + tenant + "/" + f.script});
+      continue;
+    }
+    fs::path inside = real.lexically_relative(fs::canonical(t->dir, ec));
+    if (ec || inside.empty() || *inside.begin() == "..") {
       problems->push_back({shown, 0, base + ".script", "must stay inside the tenant folder"});
       continue;
     }
     script::Source s{f.script, ""};
-    if (!read_file(t->dir / f.script, &s.code)) {
+    if (!read_file(real, &s.code)) {
       problems->push_back({shown, 0, base + ".script", "cannot read " + tenant + "/" + f.script});
       continue;
     }
@@ -234,14 +257,20 @@ Problem problem_from_lua(const std::string& line, const fs::path&) {
   return {"?", 0, "", line};
 }
 
+std::vector<Problem> problems_from_error(const std::string& error, const fs::path& tenant_dir) {
+  std::vector<Problem> out;
+  std::istringstream lines(error);
+  std::string line;
+  while (std::getline(lines, line))
+    if (!line.empty()) out.push_back(problem_from_lua(line, tenant_dir));
+  if (out.empty()) out.push_back({"?", 0, "", "the sandbox could not be built (no reason given)"});
+  return out;
+}
+
 std::vector<Problem> compile_check(const TenantVersion& t) {
   std::string err;
-  std::vector<Problem> out;
-  if (script::Sandbox::create(t.code, &err)) return out;
-  std::istringstream lines(err);
-  std::string line;
-  while (std::getline(lines, line)) out.push_back(problem_from_lua(line, t.dir));
-  return out;
+  if (script::Sandbox::create(t.code, &err)) return {};
+  return problems_from_error(err, t.dir);
 }
 
 }  // namespace weft::workspace

@@ -75,6 +75,10 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
 // Compiles every flow in a fresh sandbox; returns problems (file:line) if any.
 std::vector<Problem> compile_check(const TenantVersion& t);
 
+// The error text of a failed Sandbox::create ("file:line: message", one per line) as
+// Problems, so callers that already tried to build a sandbox need not compile again.
+std::vector<Problem> problems_from_error(const std::string& error, const fs::path& tenant_dir);
+
 // Parses a Lua error line "file.lua:12: message" into a Problem.
 Problem problem_from_lua(const std::string& line, const fs::path& tenant_dir);
 
