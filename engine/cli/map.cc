@@ -140,6 +140,7 @@ void append_too_long(Batch& b, uint64_t line_no, const Job& job) {
 }
 
 void map_batch(Batch& b, script::Sandbox& box, const Job& job) {
+  b.out.reserve(b.data.size());  // a payload is usually smaller than its record
   for (const auto& line : b.lines) {
     if (line.too_long) {
       ++b.rejected;
@@ -147,11 +148,12 @@ void map_batch(Batch& b, script::Sandbox& box, const Job& job) {
       continue;
     }
     std::string_view raw(b.data.data() + line.offset, line.length);
-    script::Outcome res = box.map(job.options.flow, raw, job.ctx);
+    script::CallOptions opts;
+    opts.append_to = &b.out;  // payloads land directly in the batch's output
+    script::Outcome res = box.map(job.options.flow, raw, job.ctx, opts);
     switch (res.kind) {
       case script::Outcome::Kind::ok:
         ++b.mapped;
-        b.out += res.payload;
         b.out.push_back('\n');
         break;
       case script::Outcome::Kind::skipped:

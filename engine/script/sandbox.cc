@@ -722,8 +722,9 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
   else
     push_value(L, record);  // a bare string or number arrives as itself
   push_ctx(I, flow, ctx);
-  out.payload.reserve(512);
-  I->payload = &out.payload;
+  std::string& target = opts.append_to ? *opts.append_to : out.payload;
+  const size_t target_start = target.size();
+  I->payload = &target;
   I->output_error.clear();
   I->returned_nil = false;
   int rc = protected_call(I, 3, 0);
@@ -760,7 +761,7 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
   } else if (I->returned_nil) {
     out.kind = Outcome::Kind::skipped;
   }
-  if (out.kind != Outcome::Kind::ok) out.payload.clear();
+  if (out.kind != Outcome::Kind::ok) target.resize(target_start);  // nothing partial stays
   // No script frame was left (a tail call into a C function): name the flow's file.
   if (out.kind == Outcome::Kind::rejected && out.where.file.empty()) out.where = {flow_file, 0};
   lua_settop(L, top);

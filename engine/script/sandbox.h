@@ -82,6 +82,9 @@ struct CallContext {
 
 struct CallOptions {
   bool collect_notes = false;
+  // When set, an ok payload is appended here instead of to Outcome::payload (weft map
+  // collects a batch's output this way, without a copy per record).
+  std::string* append_to = nullptr;
 };
 
 class Sandbox {
