@@ -342,6 +342,14 @@ TEST_CASE("reload swaps in a good version and keeps the last good one when the n
     CHECK(r.version != v1->version);
     CHECK(reg.active("t1")->version == r.version);
     CHECK(reg.last_error("t1").empty());
+    // Results are stamped with the version that produced them.
+    std::string err;
+    auto box = script::Sandbox::create(reg.active("t1")->code, &err);
+    REQUIRE(box);
+    CHECK(box->map("c", json::parse(R"({"email":"a@b.se"})"), {}).script_version == r.version);
+    auto old_box = script::Sandbox::create(v1->code, &err);
+    REQUIRE(old_box);
+    CHECK(old_box->map("c", json::parse(R"({"email":"a@b.se"})"), {}).script_version == v1->version);
     CHECK(v1->code.flows.at("c").code == weft::testing::kBasicScript);  // the old snapshot is untouched
   }
   SECTION("a tenant whose folder is removed is dropped") {

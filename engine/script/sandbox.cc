@@ -688,6 +688,7 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
   Impl* I = impl_.get();
   lua_State* L = I->L;
   Outcome out;
+  out.script_version = I->code.version;
   auto fn = I->map_fns.find(flow);
   if (fn == I->map_fns.end()) {
     out.kind = Outcome::Kind::rejected;

@@ -31,6 +31,7 @@ struct TenantCode {
   Limits limits;
   std::map<std::string, Source> flows;  // flow name -> its module
   std::map<std::string, Source> lib;    // module name ("omnisend", "util.text") -> source
+  std::string version;                  // content hash of this snapshot; stamped on results
 };
 
 // Where in the scripts something happened.
@@ -56,6 +57,7 @@ struct Note {
 struct Outcome {
   enum class Kind { ok, skipped, rejected };
   Kind kind = Kind::ok;
+  std::string script_version; // the TenantCode::version that produced this outcome
   std::string payload;       // ok: the mapped JSON, compact, keys sorted
   // rejected:
   std::string error;         // "reject" (the script refused), "runtime", "cpu_limit",

@@ -247,6 +247,7 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
   load_fixtures(t->dir, tenant, *t, hash_input, problems);
   if (problems->size() != before) return nullptr;
   t->version = sha256_hex(hash_input).substr(0, 12);
+  t->code.version = t->version;
   return t;
 }
 
