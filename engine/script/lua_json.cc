@@ -273,10 +273,7 @@ bool append_string(std::string& out, const char* s, size_t n) {
 }
 
 // For text a parser has already validated as UTF-8 (record views, Boost.JSON values).
-void append_escaped(std::string& out, const char* s, size_t n) {
-  bool valid = append_string(out, s, n);
-  (void)valid;  // always true for parsed JSON strings
-}
+void append_escaped(std::string& out, const char* s, size_t n) { append_string(out, s, n); }
 
 bool append_number(std::string& out, double d) {
   if (!std::isfinite(d)) return false;
