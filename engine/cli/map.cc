@@ -7,6 +7,8 @@
 #include <string.h>  // memrchr (GNU)
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <atomic>
 #include <boost/json.hpp>
 #include <algorithm>
@@ -180,6 +182,16 @@ std::string now_iso() {
   return buf;
 }
 
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
 FILE* open_out(const std::string& path) {
   if (path == "-") return stdout;
   FILE* f = std::fopen(path.c_str(), "wb");
@@ -201,8 +213,6 @@ int run_map(const MapOptions& o) {
   if (!out) return kConfigError;
   FILE* rej = o.rejects.empty() ? nullptr : open_out(o.rejects);
   if (!o.rejects.empty() && !rej) return kConfigError;
-  static char outbuf[1 << 20];
-  std::setvbuf(out, outbuf, _IOFBF, sizeof outbuf);
 
   // One sandbox per worker: a lua_State is single-threaded. A module's top level may fail
   // in a later state even though it ran in the first (it can read the clock).
@@ -244,7 +254,9 @@ int run_map(const MapOptions& o) {
     for (uint64_t seq = 0;; ++seq) {
       auto b = pipe.next_in_order(seq, total, all_read);
       if (!b) break;
-      if (!write_failed && std::fwrite(b->out.data(), 1, b->out.size(), out) != b->out.size()) write_failed = true;
+      // A batch's output is already one large buffer: write it straight to the file
+      // descriptor rather than copying it through stdio's buffer first.
+      if (!write_failed && !write_all(fileno(out), b->out)) write_failed = true;
       if (rej && !b->rejects.empty()) std::fwrite(b->rejects.data(), 1, b->rejects.size(), rej);
       mapped += b->mapped;
       skipped += b->skipped;
