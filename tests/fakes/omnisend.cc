@@ -5,7 +5,6 @@
 #include <chrono>
 #include <map>
 #include <mutex>
-#include <random>
 #include <regex>
 #include <thread>
 
@@ -18,10 +17,8 @@ struct FakeOmnisend::State {
   std::thread thread;
   int port = 0;
 
+  FaultInjector faults;
   mutable std::mutex mu;
-  OmnisendFaults faults;
-  std::mt19937 rng{42};
-  bool down = false;
   std::map<std::string, json::object> contacts;  // contactID -> contact
   std::vector<json::object> events;
   std::map<std::string, bool> event_keys;        // eventID + eventTime already stored
@@ -124,55 +121,21 @@ FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>
   S->api_key = std::move(api_key);
   S->server.set_tcp_nodelay(true);  // without it, keep-alive answers wait ~40 ms (Nagle)
 
-  // Auth, faults and the request log, before any route.
+  // Auth and faults, before any route.
   S->server.set_pre_routing_handler([S](const httplib::Request& req, httplib::Response& res) {
-    OmnisendFaults f;
-    double draw = 0;
-    bool down = false;
-    {
-      std::lock_guard<std::mutex> lock(S->mu);
-      f = S->faults;
-      draw = std::uniform_real_distribution<double>(0, 1)(S->rng);
-      down = S->down;
-    }
-    if (f.latency_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(f.latency_ms));
     if (req.get_header_value("X-API-KEY") != S->api_key) {
       answer(res, 401, problem(401, "Unauthorized", "missing or invalid API key"));
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (down) {
-      answer(res, 503, problem(503, "Service Unavailable", "the service is down"));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    double edge = f.reset;
-    if (draw < edge) {
-      // Headers go out, then the connection is closed: the client sees a broken answer.
-      res.set_header("X-Fake-Reset", "1");  // logged as status 0
-      res.set_content_provider(
-          64, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    if (draw < (edge += f.timeout)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(f.timeout_ms));
-      answer(res, 504, problem(504, "Gateway Timeout", "upstream timed out"));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    if (draw < (edge += f.rate_limited)) {
-      answer(res, 429, problem(429, "Too Many Requests", "rate limit exceeded", {}, f.retry_after_s));
-      if (f.retry_after_header) res.set_header("Retry-After", std::to_string(f.retry_after_s));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    if (draw < (edge += f.server_error)) {
-      static const int codes[] = {500, 502, 503};
-      int code = codes[static_cast<int>(draw * 1000) % 3];
-      answer(res, code, problem(code, "Server Error", "try again later"));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
+    auto body = [](int status, const std::string& detail, int retry_after) {
+      return problem(status, status == 429 ? "Too Many Requests" : "Server Error", detail, {}, retry_after);
+    };
+    return S->faults.apply(res, body) ? httplib::Server::HandlerResponse::Handled
+                                      : httplib::Server::HandlerResponse::Unhandled;
   });
   // Runs for every answer, just before it is written: the request log.
   S->server.set_post_routing_handler([S](const httplib::Request& req, httplib::Response& res) {
-    int status = res.has_header("X-Fake-Reset") ? 0 : res.status;
+    int status = FaultInjector::was_reset(res) ? 0 : res.status;
     std::lock_guard<std::mutex> lock(S->mu);
     S->log.push_back({req.method, req.path, req.body, req.get_header_value("X-API-KEY"), status});
   });
@@ -275,16 +238,8 @@ FakeOmnisend::~FakeOmnisend() {
 int FakeOmnisend::port() const { return state_->port; }
 std::string FakeOmnisend::base_url() const { return "http://127.0.0.1:" + std::to_string(state_->port) + "/v3"; }
 
-void FakeOmnisend::set_faults(const OmnisendFaults& f) {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  state_->faults = f;
-  state_->rng.seed(f.seed);
-}
-
-void FakeOmnisend::set_down(bool down) {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  state_->down = down;
-}
+void FakeOmnisend::set_faults(const OmnisendFaults& f) { state_->faults.set(f); }
+void FakeOmnisend::set_down(bool down) { state_->faults.set_down(down); }
 
 std::vector<json::object> FakeOmnisend::contacts() const {
   std::lock_guard<std::mutex> lock(state_->mu);

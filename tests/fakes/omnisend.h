@@ -10,19 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/fakes/faults.h"
+
 namespace weft::fakes {
 
-struct OmnisendFaults {
-  double server_error = 0;     // share of requests answered 500/502/503
-  double rate_limited = 0;     // share answered 429 (problem JSON with retryAfter)
-  double timeout = 0;          // share that sleep `timeout_ms` before answering 504
-  double reset = 0;            // share whose connection is closed without an answer
-  int retry_after_s = 1;       // in 429 bodies (and the Retry-After header if set below)
-  bool retry_after_header = false;
-  int timeout_ms = 2000;
-  int latency_ms = 0;          // added to every request
-  unsigned seed = 42;          // faults are drawn from this seed: runs are repeatable
-};
+using OmnisendFaults = Faults;
 
 // One request as the fake saw it.
 struct OmnisendRequest {

@@ -1,0 +1,130 @@
+// The fake commercetools behaves like the real API where the delta pull depends on it.
+#include <catch2/catch.hpp>
+#include <httplib.h>
+
+#include <boost/json.hpp>
+#include <set>
+#include <thread>
+
+#include "tests/fakes/commercetools.h"
+
+using weft::fakes::FakeCommercetools;
+namespace json = boost::json;
+
+namespace {
+std::string token(httplib::Client& cli, const std::string& id = "client-id", const std::string& secret = "client-secret",
+                  int* status = nullptr) {
+  cli.set_basic_auth(id.c_str(), secret.c_str());
+  auto r = cli.Post("/oauth/token", "grant_type=client_credentials", "application/x-www-form-urlencoded");
+  cli.set_basic_auth("", "");
+  REQUIRE(r);
+  if (status) *status = r->status;
+  if (r->status != 200) return "";
+  return std::string(json::parse(r->body).at("access_token").as_string());
+}
+
+httplib::Headers bearer(const std::string& t) { return {{"Authorization", "Bearer " + t}}; }
+
+json::object customer(int i) {
+  char id[40];
+  std::snprintf(id, sizeof id, "00000000-0000-0000-0000-%012d", i);
+  return {{"id", id}, {"email", "c" + std::to_string(i) + "@x.se"}};
+}
+}  // namespace
+
+TEST_CASE("fake commercetools: client credentials, expiring tokens", "[fakes]") {
+  FakeCommercetools ct;
+  httplib::Client cli("127.0.0.1", ct.port());
+  int status = 0;
+  CHECK(token(cli, "client-id", "wrong", &status).empty());
+  CHECK(status == 401);
+  CHECK(cli.Get("/acme-shop/customers")->status == 401);
+  ct.set_token_lifetime(1);
+  std::string t = token(cli);
+  REQUIRE_FALSE(t.empty());
+  CHECK(cli.Get("/acme-shop/customers", bearer(t))->status == 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto expired = cli.Get("/acme-shop/customers", bearer(t));
+  CHECK(expired->status == 401);
+  CHECK(json::parse(expired->body).at("errors").at(0).at("code") == "invalid_token");
+  CHECK(ct.tokens_issued() == 1);
+}
+
+TEST_CASE("fake commercetools: delta pages by lastModifiedAt with an id tie-breaker", "[fakes]") {
+  FakeCommercetools ct;
+  // 1,203 customers; every fourth shares its timestamp with the previous one (ties).
+  for (int i = 0; i < 1203; ++i) {
+    json::object c = customer(i);
+    if (i % 4 == 3) c["lastModifiedAt"] = ct.customer(std::string(customer(i - 1).at("id").as_string()))->at("lastModifiedAt");
+    ct.put_customer(c);
+  }
+  ct.put_customer(customer(5));  // an update: version 2, newest timestamp
+  CHECK(ct.customer(std::string(customer(5).at("id").as_string()))->at("version") == 2);
+  httplib::Client cli("127.0.0.1", ct.port());
+  auto auth = bearer(token(cli));
+
+  std::string last_time, last_id;
+  std::vector<std::string> seen;
+  for (int pages = 0; pages < 10; ++pages) {
+    httplib::Params p{{"limit", "500"}, {"sort", "lastModifiedAt asc"}, {"withTotal", "false"}};
+    if (!last_time.empty())
+      p.emplace("where", "lastModifiedAt > \"" + last_time + "\" or (lastModifiedAt = \"" + last_time +
+                             "\" and id > \"" + last_id + "\")");
+    auto r = cli.Get("/acme-shop/customers", p, auth);
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    auto results = json::parse(r->body).at("results").as_array();
+    if (results.empty()) break;
+    for (const auto& c : results) seen.push_back(std::string(c.at("id").as_string()));
+    last_time = std::string(results.back().at("lastModifiedAt").as_string());
+    last_id = std::string(results.back().at("id").as_string());
+  }
+  CHECK(seen.size() == 1203);
+  CHECK(std::set<std::string>(seen.begin(), seen.end()).size() == 1203);
+  CHECK(seen.back() == std::string(customer(5).at("id").as_string()));  // the update comes last
+
+  auto simple = cli.Get("/acme-shop/customers", httplib::Params{{"where", "lastModifiedAt >= \"2024-01-01T00:00:00.005Z\""}, {"limit", "3"}}, auth);
+  REQUIRE(simple);
+  CHECK(json::parse(simple->body).at("results").as_array().size() == 3);
+  CHECK(cli.Get("/acme-shop/customers", httplib::Params{{"limit", "501"}}, auth)->status == 400);
+  CHECK(cli.Get("/acme-shop/customers", httplib::Params{{"offset", "10001"}}, auth)->status == 400);
+  auto bad = cli.Get("/acme-shop/customers", httplib::Params{{"where", "email = \"x\""}}, auth);
+  CHECK(bad->status == 400);
+  CHECK(json::parse(bad->body).at("errors").at(0).at("code") == "InvalidInput");
+  CHECK(cli.Get(("/acme-shop/customers/" + seen[0]).c_str(), auth)->status == 200);
+  auto missing = cli.Get("/acme-shop/customers/nope", auth);
+  CHECK(missing->status == 404);
+  CHECK(json::parse(missing->body).at("errors").at(0).at("code") == "ResourceNotFound");
+}
+
+TEST_CASE("fake commercetools: subscription notifications and faults", "[fakes]") {
+  FakeCommercetools ct;
+  auto c = ct.put_customer(customer(1));
+  std::string id(c.at("id").as_string());
+  ct.put_customer(customer(1));
+  auto msg = ct.notification(id, "Message", "CustomerLastNameSet");
+  CHECK(msg.at("notificationType") == "Message");
+  CHECK(msg.at("sequenceNumber") == 2);
+  CHECK(msg.at("resourceVersion") == 2);
+  CHECK(msg.at("resource").at("id").as_string() == id);
+  CHECK(msg.contains("customer"));
+  auto big = ct.notification(id, "Message", "CustomerCreated", true);
+  CHECK(big.contains("payloadNotIncluded"));
+  CHECK_FALSE(big.contains("customer"));
+  auto upd = ct.notification(id, "ResourceUpdated");
+  CHECK(upd.at("version") == 2);
+  CHECK(upd.at("oldVersion") == 1);
+
+  httplib::Client cli("127.0.0.1", ct.port());
+  auto auth = bearer(token(cli));
+  weft::fakes::Faults f;
+  f.server_error = 1;
+  ct.set_faults(f);
+  auto r = cli.Get("/acme-shop/customers", auth);
+  REQUIRE(r);
+  CHECK(r->status >= 500);
+  CHECK(json::parse(r->body).as_object().contains("statusCode"));
+  ct.set_faults({});
+  CHECK(cli.Get("/acme-shop/customers", auth)->status == 200);
+  CHECK(ct.requests().back().status == 200);
+}
