@@ -1,0 +1,21 @@
+#pragma once
+// How a destination answered one request, as each connector classifies it (the delivery
+// workers act on the kind: done, retry with backoff, or reject with the API's message).
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace weft::delivery {
+
+struct SendResult {
+  enum class Kind { ok, transient, permanent };
+  Kind kind = Kind::ok;
+  int status = 0;                        // HTTP status; 0 when no answer came (timeout, reset)
+  std::optional<int64_t> retry_after_ms; // the destination's own hint, header or body
+  std::string message;                   // the API's error, for rejections and logs
+};
+
+// A Retry-After header value (delay-seconds or an HTTP-date) as milliseconds from now_ms.
+std::optional<int64_t> parse_retry_after(const std::string& header, int64_t now_ms);
+
+}  // namespace weft::delivery

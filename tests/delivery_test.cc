@@ -1,0 +1,127 @@
+// Delivery building blocks: retry policy and backoff, the rate limiter, Retry-After, and
+// the Omnisend connector's classification of answers (also against the fake Omnisend).
+#include <catch2/catch.hpp>
+#include <httplib.h>
+
+#include <boost/json.hpp>
+
+#include "connectors/omnisend/errors.h"
+#include "engine/delivery/rate_limiter.h"
+#include "engine/delivery/retry.h"
+#include "engine/delivery/send_result.h"
+#include "tests/fakes/omnisend.h"
+
+using namespace weft::delivery;
+namespace omnisend = weft::connectors::omnisend;
+namespace json = boost::json;
+
+TEST_CASE("delivery: durations and the retry policy from tenant.json", "[delivery]") {
+  CHECK(parse_duration_ms("500ms") == 500);
+  CHECK(parse_duration_ms("30s") == 30000);
+  CHECK(parse_duration_ms("5m") == 300000);
+  CHECK(parse_duration_ms("24h") == 86400000);
+  CHECK(parse_duration_ms("2d") == 172800000);
+  CHECK_FALSE(parse_duration_ms("5"));
+  CHECK_FALSE(parse_duration_ms("h"));
+  CHECK_FALSE(parse_duration_ms("5w"));
+  CHECK_FALSE(parse_duration_ms("-5s"));
+  json::object cfg = json::parse(R"({"max_attempts": 4, "base_ms": 100, "max_ms": 1000, "max_age": "1h"})").as_object();
+  RetryPolicy p = retry_policy_from(&cfg);
+  CHECK(p.max_attempts == 4);
+  CHECK(p.base_ms == 100);
+  CHECK(p.max_ms == 1000);
+  CHECK(p.max_age_ms == 3600000);
+  CHECK(retry_policy_from(nullptr).max_attempts == RetryPolicy{}.max_attempts);
+}
+
+TEST_CASE("delivery: backoff grows exponentially with full jitter, capped, never before Retry-After",
+          "[delivery]") {
+  RetryPolicy p;
+  p.base_ms = 100;
+  p.max_ms = 1000;
+  std::mt19937_64 rng(1);
+  for (int attempt = 1; attempt <= 30; ++attempt) {
+    int64_t ceiling = std::min<int64_t>(1000, 100LL << std::min(attempt - 1, 20));
+    int64_t lo = INT64_MAX, hi = 0;
+    for (int i = 0; i < 400; ++i) {
+      int64_t d = backoff_ms(p, attempt, std::nullopt, rng);
+      lo = std::min(lo, d);
+      hi = std::max(hi, d);
+    }
+    INFO("attempt " << attempt);
+    CHECK(lo >= 0);
+    CHECK(hi <= ceiling);
+    CHECK(hi > ceiling / 2);  // full jitter spreads over the whole range
+    CHECK(lo < ceiling / 2);
+  }
+  for (int i = 0; i < 100; ++i) CHECK(backoff_ms(p, 1, 7000, rng) >= 7000);
+  CHECK(may_retry(p, 1, 0, 1000));
+  CHECK_FALSE(may_retry(p, p.max_attempts, 0, 1000));
+  CHECK_FALSE(may_retry(p, 1, 0, p.max_age_ms + 1));
+}
+
+TEST_CASE("delivery: the rate limiter allows N per sliding window", "[delivery]") {
+  RateLimiter limit(400, 60000);
+  for (int i = 0; i < 400; ++i) REQUIRE(limit.acquire(1000 + i) == 0);
+  CHECK(limit.acquire(1500) == 1000 + 60000 - 1500);  // until the first one leaves the window
+  CHECK(limit.acquire(61000) == 0);                   // the first left
+  CHECK(limit.acquire(61000) > 0);
+  RateLimiter off(0, 60000);
+  for (int i = 0; i < 10000; ++i) REQUIRE(off.acquire(0) == 0);
+}
+
+TEST_CASE("delivery: Retry-After as seconds or an HTTP date", "[delivery]") {
+  CHECK(parse_retry_after("7", 0) == 7000);
+  CHECK(parse_retry_after("0", 0) == 0);
+  int64_t now = 1445412470000;  // 2015-10-21T07:27:50Z
+  CHECK(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now) == 10000);
+  CHECK(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now) == 0);  // already past
+  CHECK_FALSE(parse_retry_after("", 0));
+  CHECK_FALSE(parse_retry_after("soon", 0));
+  CHECK_FALSE(parse_retry_after("-3", 0));
+}
+
+TEST_CASE("omnisend connector: answers are classified as done, transient or permanent", "[delivery][omnisend]") {
+  using Kind = SendResult::Kind;
+  CHECK(omnisend::classify(200, "", "{}", 0).kind == Kind::ok);
+  CHECK(omnisend::classify(201, "", "{}", 0).kind == Kind::ok);
+  auto limited = omnisend::classify(429, "", R"({"title":"Too Many Requests","status":429,"retryAfter":12})", 0);
+  CHECK(limited.kind == Kind::transient);
+  CHECK(limited.retry_after_ms == 12000);
+  CHECK(omnisend::classify(429, "3", "{}", 0).retry_after_ms == 3000);  // a header wins
+  CHECK(omnisend::classify(503, "", "oops", 0).kind == Kind::transient);
+  CHECK(omnisend::classify(0, "", "", 0).kind == Kind::transient);
+  CHECK(omnisend::classify(401, "", "{}", 0).kind == Kind::transient);  // fix the key, replay
+  auto invalid = omnisend::classify(
+      400, "", R"({"title":"Bad Request","detail":"validation failed","errors":[{"field":"identifiers[0].id","message":"phone must be in E.164 format"}]})",
+      0);
+  CHECK(invalid.kind == Kind::permanent);
+  CHECK(invalid.message == "Bad Request: validation failed (identifiers[0].id: phone must be in E.164 format)");
+  CHECK(omnisend::classify(409, "", "not json", 0).message == "not json");
+}
+
+TEST_CASE("omnisend connector: classification of the fake's real answers", "[delivery][omnisend]") {
+  weft::fakes::FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  httplib::Headers key{{"X-API-KEY", "test-key"}};
+  auto send = [&](const std::string& body) {
+    auto r = cli.Post("/v3/contacts", key, body, "application/json");
+    if (!r) return omnisend::classify(0, "", "", 0);
+    return omnisend::classify(r->status, r->get_header_value("Retry-After"), r->body, 0);
+  };
+  CHECK(send(R"({"identifiers":[{"type":"email","id":"a@x.se"}]})").kind == SendResult::Kind::ok);
+  auto bad = send(R"({"identifiers":[{"type":"phone","id":"070"}]})");
+  CHECK(bad.kind == SendResult::Kind::permanent);
+  CHECK_THAT(bad.message, Catch::Contains("E.164"));
+  weft::fakes::Faults f;
+  f.rate_limited = 1;
+  f.retry_after_s = 9;
+  fake.set_faults(f);
+  auto limited = send(R"({"identifiers":[{"type":"email","id":"a@x.se"}]})");
+  CHECK(limited.kind == SendResult::Kind::transient);
+  CHECK(limited.retry_after_ms == 9000);
+  f = {};
+  f.reset = 1;
+  fake.set_faults(f);
+  CHECK(send(R"({"identifiers":[{"type":"email","id":"a@x.se"}]})").kind == SendResult::Kind::transient);
+}
