@@ -217,6 +217,11 @@ void FakeCommercetools::set_token_lifetime(int seconds) {
   state_->token_lifetime_s = seconds;
 }
 
+void FakeCommercetools::revoke_tokens() {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  for (auto& kv : state_->tokens) kv.second = std::chrono::steady_clock::time_point{};
+}
+
 json::object FakeCommercetools::put_customer(json::object c) {
   std::lock_guard<std::mutex> lock(state_->mu);
   std::string id(c.at("id").as_string());

@@ -33,6 +33,7 @@ class FakeCommercetools {
   void set_faults(const Faults& f);  // applied to API requests (not to /oauth/token)
   void set_down(bool down);
   void set_token_lifetime(int seconds);  // default 172800
+  void revoke_tokens();                  // every token issued so far answers 401 invalid_token
 
   // Creates the customer (version 1) or updates it (version + 1). lastModifiedAt advances
   // by one millisecond per change from 2024-01-01T00:00:00.000Z unless the object sets it
