@@ -125,3 +125,35 @@ TEST_CASE("omnisend connector: classification of the fake's real answers", "[del
   fake.set_faults(f);
   CHECK(send(R"({"identifiers":[{"type":"email","id":"a@x.se"}]})").kind == SendResult::Kind::transient);
 }
+
+#include "connectors/omnisend/client.h"
+
+TEST_CASE("omnisend destination: upserts contacts and events against the fake", "[delivery][omnisend]") {
+  weft::fakes::FakeOmnisend fake("secret-key");
+  omnisend::Destination dest({fake.base_url(), "secret-key", 500});
+  std::string id;
+  auto ok = dest.upsert_contact(R"({"identifiers":[{"type":"email","id":"a@x.se"}],"firstName":"Anna"})", 0, &id);
+  CHECK(ok.kind == SendResult::Kind::ok);
+  CHECK(ok.status == 201);
+  CHECK_FALSE(id.empty());
+  std::string again;
+  CHECK(dest.upsert_contact(R"({"identifiers":[{"type":"email","id":"a@x.se"}],"firstName":"Anne"})", 0, &again).status == 200);
+  CHECK(again == id);
+  CHECK(fake.contact_by_email("a@x.se")->at("firstName") == "Anne");
+  CHECK(fake.requests().back().api_key == "secret-key");
+  auto ev = dest.send_event(R"({"eventName":"placed order","eventID":"o1","eventTime":"2024-01-01T00:00:00Z","origin":"api","contact":{"email":"a@x.se"}})", 0);
+  CHECK(ev.kind == SendResult::Kind::ok);
+
+  omnisend::Destination wrong_key({fake.base_url(), "other", 500});
+  CHECK(wrong_key.upsert_contact(R"({"identifiers":[{"type":"email","id":"b@x.se"}]})", 0, nullptr).kind ==
+        SendResult::Kind::transient);
+  weft::fakes::Faults slow;
+  slow.timeout = 1;
+  slow.timeout_ms = 1500;
+  fake.set_faults(slow);
+  auto timed_out = dest.upsert_contact(R"({"identifiers":[{"type":"email","id":"c@x.se"}]})", 0, nullptr);
+  CHECK(timed_out.kind == SendResult::Kind::transient);
+  CHECK(timed_out.status == 0);
+  CHECK_THAT(timed_out.message, Catch::Contains("no answer"));
+  CHECK_THROWS(omnisend::Destination({"ftp://x", "k", 100}));
+}

@@ -1,0 +1,32 @@
+#pragma once
+// Omnisend as a destination (v3 API, X-API-KEY): contacts created or updated by identifier
+// and events, each answer classified by errors.h for the delivery workers.
+#include <cstdint>
+#include <string>
+
+#include "engine/delivery/send_result.h"
+#include "engine/http/client.h"
+
+namespace weft::connectors::omnisend {
+
+struct Settings {
+  std::string api_url = "https://api.omnisend.com/v3";
+  std::string api_key;  // resolved secret, never logged
+  int timeout_ms = 10000;
+};
+
+class Destination {
+ public:
+  explicit Destination(const Settings& s);
+  // POST /contacts: Omnisend creates or updates by identifier. On success *contact_id is
+  // the contactID Omnisend keeps for it (for identity links).
+  delivery::SendResult upsert_contact(const std::string& contact_json, int64_t now_ms, std::string* contact_id);
+  // POST /events: deduplicated by Omnisend when the event has both eventID and eventTime.
+  delivery::SendResult send_event(const std::string& event_json, int64_t now_ms);
+
+ private:
+  Settings settings_;
+  http::Client client_;
+};
+
+}  // namespace weft::connectors::omnisend
