@@ -1208,3 +1208,66 @@ TEST_CASE("sandbox: indexing a record array in order is linear", "[sandbox][revi
   CHECK_OK(run(*box, "{\"items\":" + items + "}"), R"({"first":0,"last":49999,"s":1249975000})");
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));  // quadratic took ~3 s
 }
+
+// =============================================================================================
+// Flow declarations: M.key, M.version, M.match, M.owners (used by the sync pipeline)
+// =============================================================================================
+
+TEST_CASE("sandbox: a flow's match keys and field owners are read and checked", "[sandbox][spec]") {
+  Tenant t("local M = {}\n"
+           "M.key = function(rec) return rec.id end\n"
+           "M.version = function(rec) return rec.version, rec.lastModifiedAt end\n"
+           "M.match = { 'externalId', 'email', 'phone' }\n"
+           "M.owners = { email = 'source', ['consent.email'] = 'destination', loyaltyTier = 'latest', notes = 'flag' }\n"
+           "function M.map(rec) return {} end\nreturn M\n");
+  auto box = t.build();
+  const ws::FlowSpec* spec = box->flow_spec("f");
+  REQUIRE(spec);
+  CHECK(spec->match == std::vector<std::string>{"externalId", "email", "phone"});
+  CHECK(spec->owners.at("consent.email") == "destination");
+  CHECK(spec->owners.size() == 4);
+  CHECK(spec->has_key);
+  CHECK(spec->has_version);
+  CHECK(box->flow_spec("nope") == nullptr);
+
+  Tenant bad("return { map = function() end, owners = { email = 'mine' } }");
+  CHECK(contains(bad.build_error(), "M.owners[\"email\"] is \"mine\""));
+  Tenant bad_match("return { map = function() end, match = 'email' }");
+  CHECK(contains(bad_match.build_error(), "M.match must be a list"));
+  Tenant bad_key("return { map = function() end, key = 'id' }");
+  CHECK(contains(bad_key.build_error(), "M.key must be a function"));
+}
+
+TEST_CASE("sandbox: key and version of a record", "[sandbox][spec]") {
+  std::string src =
+      "local M = {}\n"
+      "M.key = function(rec) if rec.boom then error('no key') end return rec.id end -- @key\n"
+      "M.version = function(rec) if rec.loop then while true do end end return rec.version, rec.lastModifiedAt end\n"
+      "function M.map(rec) return {} end\nreturn M\n";
+  Tenant t(src);
+  auto box = t.build();
+  auto kv = box->key_version("f", R"({"id":"c1","version":7,"lastModifiedAt":"2024-01-01T00:00:00.000Z"})", {});
+  INFO(kv.error);
+  REQUIRE(kv.ok);
+  CHECK(kv.key == "c1");
+  CHECK(kv.version_number == 7);
+  CHECK(kv.version_text == "2024-01-01T00:00:00.000Z");
+  auto numeric = box->key_version("f", R"({"id":42})", {});
+  CHECK(numeric.key == "42");
+  CHECK(numeric.version_number == 0);
+  auto err = box->key_version("f", R"({"boom":true})", {});
+  CHECK_FALSE(err.ok);
+  CHECK(contains(err.error, "no key"));
+  CHECK(err.where.line == line_of(src, "@key"));
+  auto loop = box->key_version("f", R"({"id":"x","loop":true})", {});
+  CHECK_FALSE(loop.ok);
+  CHECK(contains(loop.error, "cpu limit"));
+  CHECK_FALSE(box->key_version("f", R"({"id":null})", {}).ok);  // nil key
+  CHECK_FALSE(box->key_version("f", "not json", {}).ok);
+  CHECK(box->key_version("f", R"({"id":"after"})", {}).ok);  // the state is fine afterwards
+
+  Tenant keyless("return { map = function() return {} end }");
+  auto kb = keyless.build();
+  CHECK(contains(kb->key_version("f", "{}", {}).error, "no key function"));
+  CHECK_FALSE(kb->flow_spec("f")->has_key);
+}

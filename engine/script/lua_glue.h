@@ -90,6 +90,9 @@ struct Sandbox::Impl {
   int loaded = LUA_NOREF;        // require() cache: module name -> value
   int traceback = LUA_NOREF;     // message handler that records the script location
   std::map<std::string, int> map_fns;  // flow -> its map function
+  std::map<std::string, int> key_fns;      // flow -> M.key, when defined
+  std::map<std::string, int> version_fns;  // flow -> M.version, when defined
+  std::map<std::string, FlowSpec> specs;
   int ctx_ref = LUA_NOREF;       // last ctx table, reused while the context is the same
   std::string ctx_key;           // serialized context of ctx_ref
 };

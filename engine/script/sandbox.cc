@@ -501,6 +501,87 @@ bool readonly_target(lua_State* L, int idx) {
   return true;
 }
 
+namespace {
+// Reads M.key, M.version, M.match and M.owners of the module table on top of the stack.
+// Returns what is wrong with them ("" if nothing).
+std::string read_spec(lua_State* L, Sandbox::Impl* P, const std::string& flow) {
+  FlowSpec spec;
+  lua_getfield(L, -1, "key");
+  if (lua_isfunction(L, -1)) {
+    spec.has_key = true;
+    P->key_fns[flow] = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    bool bad = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (bad) return "M.key must be a function (M.key = function(rec) return rec.id end)";
+  }
+  lua_getfield(L, -1, "version");
+  if (lua_isfunction(L, -1)) {
+    spec.has_version = true;
+    P->version_fns[flow] = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    bool bad = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (bad) return "M.version must be a function returning the record's version";
+  }
+  lua_getfield(L, -1, "match");
+  if (lua_istable(L, -1)) {
+    for (int i = 1;; ++i) {
+      lua_rawgeti(L, -1, i);
+      if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+      if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 2); return "M.match must be a list of identity key names"; }
+      spec.match.emplace_back(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return "M.match must be a list of identity key names, e.g. { \"externalId\", \"email\" }";
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "owners");
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 3);
+        return "M.owners must map field names to \"source\", \"destination\", \"latest\" or \"flag\"";
+      }
+      std::string field = lua_tostring(L, -2), policy = lua_tostring(L, -1);
+      if (policy != "source" && policy != "destination" && policy != "latest" && policy != "flag") {
+        lua_pop(L, 3);
+        return "M.owners[\"" + field + "\"] is \"" + policy +
+               "\": use \"source\", \"destination\", \"latest\" or \"flag\"";
+      }
+      spec.owners[field] = policy;
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return "M.owners must be a table of field -> policy";
+  }
+  lua_pop(L, 1);
+  P->specs[flow] = std::move(spec);
+  return "";
+}
+
+// Runs inside the protected call: key(rec) then version(rec); leaves key, v1, v2.
+int l_key_and_version(lua_State* L) {
+  // stack: key_fn, version_fn (or nil), rec
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 3);
+  lua_call(L, 1, 1);
+  if (lua_isnil(L, 2)) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  } else {
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_call(L, 1, 2);
+  }
+  return 3;
+}
+}  // namespace
+
 void raise_cpu_limit(lua_State* L) {
   Sandbox::Impl* I = impl_of(L);
   if (!I->cpu_hit) {
@@ -604,6 +685,8 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
       continue;
     }
     P->map_fns[flow] = luaL_ref(L, LUA_REGISTRYINDEX);
+    std::string spec_error = read_spec(L, P, flow);
+    if (!spec_error.empty()) errors += src.name + ":1: " + spec_error + "\n";
     lua_pop(L, 1);
   }
   P->current_flow.clear();
@@ -616,6 +699,64 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
 }
 
 bool Sandbox::has_flow(const std::string& flow) const { return impl_->map_fns.count(flow) > 0; }
+
+const FlowSpec* Sandbox::flow_spec(const std::string& flow) const {
+  auto it = impl_->specs.find(flow);
+  return it == impl_->specs.end() ? nullptr : &it->second;
+}
+
+KeyVersion Sandbox::key_version(const std::string& flow, std::string_view record_json, const CallContext& ctx) {
+  Impl* I = impl_.get();
+  lua_State* L = I->L;
+  KeyVersion kv;
+  auto key_fn = I->key_fns.find(flow);
+  if (!I->map_fns.count(flow)) {
+    kv.error = "no flow named '" + flow + "'";
+    return kv;
+  }
+  if (key_fn == I->key_fns.end()) {
+    kv.error = "flow '" + flow + "' has no key function (M.key = function(rec) return rec.id end)";
+    return kv;
+  }
+  simdjson::dom::element record;
+  if (auto err = I->parser.parse(record_json.data(), record_json.size()).get(record)) {
+    kv.error = std::string("invalid JSON: ") + simdjson::error_message(err);
+    return kv;
+  }
+  I->rejected = I->skipped = false;
+  I->current_flow = flow;
+  I->correlation_id = ctx.correlation_id;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, l_key_and_version);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, key_fn->second);
+  auto vf = I->version_fns.find(flow);
+  if (vf == I->version_fns.end()) lua_pushnil(L);
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, vf->second);
+  auto type = record.type();
+  if (type == simdjson::dom::element_type::OBJECT || type == simdjson::dom::element_type::ARRAY) push_view(L, record);
+  else push_value(L, record);
+  int rc = protected_call(I, 3, 3);
+  if (I->cpu_hit || I->memory_hit || rc != 0 || I->rejected || I->skipped) {
+    kv.error = I->cpu_hit      ? "cpu limit exceeded (" + std::to_string(I->code.limits.cpu_ms) + " ms)"
+               : I->memory_hit ? "memory limit exceeded (" + std::to_string(I->code.limits.memory_mb) + " MB)"
+               : rc != 0       ? printable(strip_location(error_message(L, -1), I->error_where))
+                               : "reject() and skip() belong in map, not in key or version";
+    kv.where = (I->cpu_hit || I->memory_hit) ? I->limit_where : I->error_where;
+  } else if (lua_type(L, -3) != LUA_TSTRING && lua_type(L, -3) != LUA_TNUMBER) {
+    kv.error = std::string("M.key returned a ") + luaL_typename(L, -3) + ", not a string or number";
+  } else {
+    kv.ok = true;
+    kv.key = lua_tostring(L, -3);  // numbers become their text
+    for (int i : {-2, -1}) {
+      if (lua_type(L, i) == LUA_TNUMBER) kv.version_number = static_cast<int64_t>(lua_tonumber(L, i));
+      else if (lua_type(L, i) == LUA_TSTRING) kv.version_text = lua_tostring(L, i);
+    }
+  }
+  lua_settop(L, top);
+  ++I->generation;
+  I->correlation_id.clear();
+  return kv;
+}
 const std::string& Sandbox::tenant() const { return impl_->code.tenant; }
 std::size_t Sandbox::heap_bytes() const { return impl_->heap_used; }
 

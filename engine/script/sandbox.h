@@ -82,6 +82,25 @@ struct CallContext {
   std::string now;              // ISO 8601 UTC; empty = the current time
 };
 
+// What a flow module declares besides map (DESIGN.md "What a consultant writes"): read
+// once when the sandbox is built.
+struct FlowSpec {
+  std::vector<std::string> match;             // M.match: identity keys, in order
+  std::map<std::string, std::string> owners;  // M.owners: field -> source|destination|latest|flag
+  bool has_key = false;                       // M.key(rec) exists
+  bool has_version = false;                   // M.version(rec) exists
+};
+
+// The ordering key and version of one record (M.key / M.version).
+struct KeyVersion {
+  bool ok = false;
+  std::string key;
+  int64_t version_number = 0;  // M.version's first result when it is a number
+  std::string version_text;    // its text result (e.g. lastModifiedAt), or the first if a string
+  std::string error;           // when !ok: "no key function", the script error, a limit
+  Location where;
+};
+
 struct CallOptions {
   bool collect_notes = false;
   // When set, an ok payload is appended here instead of to Outcome::payload (weft map
@@ -99,6 +118,11 @@ class Sandbox {
   Sandbox& operator=(const Sandbox&) = delete;
 
   bool has_flow(const std::string& flow) const;
+  // nullptr for an unknown flow.
+  const FlowSpec* flow_spec(const std::string& flow) const;
+  // Runs M.key(rec) and M.version(rec) under the limits. A flow without M.key fails; without
+  // M.version the version is 0 / "" (every update counts as newer).
+  KeyVersion key_version(const std::string& flow, std::string_view record_json, const CallContext& ctx);
   // Maps one record, given as JSON text, with the flow's `map(rec, ctx)`. Never throws; a
   // script failure is a rejected Outcome naming the script line, and the sandbox stays
   // usable. Text that is not valid JSON is rejected with error "invalid_json".
