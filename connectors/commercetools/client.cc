@@ -1,7 +1,8 @@
 #include "connectors/commercetools/client.h"
 
+#include "engine/util/time.h"
+
 #include <boost/json.hpp>
-#include <chrono>
 
 namespace weft::connectors::commercetools {
 namespace json = boost::json;
@@ -62,12 +63,7 @@ struct Source::Impl {
 };
 
 Source::Source(Settings s, std::function<int64_t()> now_ms) {
-  if (!now_ms) {
-    now_ms = [] {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
-    };
-  }
+  if (!now_ms) now_ms = util::now_ms;
   if (!http::Url::parse(s.auth_url) || !http::Url::parse(s.api_url))
     throw std::invalid_argument("commercetools: auth_url and api_url must be http(s) URLs");
   impl_ = std::make_unique<Impl>(std::move(s), std::move(now_ms));

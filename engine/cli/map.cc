@@ -25,6 +25,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/cli/common.h"
+#include "engine/util/time.h"
 #include "engine/workspace/tenant.h"
 
 namespace weft::cli {
@@ -169,18 +170,6 @@ void map_batch(Batch& b, script::Sandbox& box, const Job& job) {
   }
 }
 
-// ctx.now in the format dry-run gives it (the sandbox's default): ISO 8601 UTC with milliseconds.
-std::string now_iso() {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::system_clock::now().time_since_epoch()).count();
-  std::time_t secs = ms / 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
-}
 
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
@@ -230,7 +219,7 @@ int run_map(const MapOptions& o) {
   }
   Job job{o, first.context, first.version->version};
   job.ctx.reuse_id = 1;  // one context for the whole run: the Lua ctx table is built once
-  job.ctx.now = now_iso();  // one timestamp for the whole run, so ctx.now is the same for every record
+  job.ctx.now = util::now_iso();  // one timestamp for the whole run, so ctx.now is the same for every record
 
   Pipeline pipe(static_cast<size_t>(o.workers) * 2 + 2);
   std::atomic<uint64_t> total{0};

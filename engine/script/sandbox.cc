@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "engine/script/lua_glue.h"
+#include "engine/util/time.h"
 
 namespace weft::script {
 namespace json = boost::json;
@@ -448,17 +449,6 @@ std::string strip_location(std::string msg, const Location& where) {
   return msg;
 }
 
-std::string now_iso() {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  std::time_t secs = ms / 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms % 1000));
-  return buf;
-}
 
 }  // namespace
 
@@ -810,7 +800,7 @@ void push_ctx(Sandbox::Impl* I, const std::string& flow, const CallContext& ctx)
   set("tenant", I->code.tenant);
   set("flow", flow);
   if (!ctx.correlation_id.empty()) set("correlation_id", ctx.correlation_id);
-  set("now", ctx.now.empty() ? now_iso() : ctx.now);
+  set("now", ctx.now.empty() ? util::now_iso() : ctx.now);
   make_readonly(L);
   if (I->ctx_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, I->ctx_ref);
   lua_pushvalue(L, -1);

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "engine/store/store.h"
+#include "engine/util/time.h"
 
 namespace weft::store {
 namespace {
@@ -44,10 +45,6 @@ const char* const kMigrations[] = {
 };
 constexpr int kLatest = static_cast<int>(sizeof kMigrations / sizeof kMigrations[0]);
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 class SqliteStore final : public Store {
  public:
@@ -73,7 +70,7 @@ class SqliteStore final : public Store {
     q.bind(3, r.message_id);
     q.bind(4, r.correlation_id);
     q.bind(5, r.payload);
-    q.bind(6, r.received_ms ? r.received_ms : now_ms());
+    q.bind(6, r.received_ms ? r.received_ms : util::now_ms());
     if (q.exec() == 0) return false;
     r.seq = db_.getLastInsertRowid();
     return true;
@@ -126,7 +123,7 @@ class SqliteStore final : public Store {
     q.bind(3, key);
     q.bind(4, v.number);
     q.bind(5, v.text);
-    q.bind(6, now_ms());
+    q.bind(6, util::now_ms());
     return q.exec() > 0;
   }
 
@@ -157,7 +154,7 @@ class SqliteStore final : public Store {
     q.bind(1, tenant);
     q.bind(2, flow);
     q.bind(3, value);
-    q.bind(4, now_ms());
+    q.bind(4, util::now_ms());
     q.exec();
   }
 

@@ -1,5 +1,7 @@
 #include "tests/fakes/commercetools.h"
 
+#include "engine/util/time.h"
+
 #include <httplib.h>
 
 #include <algorithm>
@@ -82,15 +84,6 @@ std::string base64_decode(const std::string& in) {
 
 }  // namespace
 
-std::string ct_timestamp(int64_t epoch_ms) {
-  std::time_t secs = static_cast<std::time_t>(epoch_ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(epoch_ms % 1000));
-  return buf;
-}
 
 struct FakeCommercetools::State {
   std::string project, client_id, client_secret;
@@ -228,7 +221,7 @@ json::object FakeCommercetools::put_customer(json::object c) {
   auto it = state_->customers.find(id);
   int64_t version = it == state_->customers.end() ? 1 : it->second.at("version").to_number<int64_t>() + 1;
   c["version"] = version;
-  if (!c.contains("lastModifiedAt")) c["lastModifiedAt"] = ct_timestamp(++state_->clock_ms);
+  if (!c.contains("lastModifiedAt")) c["lastModifiedAt"] = util::iso8601_ms(++state_->clock_ms);
   if (it != state_->customers.end()) c["createdAt"] = it->second.at("createdAt");
   else if (!c.contains("createdAt")) c["createdAt"] = c["lastModifiedAt"];
   ++state_->sequence[id];

@@ -60,7 +60,5 @@ class FakeCommercetools {
   std::unique_ptr<State> state_;
 };
 
-// Milliseconds since the epoch as commercetools writes timestamps: 2024-01-01T00:00:00.000Z.
-std::string ct_timestamp(int64_t epoch_ms);
 
 }  // namespace weft::fakes
