@@ -16,11 +16,7 @@ namespace {
 Settings settings(const FakeCommercetools& ct, const std::string& secret = "client-secret") {
   return {ct.url(), ct.url(), "acme-shop", "client-id", secret, 2000};
 }
-json::object customer(int i) {
-  char id[40];
-  std::snprintf(id, sizeof id, "00000000-0000-0000-0000-%012d", i);
-  return {{"id", id}, {"email", "c" + std::to_string(i) + "@x.se"}};
-}
+json::object customer(int i) { return weft::fakes::sample_customer(i); }
 }  // namespace
 
 TEST_CASE("commercetools source: the delta pull pages through every change once, ties included", "[connectors]") {

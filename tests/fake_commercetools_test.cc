@@ -25,11 +25,7 @@ std::string token(httplib::Client& cli, const std::string& id = "client-id", con
 
 httplib::Headers bearer(const std::string& t) { return {{"Authorization", "Bearer " + t}}; }
 
-json::object customer(int i) {
-  char id[40];
-  std::snprintf(id, sizeof id, "00000000-0000-0000-0000-%012d", i);
-  return {{"id", id}, {"email", "c" + std::to_string(i) + "@x.se"}};
-}
+json::object customer(int i) { return weft::fakes::sample_customer(i); }
 }  // namespace
 
 TEST_CASE("fake commercetools: client credentials, expiring tokens", "[fakes]") {

@@ -275,6 +275,12 @@ json::object FakeCommercetools::notification(const std::string& id, const std::s
   return n;
 }
 
+json::object sample_customer(int i) {
+  char id[40];
+  std::snprintf(id, sizeof id, "00000000-0000-0000-0000-%012d", i);
+  return {{"id", id}, {"email", "c" + std::to_string(i) + "@x.se"}};
+}
+
 std::vector<CommercetoolsRequest> FakeCommercetools::requests() const {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->log;

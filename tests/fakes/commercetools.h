@@ -61,4 +61,7 @@ class FakeCommercetools {
 };
 
 
+// Customer number i: id "00000000-0000-0000-0000-<i, 12 digits>", email "c<i>@x.se".
+boost::json::object sample_customer(int i);
+
 }  // namespace weft::fakes
