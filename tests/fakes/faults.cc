@@ -16,7 +16,10 @@ void FaultInjector::set_down(bool down) {
   down_ = down;
 }
 
-bool FaultInjector::apply(httplib::Response& res, const ErrorBody& error_body) {
+bool FaultInjector::apply(httplib::Response& res, const ErrorBody& error_body, FaultOutcome* outcome) {
+  FaultOutcome ignored;
+  FaultOutcome& out = outcome ? *outcome : ignored;
+  out = {};
   Faults f;
   double draw;
   bool down;
@@ -29,6 +32,8 @@ bool FaultInjector::apply(httplib::Response& res, const ErrorBody& error_body) {
   auto fail = [&](int status, const std::string& detail, int retry_after = 0) {
     res.status = status;
     res.set_content(error_body(status, detail, retry_after), "application/json");
+    out.status = status;
+    out.retry_after_s = retry_after;
   };
   if (f.latency_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(f.latency_ms));
   if (down) {
@@ -39,6 +44,7 @@ bool FaultInjector::apply(httplib::Response& res, const ErrorBody& error_body) {
   if (draw < edge) {
     // Headers go out, then the connection is closed: the client sees a broken answer.
     res.set_header("X-Fake-Reset", "1");
+    out.reset = true;
     res.set_content_provider(64, "application/json", [](size_t, size_t, httplib::DataSink&) { return false; });
     return true;
   }

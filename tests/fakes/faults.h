@@ -25,12 +25,21 @@ struct Faults {
 // Builds the error body of one API for a status (each system has its own error shape).
 using ErrorBody = std::function<std::string(int status, const std::string& detail, int retry_after_s)>;
 
+// What apply() did to one request, for fakes that check how clients react (e.g. whether a
+// client waited as long as a 429 told it to).
+struct FaultOutcome {
+  int status = 0;         // the status it answered (0: none, or the connection was reset)
+  bool reset = false;     // the connection was broken on purpose
+  int retry_after_s = 0;  // for a 429: the retry hint it gave
+};
+
 class FaultInjector {
  public:
   void set(const Faults& f);
   void set_down(bool down);
   // Applies the configured faults to a request; true if it answered (or broke) it already.
-  bool apply(httplib::Response& res, const ErrorBody& error_body);
+  // `outcome`, when given, says what it did.
+  bool apply(httplib::Response& res, const ErrorBody& error_body, FaultOutcome* outcome = nullptr);
   // True for a request the injector broke on purpose (logged with status 0).
   static bool was_reset(const httplib::Response& res) { return res.has_header("X-Fake-Reset"); }
 
