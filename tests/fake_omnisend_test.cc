@@ -3,6 +3,8 @@
 #include <httplib.h>
 
 #include <boost/json.hpp>
+#include <chrono>
+#include <thread>
 
 #include "tests/fakes/omnisend.h"
 
@@ -17,9 +19,41 @@ std::string contact(const std::string& email, const std::string& extra = "") {
   return R"({"identifiers":[{"type":"email","id":")" + email +
          R"(","channels":{"email":{"status":"subscribed"}}}])" + extra + "}";
 }
+
+// A contact write carrying the commercetools version it was made from.
+std::string versioned(const std::string& email, int version) {
+  return R"({"identifiers":[{"type":"email","id":")" + email + R"("}],"customProperties":{"commercetoolsVersion":)" +
+         std::to_string(version) + "}}";
+}
+
+int post(httplib::Client& cli, const std::string& path, const std::string& body) {
+  auto r = cli.Post(path.c_str(), key(), body, "application/json");
+  return r ? r->status : -1;
+}
+
+std::string contact_id(const json::object& c) { return std::string(c.at("contactID").as_string()); }
+
+// The contacts GET /v3/contacts?<query> answers.
+json::array listed(httplib::Client& cli, const std::string& query) {
+  auto r = cli.Get(("/v3/contacts?" + query).c_str(), key());
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  return json::parse(r->body).at("contacts").as_array();
+}
+
+// The channel status an identifier of a contact has ("" if none).
+std::string channel_status(const json::object& c, const std::string& type, const std::string& channel) {
+  for (const auto& i : c.at("identifiers").as_array()) {
+    if (i.at("type") != type.c_str()) continue;
+    const auto* channels = i.as_object().if_contains("channels");
+    if (!channels || !channels->as_object().contains(channel)) return "";
+    return std::string(channels->at(channel).at("status").as_string());
+  }
+  return "";
+}
 }  // namespace
 
-TEST_CASE("fake omnisend: auth, create, update by identifier, read back", "[fakes]") {
+TEST_CASE("fake omnisend: auth, create, update by identifier, read back", "[fakes][fake_omnisend]") {
   FakeOmnisend fake;
   httplib::Client cli("127.0.0.1", fake.port());
   auto denied = cli.Post("/v3/contacts", key("wrong"), contact("a@x.se"), "application/json");
@@ -58,7 +92,7 @@ TEST_CASE("fake omnisend: auth, create, update by identifier, read back", "[fake
   CHECK(fake.requests()[1].status == 201);
 }
 
-TEST_CASE("fake omnisend: validation errors and identifier conflicts", "[fakes]") {
+TEST_CASE("fake omnisend: validation errors and identifier conflicts", "[fakes][fake_omnisend]") {
   FakeOmnisend fake;
   httplib::Client cli("127.0.0.1", fake.port());
   auto bad = cli.Post("/v3/contacts", key(), R"({"identifiers":[{"type":"phone","id":"0701234567"}]})", "application/json");
@@ -81,7 +115,7 @@ TEST_CASE("fake omnisend: validation errors and identifier conflicts", "[fakes]"
   CHECK(fake.contacts().size() == 2);
 }
 
-TEST_CASE("fake omnisend: events are deduplicated on eventID + eventTime only", "[fakes]") {
+TEST_CASE("fake omnisend: events are deduplicated on eventID + eventTime only", "[fakes][fake_omnisend]") {
   FakeOmnisend fake;
   httplib::Client cli("127.0.0.1", fake.port());
   std::string ev = R"({"eventName":"placed order","eventID":"o1","eventTime":"2024-01-01T00:00:00Z","origin":"api","contact":{"email":"a@x.se"}})";
@@ -94,7 +128,7 @@ TEST_CASE("fake omnisend: events are deduplicated on eventID + eventTime only", 
   CHECK(cli.Post("/v3/events", key(), R"({"eventName":"x"})", "application/json")->status == 400);
 }
 
-TEST_CASE("fake omnisend: injected faults", "[fakes]") {
+TEST_CASE("fake omnisend: injected faults", "[fakes][fake_omnisend]") {
   FakeOmnisend fake;
   httplib::Client cli("127.0.0.1", fake.port());
   cli.set_read_timeout(0, 300000);
@@ -147,4 +181,222 @@ TEST_CASE("fake omnisend: injected faults", "[fakes]") {
   CHECK(cli.Post("/v3/contacts", key(), contact("z@x.se"), "application/json")->status == 201);
   CHECK(fake.delete_contact_by_email("z@x.se"));
   CHECK_FALSE(fake.contact_by_email("z@x.se"));
+}
+
+TEST_CASE("fake omnisend: the identifier index follows creates, merges, deletes and PATCHes", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  cli.set_keep_alive(true);
+  cli.set_tcp_nodelay(true);
+  CHECK(post(cli, "/v3/contacts",
+             R"({"identifiers":[{"type":"email","id":"a@x.se"},{"type":"phone","id":"+46700000001"}]})") == 201);
+  std::string a = contact_id(*fake.contact_by_email("a@x.se"));
+  // Found by its phone, it gains a second email: both emails and the phone lead to it.
+  CHECK(post(cli, "/v3/contacts",
+             R"({"identifiers":[{"type":"phone","id":"+46700000001"},{"type":"email","id":"a2@x.se"}]})") == 200);
+  REQUIRE(fake.contact_by_email("a2@x.se"));
+  CHECK(contact_id(*fake.contact_by_email("a2@x.se")) == a);
+  CHECK(fake.contact_by_email("a2@x.se")->at("identifiers").as_array().size() == 3);
+  REQUIRE(listed(cli, "phone=%2B46700000001").size() == 1);
+  CHECK(contact_id(listed(cli, "phone=%2B46700000001")[0].as_object()) == a);
+
+  CHECK(post(cli, "/v3/contacts", contact("b@x.se")) == 201);
+  std::string b = contact_id(*fake.contact_by_email("b@x.se"));
+  CHECK(b != a);
+  CHECK(post(cli, "/v3/contacts", R"({"identifiers":[{"type":"email","id":"a2@x.se"},{"type":"email","id":"b@x.se"}]})") ==
+        409);
+  CHECK(fake.contact_count() == 2);
+
+  // Deleted: none of its identifiers leads anywhere; the phone is free for a new contact.
+  CHECK(fake.delete_contact_by_email("a@x.se"));
+  CHECK_FALSE(fake.delete_contact_by_email("a@x.se"));
+  CHECK_FALSE(fake.contact_by_email("a2@x.se"));
+  CHECK(listed(cli, "phone=%2B46700000001").empty());
+  CHECK(post(cli, "/v3/contacts", R"({"identifiers":[{"type":"phone","id":"+46700000001"}]})") == 201);
+  CHECK(fake.contact_count() == 2);
+  std::string c = contact_id(listed(cli, "phone=%2B46700000001")[0].as_object());
+  CHECK(c != a);
+
+  // PATCH: an identifier of another contact is a conflict; a new one is indexed.
+  auto taken = cli.Patch(("/v3/contacts/" + b).c_str(), key(),
+                         R"({"identifiers":[{"type":"phone","id":"+46700000001"}]})", "application/json");
+  REQUIRE(taken);
+  CHECK(taken->status == 409);
+  auto added = cli.Patch(("/v3/contacts/" + b).c_str(), key(),
+                         R"({"identifiers":[{"type":"phone","id":"+46700000002"}],"firstName":"Bo"})", "application/json");
+  REQUIRE(added);
+  CHECK(added->status == 200);
+  CHECK(json::parse(added->body).at("firstName") == "Bo");
+  REQUIRE(listed(cli, "phone=%2B46700000002").size() == 1);
+  CHECK(contact_id(listed(cli, "phone=%2B46700000002")[0].as_object()) == b);
+  CHECK(post(cli, "/v3/contacts", R"({"identifiers":[{"type":"phone","id":"+46700000002"}],"lastName":"B"})") == 200);
+  CHECK(fake.contact_by_email("b@x.se")->at("lastName") == "B");
+  auto bad = cli.Patch(("/v3/contacts/" + b).c_str(), key(), R"({"identifiers":[{"type":"fax","id":"1"}]})",
+                       "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+
+  // Many contacts: each found again by its email, and an update finds the right one.
+  for (int i = 0; i < 2000; ++i) REQUIRE(post(cli, "/v3/contacts", contact("n" + std::to_string(i) + "@x.se")) == 201);
+  CHECK(fake.contact_count() == 2002);
+  CHECK(post(cli, "/v3/contacts", contact("n1234@x.se", R"(,"firstName":"N")")) == 200);
+  CHECK(fake.contact_by_email("n1234@x.se")->at("firstName") == "N");
+  CHECK_FALSE(fake.contact_by_email("n1233@x.se")->contains("firstName"));
+  CHECK(listed(cli, "email=n1999@x.se").size() == 1);
+}
+
+TEST_CASE("fake omnisend: an update without channels keeps the consent set in Omnisend", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  CHECK(post(cli, "/v3/contacts", contact("a@x.se", R"(,"firstName":"Anna")")) == 201);
+  CHECK(channel_status(*fake.contact_by_email("a@x.se"), "email", "email") == "subscribed");
+  // The customer unsubscribes in Omnisend; then a sync sends the email without consent.
+  REQUIRE(fake.update_contact("a@x.se", [](json::object& c) {
+    c["identifiers"].as_array()[0].as_object()["channels"] =
+        json::object{{"email", json::object{{"status", "unsubscribed"}, {"statusDate", "2024-02-01T00:00:00Z"}}}};
+  }));
+  CHECK(post(cli, "/v3/contacts", R"({"identifiers":[{"type":"email","id":"a@x.se"}],"firstName":"Anne"})") == 200);
+  auto c = *fake.contact_by_email("a@x.se");
+  CHECK(c.at("firstName") == "Anne");
+  CHECK(channel_status(c, "email", "email") == "unsubscribed");
+  CHECK(c.at("identifiers").as_array()[0].at("channels").at("email").at("statusDate") == "2024-02-01T00:00:00Z");
+
+  // Channels sent are merged channel by channel: the one named changes, the others stay.
+  CHECK(post(cli, "/v3/contacts",
+             R"({"identifiers":[{"type":"email","id":"a@x.se","channels":{"sms":{"status":"subscribed"}}}]})") == 200);
+  c = *fake.contact_by_email("a@x.se");
+  CHECK(channel_status(c, "email", "email") == "unsubscribed");
+  CHECK(channel_status(c, "email", "sms") == "subscribed");
+  CHECK(post(cli, "/v3/contacts",
+             R"({"identifiers":[{"type":"email","id":"a@x.se","channels":{"email":{"status":"subscribed"}}}]})") == 200);
+  c = *fake.contact_by_email("a@x.se");
+  CHECK(channel_status(c, "email", "email") == "subscribed");
+  CHECK(channel_status(c, "email", "sms") == "subscribed");
+  CHECK(c.at("identifiers").as_array().size() == 1);
+
+  // A phone identifier added later keeps the email's channels, and is merged the same way.
+  CHECK(post(cli, "/v3/contacts",
+             R"({"identifiers":[{"type":"email","id":"a@x.se"},{"type":"phone","id":"+46701234567","channels":{"sms":{"status":"nonSubscribed"}}}]})") ==
+        200);
+  CHECK(post(cli, "/v3/contacts", R"({"identifiers":[{"type":"phone","id":"+46701234567"}]})") == 200);
+  c = *fake.contact_by_email("a@x.se");
+  CHECK(channel_status(c, "phone", "sms") == "nonSubscribed");
+  CHECK(channel_status(c, "email", "email") == "subscribed");
+}
+
+TEST_CASE("fake omnisend: customProperties are merged key by key, other fields replaced", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  CHECK(post(cli, "/v3/contacts", contact("a@x.se", R"(,"tags":["a","b"],"city":"Lund","customProperties":{"tier":"gold","points":10})")) == 201);
+  std::string id = contact_id(*fake.contact_by_email("a@x.se"));
+  auto r = cli.Post("/v3/contacts", key(), contact("a@x.se", R"(,"tags":["c"],"customProperties":{"points":12,"store":"se"})"),
+                    "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  auto answered = json::parse(r->body).as_object();
+  CHECK(answered.at("contactID") == id.c_str());
+  CHECK(answered.at("customProperties") == json::parse(R"({"tier":"gold","points":12,"store":"se"})"));
+  CHECK(answered.at("tags") == json::parse(R"(["c"])"));
+  CHECK(answered.at("city") == "Lund");  // not sent: kept
+  CHECK(*fake.contact_by_email("a@x.se") == answered);
+
+  auto patched = cli.Patch(("/v3/contacts/" + id).c_str(), key(), R"({"customProperties":{"tier":"silver"},"contactID":"x"})",
+                           "application/json");
+  REQUIRE(patched);
+  CHECK(patched->status == 200);
+  auto c = *fake.contact_by_email("a@x.se");
+  CHECK(c.at("customProperties") == json::parse(R"({"tier":"silver","points":12,"store":"se"})"));
+  CHECK(c.at("contactID") == id.c_str());
+}
+
+TEST_CASE("fake omnisend: written commercetools versions and order violations", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  cli.set_keep_alive(true);
+  cli.set_tcp_nodelay(true);
+  for (int v : {1, 2, 2, 1, 3}) CHECK(post(cli, "/v3/contacts", versioned("a@x.se", v)) < 300);
+  CHECK(fake.written_versions("a@x.se") == std::vector<int64_t>{1, 2, 2, 1, 3});
+  CHECK(fake.order_violations() == 1);  // the 1 after the 2; the resent 2 is fine
+
+  // Another contact has its own history; a version older than a@'s is no violation there.
+  CHECK(post(cli, "/v3/contacts", versioned("b@x.se", 1)) == 201);
+  CHECK(post(cli, "/v3/contacts", contact("b@x.se")) == 200);  // no version: not recorded
+  CHECK(fake.written_versions("b@x.se") == std::vector<int64_t>{1});
+  CHECK(fake.order_violations() == 1);
+
+  // PATCH writes count too; failed writes do not.
+  std::string id = contact_id(*fake.contact_by_email("a@x.se"));
+  auto patched = cli.Patch(("/v3/contacts/" + id).c_str(), key(), R"({"customProperties":{"commercetoolsVersion":2}})",
+                           "application/json");
+  REQUIRE(patched);
+  CHECK(patched->status == 200);
+  CHECK(post(cli, "/v3/contacts",
+             R"({"identifiers":[{"type":"email","id":"a@x.se"},{"type":"email","id":"b@x.se"}],"customProperties":{"commercetoolsVersion":0}})") ==
+        409);
+  CHECK(fake.written_versions("a@x.se") == std::vector<int64_t>{1, 2, 2, 1, 3, 2});
+  CHECK(fake.order_violations() == 2);
+  CHECK(fake.written_versions("nobody@x.se").empty());
+  CHECK(fake.written_versions("b@x.se") == std::vector<int64_t>{1});
+}
+
+TEST_CASE("fake omnisend: a request before the wait a 429 asked for is a violation", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  OmnisendFaults limited;
+  limited.rate_limited = 1;
+  limited.retry_after_s = 1;
+  fake.set_faults(limited);
+  CHECK(post(cli, "/v3/contacts", contact("a@x.se")) == 429);
+  CHECK(post(cli, "/v3/contacts", contact("b@x.se")) == 429);
+  fake.set_faults({});
+  CHECK(post(cli, "/v3/contacts", contact("a@x.se")) == 201);  // retried at once
+  CHECK(fake.retry_after_violations() == 1);
+  CHECK(post(cli, "/v3/contacts", contact("c@x.se")) == 201);  // another email: no wait asked
+  CHECK(fake.retry_after_violations() == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  CHECK(post(cli, "/v3/contacts", contact("b@x.se")) == 201);  // retried after the wait
+  CHECK(fake.retry_after_violations() == 1);
+  CHECK(post(cli, "/v3/contacts", contact("a@x.se")) == 200);  // its wait is over too
+  CHECK(fake.retry_after_violations() == 1);
+
+  // Without an email in the body, the wait is per method + path.
+  fake.set_faults(limited);
+  auto got = cli.Get("/v3/contacts", key());
+  REQUIRE(got);
+  CHECK(got->status == 429);
+  fake.set_faults({});
+  CHECK(cli.Get("/v3/contacts", key())->status == 200);
+  CHECK(fake.retry_after_violations() == 2);
+}
+
+TEST_CASE("fake omnisend: update_contact changes a contact as Omnisend's UI would", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  CHECK_FALSE(fake.update_contact("a@x.se", [](json::object&) {}));
+  CHECK(post(cli, "/v3/contacts", contact("a@x.se")) == 201);
+  CHECK(post(cli, "/v3/contacts", contact("b@x.se")) == 201);
+  std::string id = contact_id(*fake.contact_by_email("a@x.se"));
+
+  // A new email and a phone (and an attempt to change the contactID, which is kept).
+  REQUIRE(fake.update_contact("a@x.se", [](json::object& c) {
+    c["identifiers"] = json::parse(R"([{"type":"email","id":"new@x.se"},{"type":"phone","id":"+46701234567"}])");
+    c["contactID"] = "ffff";
+    c["firstName"] = "Ny";
+  }));
+  CHECK_FALSE(fake.contact_by_email("a@x.se"));
+  REQUIRE(fake.contact_by_email("new@x.se"));
+  CHECK(contact_id(*fake.contact_by_email("new@x.se")) == id);
+  CHECK(fake.contact_by_email("new@x.se")->at("firstName") == "Ny");
+  CHECK(contact_id(listed(cli, "phone=%2B46701234567")[0].as_object()) == id);
+  CHECK(post(cli, "/v3/contacts", contact("a@x.se")) == 201);  // the old email is free: a new contact
+  CHECK(fake.contact_count() == 3);
+
+  // An identifier of another contact: refused, nothing changes.
+  CHECK_FALSE(fake.update_contact("new@x.se", [](json::object& c) {
+    c["identifiers"].as_array().push_back(json::object{{"type", "email"}, {"id", "b@x.se"}});
+    c["firstName"] = "X";
+  }));
+  CHECK(fake.contact_by_email("new@x.se")->at("firstName") == "Ny");
+  CHECK(contact_id(*fake.contact_by_email("b@x.se")) != id);
+  CHECK(fake.written_versions("new@x.se").empty());  // not a write by a client
 }

@@ -4,7 +4,19 @@
 // by identifier, events deduplicated by eventID + eventTime, problem-JSON errors, 429 with
 // a body hint), keeps what it received so tests can assert on it, and takes fault
 // injection from the test (error rates, latency, connection resets, Retry-After).
+//
+// Contacts are indexed by identifier ("email:a@x.se" -> contactID), so a write costs
+// O(log n) and the fake holds 100,000+ contacts. An update is a partial update, as in the
+// real API: top-level fields are replaced, except `customProperties` (merged key by key)
+// and `identifiers` (merged by type + id; an identifier sent without `channels` keeps the
+// stored consent, one with channels replaces only the channels it names).
+//
+// For tests of the sync engine it also checks how it is used: the commercetoolsVersion
+// each write carried (order_violations: an older version written after a newer one), and
+// whether a client waited as long as a 429 told it to (retry_after_violations).
 #include <boost/json.hpp>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,9 +53,28 @@ class FakeOmnisend {
   std::vector<boost::json::object> contacts() const;
   std::optional<boost::json::object> contact_by_email(const std::string& email) const;
   std::vector<boost::json::object> events() const;
+  size_t contact_count() const;
   // Removes a contact (as if deleted in Omnisend's UI); false if there is none.
   bool delete_contact_by_email(const std::string& email);
+  // Changes a contact as a user of Omnisend's UI would (e.g. the customer unsubscribed):
+  // `change` edits the stored contact in place (its contactID cannot change). False if no
+  // contact has that email, or if the change would give it an identifier that another
+  // contact has (then nothing changes).
+  bool update_contact(const std::string& email, const std::function<void(boost::json::object&)>& change);
+
   std::vector<OmnisendRequest> requests() const;
+  size_t request_count() const;
+
+  // The customProperties.commercetoolsVersion of every successful write (POST or PATCH) to
+  // the contact that has this email, in the order they arrived; empty if there is none.
+  std::vector<int64_t> written_versions(const std::string& email) const;
+  // Writes whose commercetoolsVersion was lower than one already written to the same
+  // contact (an equal one is a harmless resend).
+  int64_t order_violations() const;
+  // Requests that came before the wait a 429 asked for was over (retry_after_s, minus
+  // 20 ms of tolerance), counted per key: the email identifier in the body (a contact) or
+  // the event's contact.email, else method + path.
+  int64_t retry_after_violations() const;
 
   struct State;
 
