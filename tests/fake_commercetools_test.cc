@@ -2,7 +2,10 @@
 #include <catch2/catch.hpp>
 #include <httplib.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <chrono>
+#include <cstdio>
 #include <set>
 #include <thread>
 
@@ -28,7 +31,7 @@ httplib::Headers bearer(const std::string& t) { return {{"Authorization", "Beare
 json::object customer(int i) { return weft::fakes::sample_customer(i); }
 }  // namespace
 
-TEST_CASE("fake commercetools: client credentials, expiring tokens", "[fakes]") {
+TEST_CASE("fake commercetools: client credentials, expiring tokens", "[fakes][fake_commercetools]") {
   FakeCommercetools ct;
   httplib::Client cli("127.0.0.1", ct.port());
   int status = 0;
@@ -46,7 +49,7 @@ TEST_CASE("fake commercetools: client credentials, expiring tokens", "[fakes]") 
   CHECK(ct.tokens_issued() == 1);
 }
 
-TEST_CASE("fake commercetools: delta pages by lastModifiedAt with an id tie-breaker", "[fakes]") {
+TEST_CASE("fake commercetools: delta pages by lastModifiedAt with an id tie-breaker", "[fakes][fake_commercetools]") {
   FakeCommercetools ct;
   // 1,203 customers; every fourth shares its timestamp with the previous one (ties).
   for (int i = 0; i < 1203; ++i) {
@@ -93,7 +96,7 @@ TEST_CASE("fake commercetools: delta pages by lastModifiedAt with an id tie-brea
   CHECK(json::parse(missing->body).at("errors").at(0).at("code") == "ResourceNotFound");
 }
 
-TEST_CASE("fake commercetools: subscription notifications and faults", "[fakes]") {
+TEST_CASE("fake commercetools: subscription notifications and faults", "[fakes][fake_commercetools]") {
   FakeCommercetools ct;
   auto c = ct.put_customer(customer(1));
   std::string id(c.at("id").as_string());
@@ -123,4 +126,108 @@ TEST_CASE("fake commercetools: subscription notifications and faults", "[fakes]"
   ct.set_faults({});
   CHECK(cli.Get("/acme-shop/customers", auth)->status == 200);
   CHECK(ct.requests().back().status == 200);
+}
+
+TEST_CASE("fake commercetools: bulk seeding, and paging through 20,000 customers by predicate", "[fake_commercetools]") {
+  FakeCommercetools ct;
+  ct.put_customers_bulk(0, 20000);
+  REQUIRE(ct.customer_count() == 20000);
+  auto c7 = *ct.customer(std::string(customer(7).at("id").as_string()));
+  CHECK(c7.at("email") == "c7@x.se");
+  CHECK(c7.at("version") == 1);
+  CHECK(c7.at("lastModifiedAt") == "2024-01-01T00:00:00.008Z");
+  // Three updates at one later time (a tie the id breaks), one deletion.
+  for (int i : {300, 20, 9000}) {
+    json::object c = customer(i);
+    c["lastModifiedAt"] = "2030-01-01T00:00:00.000Z";
+    ct.put_customer(c);
+  }
+  CHECK(ct.delete_customer(std::string(customer(5).at("id").as_string())));
+  CHECK_FALSE(ct.delete_customer(std::string(customer(5).at("id").as_string())));
+
+  httplib::Client cli("127.0.0.1", ct.port());
+  cli.set_keep_alive(true);
+  cli.set_tcp_nodelay(true);
+  auto auth = bearer(token(cli));
+  std::vector<std::string> seen;
+  std::vector<std::pair<std::string, std::string>> order;
+  std::string last_time, last_id;
+  int pages = 0;
+  for (; pages < 100; ++pages) {
+    httplib::Params p{{"limit", "500"}, {"sort", "lastModifiedAt asc"}, {"sort", "id asc"}};
+    if (!last_time.empty())
+      p.emplace("where", "lastModifiedAt > \"" + last_time + "\" or (lastModifiedAt = \"" + last_time +
+                             "\" and id > \"" + last_id + "\")");
+    auto r = cli.Get("/acme-shop/customers", p, auth);
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    auto page = json::parse(r->body).as_object();
+    CHECK(page.at("total").to_number<size_t>() == 19999 - seen.size());  // what is left, this page included
+    auto results = page.at("results").as_array();
+    if (results.empty()) break;
+    CHECK(page.at("count").to_number<size_t>() == results.size());
+    for (const auto& c : results) {
+      seen.push_back(std::string(c.at("id").as_string()));
+      order.emplace_back(std::string(c.at("lastModifiedAt").as_string()), seen.back());
+    }
+    last_time = order.back().first;
+    last_id = order.back().second;
+  }
+  CHECK(pages == 40);
+  CHECK(seen.size() == 19999);
+  CHECK(std::set<std::string>(seen.begin(), seen.end()).size() == 19999);
+  CHECK(std::is_sorted(order.begin(), order.end()));
+  CHECK(std::find(seen.begin(), seen.end(), std::string(customer(5).at("id").as_string())) == seen.end());
+  REQUIRE(seen.size() >= 3);
+  CHECK(seen[seen.size() - 3] == std::string(customer(20).at("id").as_string()));
+  CHECK(seen[seen.size() - 2] == std::string(customer(300).at("id").as_string()));
+  CHECK(seen[seen.size() - 1] == std::string(customer(9000).at("id").as_string()));
+
+  // The simple predicates, and offset on top of a predicate.
+  auto after = [&](const std::string& where, const std::string& offset) {
+    auto r = cli.Get("/acme-shop/customers", httplib::Params{{"where", where}, {"limit", "2"}, {"offset", offset}}, auth);
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    return json::parse(r->body).as_object();
+  };
+  auto gt = after("lastModifiedAt > \"2024-01-01T00:00:00.010Z\"", "0");
+  CHECK(gt.at("results").at(0).at("email") == "c10@x.se");
+  CHECK(gt.at("total") == 19999 - 9);  // c0..c9 but c5 are before
+  auto ge = after("lastModifiedAt >= \"2024-01-01T00:00:00.010Z\"", "0");
+  CHECK(ge.at("results").at(0).at("email") == "c9@x.se");
+  auto skip = after("lastModifiedAt >= \"2024-01-01T00:00:00.010Z\"", "3");
+  CHECK(skip.at("results").at(0).at("email") == "c12@x.se");
+  auto none = after("lastModifiedAt > \"2031-01-01T00:00:00.000Z\"", "0");
+  CHECK(none.at("results").as_array().empty());
+  CHECK(none.at("total") == 0);
+}
+
+TEST_CASE("fake commercetools: a hundred thousand customers seed fast and page fast", "[fake_commercetools]") {
+  using Clock = std::chrono::steady_clock;
+  FakeCommercetools ct;
+  auto t0 = Clock::now();
+  ct.put_customers_bulk(0, 100000);
+  double seed_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  INFO("seeding took " << seed_s << " s");
+  CHECK(seed_s < 2.0);
+  CHECK(ct.customer_count() == 100000);
+
+  httplib::Client cli("127.0.0.1", ct.port());
+  cli.set_keep_alive(true);
+  cli.set_tcp_nodelay(true);
+  auto auth = bearer(token(cli));
+  // 20 pages deep in the listing: each finds its start in O(log n), not by sorting all.
+  auto t1 = Clock::now();
+  for (int i = 0; i < 20; ++i) {
+    char when[40];
+    std::snprintf(when, sizeof when, "2024-01-01T00:01:%02d.%03dZ", 20 + i / 2, i % 2 * 500);  // customer 80,000 on
+    auto r = cli.Get("/acme-shop/customers",
+                     httplib::Params{{"limit", "100"}, {"where", std::string("lastModifiedAt > \"") + when + "\""}}, auth);
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    CHECK(json::parse(r->body).at("results").as_array().size() == 100);
+  }
+  double page_s = std::chrono::duration<double>(Clock::now() - t1).count();
+  INFO("20 pages took " << page_s << " s");
+  CHECK(page_s < 1.0);
 }

@@ -2,6 +2,8 @@
 
 #include "engine/util/time.h"
 
+#include <ext/pb_ds/assoc_container.hpp>
+#include <ext/pb_ds/tree_policy.hpp>
 #include <httplib.h>
 
 #include <algorithm>
@@ -37,13 +39,21 @@ struct Where {
   std::string after;     // lastModifiedAt > after (or >= when inclusive)
   bool inclusive = false;
   std::string tie_id;    // or (lastModifiedAt = after and id > tie_id)
-  bool matches(const json::object& c) const {
-    if (any) return true;
-    std::string lm(c.at("lastModifiedAt").as_string());
-    if (lm > after || (inclusive && lm == after)) return true;
-    return !tie_id.empty() && lm == after && std::string(c.at("id").as_string()) > tie_id;
-  }
 };
+
+// Customers in delta order (lastModifiedAt asc, id asc), with ranks, so a page is found in
+// O(log n) and read in O(limit) however many customers there are.
+using OrderKey = std::pair<std::string, std::string>;  // (lastModifiedAt, id)
+using OrderIndex = __gnu_pbds::tree<OrderKey, __gnu_pbds::null_type, std::less<OrderKey>, __gnu_pbds::rb_tree_tag,
+                                    __gnu_pbds::tree_order_statistics_node_update>;
+
+// The first customer a predicate matches: every one after it in delta order matches too.
+OrderIndex::const_iterator first_match(const OrderIndex& order, const Where& w) {
+  if (w.any) return order.begin();
+  if (!w.tie_id.empty()) return order.upper_bound({w.after, w.tie_id});
+  if (w.inclusive) return order.lower_bound({w.after, ""});
+  return order.lower_bound({w.after + '\0', ""});  // the least time after `after`
+}
 
 bool parse_where(const std::string& w, Where* out) {
   static const std::regex simple(R"re(^\s*lastModifiedAt\s*(>=|>)\s*"([^"]+)"\s*$)re");
@@ -96,6 +106,7 @@ struct FakeCommercetools::State {
   int token_lifetime_s = 172800;
   std::map<std::string, std::chrono::steady_clock::time_point> tokens;  // token -> expiry
   std::map<std::string, json::object> customers;
+  OrderIndex order;                         // every customer, in delta order
   std::map<std::string, int64_t> sequence;  // customer id -> last message sequenceNumber
   int64_t clock_ms = kStartMs;
   std::vector<CommercetoolsRequest> log;
@@ -165,20 +176,19 @@ FakeCommercetools::FakeCommercetools(std::string project, std::string client_id,
     Where where;
     if (!parse_where(req.get_param_value("where"), &where))
       return answer(res, 400, ct_error(400, "InvalidInput", "Malformed parameter: where: " + req.get_param_value("where")));
-    std::vector<const json::object*> hits;
     std::lock_guard<std::mutex> lock(S->mu);
-    for (const auto& kv : S->customers)
-      if (where.matches(kv.second)) hits.push_back(&kv.second);
-    // sort=lastModifiedAt asc, sort=id asc (the only order the delta pull asks for)
-    std::sort(hits.begin(), hits.end(), [](const json::object* a, const json::object* b) {
-      auto la = a->at("lastModifiedAt").as_string(), lb = b->at("lastModifiedAt").as_string();
-      return la != lb ? la < lb : a->at("id").as_string() < b->at("id").as_string();
-    });
+    // Always sort=lastModifiedAt asc, sort=id asc (the only order the delta pull asks for).
+    auto first = first_match(S->order, where);
+    size_t skipped = first == S->order.end() ? S->order.size() : S->order.order_of_key(*first);
+    size_t total = S->order.size() - skipped;
     json::array results;
-    for (size_t i = static_cast<size_t>(offset); i < hits.size() && results.size() < static_cast<size_t>(limit); ++i)
-      results.push_back(*hits[i]);
+    if (static_cast<size_t>(offset) < total) {
+      auto it = S->order.find_by_order(skipped + offset);
+      for (; it != S->order.end() && results.size() < static_cast<size_t>(limit); ++it)
+        results.push_back(S->customers.at(it->second));
+    }
     json::object page{{"limit", limit}, {"offset", offset}, {"count", results.size()}, {"results", std::move(results)}};
-    if (req.get_param_value("withTotal") != "false") page["total"] = hits.size();
+    if (req.get_param_value("withTotal") != "false") page["total"] = total;
     answer(res, 200, json::serialize(page));
   });
 
@@ -215,23 +225,43 @@ void FakeCommercetools::revoke_tokens() {
   for (auto& kv : state_->tokens) kv.second = std::chrono::steady_clock::time_point{};
 }
 
+// put_customer with the lock held.
+static json::object put_locked(FakeCommercetools::State* S, json::object c) {
+  std::string id(c.at("id").as_string());
+  auto it = S->customers.find(id);
+  int64_t version = it == S->customers.end() ? 1 : it->second.at("version").to_number<int64_t>() + 1;
+  c["version"] = version;
+  if (!c.contains("lastModifiedAt")) c["lastModifiedAt"] = util::iso8601_ms(++S->clock_ms);
+  if (it != S->customers.end()) {
+    c["createdAt"] = it->second.at("createdAt");
+    S->order.erase({std::string(it->second.at("lastModifiedAt").as_string()), id});
+    it->second = c;
+  } else {
+    if (!c.contains("createdAt")) c["createdAt"] = c["lastModifiedAt"];
+    S->customers.emplace(id, c);
+  }
+  S->order.insert({std::string(c.at("lastModifiedAt").as_string()), id});
+  ++S->sequence[id];
+  return c;
+}
+
 json::object FakeCommercetools::put_customer(json::object c) {
   std::lock_guard<std::mutex> lock(state_->mu);
-  std::string id(c.at("id").as_string());
-  auto it = state_->customers.find(id);
-  int64_t version = it == state_->customers.end() ? 1 : it->second.at("version").to_number<int64_t>() + 1;
-  c["version"] = version;
-  if (!c.contains("lastModifiedAt")) c["lastModifiedAt"] = util::iso8601_ms(++state_->clock_ms);
-  if (it != state_->customers.end()) c["createdAt"] = it->second.at("createdAt");
-  else if (!c.contains("createdAt")) c["createdAt"] = c["lastModifiedAt"];
-  ++state_->sequence[id];
-  state_->customers[id] = c;
-  return c;
+  return put_locked(state_.get(), std::move(c));
+}
+
+void FakeCommercetools::put_customers_bulk(int first, int count) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  for (int i = first; i < first + count; ++i) put_locked(state_.get(), sample_customer(i));
 }
 
 bool FakeCommercetools::delete_customer(const std::string& id) {
   std::lock_guard<std::mutex> lock(state_->mu);
-  return state_->customers.erase(id) > 0;
+  auto it = state_->customers.find(id);
+  if (it == state_->customers.end()) return false;
+  state_->order.erase({std::string(it->second.at("lastModifiedAt").as_string()), id});
+  state_->customers.erase(it);
+  return true;
 }
 
 std::optional<json::object> FakeCommercetools::customer(const std::string& id) const {

@@ -3,7 +3,8 @@
 // ephemeral port), per shared/reference/apis.md: OAuth2 client credentials with expiring
 // tokens, customers paged by `limit`/`offset` (500 / 10,000 caps) and by a `where`
 // predicate on lastModifiedAt with an id tie-breaker, commercetools error bodies, fault
-// injection, and the subscription messages a change would produce.
+// injection, and the subscription messages a change would produce. Customers are kept in
+// delta order, so a page costs O(limit + log n) with 100,000+ customers.
 #include <boost/json.hpp>
 #include <memory>
 #include <optional>
@@ -39,6 +40,9 @@ class FakeCommercetools {
   // by one millisecond per change from 2024-01-01T00:00:00.000Z unless the object sets it
   // (so tests can make ties); createdAt is kept from the first version.
   boost::json::object put_customer(boost::json::object customer);
+  // put_customer(sample_customer(i)) for i in [first, first + count), under one lock
+  // (100,000 customers take a fraction of a second).
+  void put_customers_bulk(int first, int count);
   bool delete_customer(const std::string& id);
   std::optional<boost::json::object> customer(const std::string& id) const;
   size_t customer_count() const;
