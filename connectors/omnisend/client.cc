@@ -18,7 +18,7 @@ http::Url checked_url(const std::string& url) {
 Destination::Destination(const Settings& s) : settings_(s), client_(checked_url(s.api_url), s.timeout_ms) {}
 
 delivery::SendResult Destination::upsert_contact(const std::string& contact_json, int64_t now_ms,
-                                                 std::string* contact_id) {
+                                                 std::string* contact_id, std::string* answer) {
   auto r = client_.post("/contacts", contact_json, "application/json", {{"X-API-KEY", settings_.api_key}});
   auto result = classify(r.status, r.header("Retry-After"), r.body, now_ms);
   if (result.kind == delivery::SendResult::Kind::ok && contact_id) {
@@ -27,6 +27,7 @@ delivery::SendResult Destination::upsert_contact(const std::string& contact_json
     if (!ec && v.is_object())
       if (auto* id = v.as_object().if_contains("contactID"); id && id->is_string()) *contact_id = std::string(id->as_string());
   }
+  if (result.kind == delivery::SendResult::Kind::ok && answer) *answer = std::move(r.body);
   if (r.status == 0) result.message = "no answer from Omnisend: " + r.error;
   return result;
 }

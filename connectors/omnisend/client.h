@@ -20,7 +20,9 @@ class Destination {
   explicit Destination(const Settings& s);
   // POST /contacts: Omnisend creates or updates by identifier. On success *contact_id is
   // the contactID Omnisend keeps for it (for identity links).
-  delivery::SendResult upsert_contact(const std::string& contact_json, int64_t now_ms, std::string* contact_id);
+  // *answer (if given) receives the contact as Omnisend now holds it.
+  delivery::SendResult upsert_contact(const std::string& contact_json, int64_t now_ms, std::string* contact_id,
+                                      std::string* answer = nullptr);
   // POST /events: deduplicated by Omnisend when the event has both eventID and eventTime.
   delivery::SendResult send_event(const std::string& event_json, int64_t now_ms);
 

@@ -57,6 +57,37 @@ int main(int argc, char** argv) {
                 "longest input line; longer ones are rejected as line_too_long, unread (default 67108864)")
       ->check(CLI::Range(size_t{1}, size_t{1} << 30));
 
+  SyncOptions sync;
+  auto* sy = app.add_subcommand("sync", "One delta pull and delivery, run to completion: pulls each flow's source from\n"
+                                        "its stored cursor, maps, merges and plans, and delivers every planned\n"
+                                        "operation (retrying as the flow's policy says). Prints a progress line on a\n"
+                                        "terminal and a JSON summary. Safe to kill: a rerun resumes.\n"
+                                        "Exit 1 if records were rejected or dead-lettered, 2 on configuration errors.");
+  sy->add_option("--workspace", sync.workspace, "workspace folder (default: .)");
+  sy->add_option("--tenant", sync.tenant, "tenant folder name")->required();
+  sy->add_option("--flow", sync.flow, "only this flow (default: every enabled flow)");
+  sy->add_option("--db", sync.db, "the store (default: <workspace>/.weft/weft.db)");
+
+  ReplayOptions replay;
+  auto* rp = app.add_subcommand("replay", "Send dead letters and rejections through the pipeline again, with the\n"
+                                          "current script version, and deliver them. --list shows them instead.");
+  rp->add_option("--workspace", replay.workspace, "workspace folder (default: .)");
+  rp->add_option("--tenant", replay.tenant, "tenant folder name")->required();
+  rp->add_option("--flow", replay.flow, "only this flow's records");
+  rp->add_option("--db", replay.db, "the store (default: <workspace>/.weft/weft.db)");
+  rp->add_option("--kind", replay.kind, "dead_letter, rejection or all (default)")
+      ->check(CLI::IsMember({"dead_letter", "rejection", "all"}));
+  rp->add_option("--id", replay.ids, "only these parked records (ids from --list)");
+  rp->add_flag("--list", replay.list, "print the parked records as NDJSON; replay nothing");
+
+  StatusOptions status;
+  auto* st = app.add_subcommand("status", "Backlog, cursors, dead letters, rejections and conflicts per tenant and flow.");
+  st->add_option("--workspace", status.workspace, "workspace folder, for the default --db (default: .)");
+  st->add_option("--db", status.db, "the store (default: <workspace>/.weft/weft.db)");
+  st->add_option("--tenant", status.tenant, "only this tenant");
+  st->add_flag("--conflicts", status.conflicts, "list the open conflicts");
+  st->add_flag("--pretty", status.pretty, "indent the output (the default on a terminal)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -79,5 +110,8 @@ int main(int argc, char** argv) {
   if (*t) return run_test(test);
   if (*d) return run_dry_run(dry);
   if (*m) return run_map(map);
+  if (*sy) return run_sync(sync);
+  if (*rp) return run_replay(replay);
+  if (*st) return run_status(status);
   return kConfigError;
 }

@@ -1,7 +1,10 @@
 // The SQLite store (SQLiteCpp): WAL journal, numbered migrations tracked in user_version.
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
+#include <memory>
 
 #include "engine/store/store.h"
 #include "engine/util/time.h"
@@ -42,7 +45,115 @@ const char* const kMigrations[] = {
       PRIMARY KEY (tenant, flow)
     ) WITHOUT ROWID;
     )sql",
+    // 2: the rest of the path of one record: entities and identity keys, shadow state,
+    // outbox, parked records (rejections, dead letters), conflicts, audit trail.
+    R"sql(
+    ALTER TABLE inbox ADD COLUMN entity TEXT NOT NULL DEFAULT '';
+    ALTER TABLE inbox ADD COLUMN flow TEXT NOT NULL DEFAULT '';
+    CREATE TABLE entities (
+      id INTEGER PRIMARY KEY,
+      tenant TEXT NOT NULL,
+      connection TEXT NOT NULL,
+      remote_id TEXT NOT NULL DEFAULT '',
+      created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE identity_keys (
+      tenant TEXT NOT NULL,
+      connection TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      value TEXT NOT NULL,
+      entity_id INTEGER NOT NULL REFERENCES entities (id),
+      linked_ms INTEGER NOT NULL,
+      PRIMARY KEY (tenant, connection, kind, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX identity_by_entity ON identity_keys (entity_id);
+    CREATE TABLE shadow (
+      entity_id INTEGER PRIMARY KEY REFERENCES entities (id),
+      fields TEXT NOT NULL,
+      updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE outbox (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      tenant TEXT NOT NULL,
+      flow TEXT NOT NULL,
+      connection TEXT NOT NULL,
+      record_key TEXT NOT NULL,
+      entity_id INTEGER NOT NULL,
+      kind TEXT NOT NULL,
+      body TEXT NOT NULL,
+      fields TEXT NOT NULL,
+      idempotency_key TEXT NOT NULL,
+      correlation_id TEXT NOT NULL,
+      script_version TEXT NOT NULL,
+      version_number INTEGER NOT NULL,
+      version_text TEXT NOT NULL,
+      source TEXT NOT NULL,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      first_attempt_ms INTEGER NOT NULL DEFAULT 0,
+      next_attempt_ms INTEGER NOT NULL,
+      last_error TEXT NOT NULL DEFAULT '',
+      created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox (tenant, connection, next_attempt_ms);
+    CREATE INDEX outbox_entity ON outbox (entity_id, id);
+    CREATE INDEX outbox_flow ON outbox (tenant, flow);
+    CREATE TABLE parked (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      kind TEXT NOT NULL,
+      tenant TEXT NOT NULL,
+      flow TEXT NOT NULL,
+      stage TEXT NOT NULL,
+      record_key TEXT NOT NULL,
+      correlation_id TEXT NOT NULL,
+      script_version TEXT NOT NULL,
+      error TEXT NOT NULL,
+      reason TEXT NOT NULL,
+      location TEXT NOT NULL,
+      detail TEXT NOT NULL,
+      source TEXT NOT NULL,
+      version_number INTEGER NOT NULL,
+      version_text TEXT NOT NULL,
+      attempts INTEGER NOT NULL,
+      created_ms INTEGER NOT NULL,
+      replayed_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX parked_by_flow ON parked (tenant, flow, kind, replayed_ms);
+    CREATE TABLE conflicts (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      tenant TEXT NOT NULL,
+      flow TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      record_key TEXT NOT NULL,
+      entity_id INTEGER NOT NULL,
+      field TEXT NOT NULL,
+      detail TEXT NOT NULL,
+      correlation_id TEXT NOT NULL,
+      created_ms INTEGER NOT NULL,
+      resolved_ms INTEGER NOT NULL DEFAULT 0,
+      resolution TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX conflicts_open ON conflicts (tenant, resolved_ms);
+    CREATE TABLE audit (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      correlation_id TEXT NOT NULL,
+      tenant TEXT NOT NULL,
+      flow TEXT NOT NULL,
+      record_key TEXT NOT NULL,
+      at_ms INTEGER NOT NULL,
+      stage TEXT NOT NULL,
+      detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_correlation ON audit (correlation_id, id);
+    )sql",
 };
+#define OP_COLUMNS                                                                                       \
+  "id, tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, correlation_id, " \
+  "script_version, version_number, version_text, source, attempts, first_attempt_ms, next_attempt_ms, "       \
+  "last_error, created_ms"
+#define PARKED_COLUMNS                                                                                   \
+  "id, kind, tenant, flow, stage, record_key, correlation_id, script_version, error, reason, location, " \
+  "detail, source, version_number, version_text, attempts, created_ms, replayed_ms"
+
 constexpr int kLatest = static_cast<int>(sizeof kMigrations / sizeof kMigrations[0]);
 
 
@@ -55,6 +166,10 @@ class SqliteStore final : public Store {
     db_.exec("PRAGMA foreign_keys=ON");
     db_.setBusyTimeout(5000);
     migrate();
+    // Done inbox rows are kept a week for idempotency of late duplicates, then dropped.
+    auto q = stmt("DELETE FROM inbox WHERE done = 1 AND received_ms < ?");
+    q.bind(1, static_cast<int64_t>(util::now_ms() - int64_t{7} * 86400000));
+    q.exec();
   }
 
   void begin() override { db_.exec("BEGIN IMMEDIATE"); }
@@ -62,25 +177,28 @@ class SqliteStore final : public Store {
   void rollback() override { db_.exec("ROLLBACK"); }
 
   bool inbox_add(InboxRecord& r) override {
-    SQLite::Statement q(db_,
-                        "INSERT INTO inbox (tenant, connection, message_id, correlation_id, payload, received_ms) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, connection, message_id) DO NOTHING");
+    auto q = stmt(
+        "INSERT INTO inbox (tenant, connection, message_id, correlation_id, payload, received_ms, entity, flow) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, connection, message_id) DO NOTHING");
     q.bind(1, r.tenant);
     q.bind(2, r.connection);
     q.bind(3, r.message_id);
     q.bind(4, r.correlation_id);
     q.bind(5, r.payload);
     q.bind(6, r.received_ms ? r.received_ms : util::now_ms());
+    q.bind(7, r.entity);
+    q.bind(8, r.flow);
     if (q.exec() == 0) return false;
     r.seq = db_.getLastInsertRowid();
     return true;
   }
 
-  std::vector<InboxRecord> inbox_next(size_t limit) override {
-    SQLite::Statement q(db_,
-                        "SELECT seq, tenant, connection, message_id, correlation_id, payload, received_ms "
-                        "FROM inbox WHERE done = 0 ORDER BY seq LIMIT ?");
+  std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant) override {
+    auto q = stmt(
+        "SELECT seq, tenant, connection, message_id, correlation_id, payload, received_ms, entity, flow "
+        "FROM inbox WHERE done = 0 AND (?2 = '' OR tenant = ?2) ORDER BY seq LIMIT ?1");
     q.bind(1, static_cast<int64_t>(limit));
+    q.bind(2, tenant);
     std::vector<InboxRecord> out;
     while (q.executeStep()) {
       InboxRecord r;
@@ -91,47 +209,50 @@ class SqliteStore final : public Store {
       r.correlation_id = q.getColumn(4).getString();
       r.payload = q.getColumn(5).getString();
       r.received_ms = q.getColumn(6).getInt64();
+      r.entity = q.getColumn(7).getString();
+      r.flow = q.getColumn(8).getString();
       out.push_back(std::move(r));
     }
     return out;
   }
 
   void inbox_done(int64_t seq) override {
-    SQLite::Statement q(db_, "UPDATE inbox SET done = 1 WHERE seq = ?");
+    auto q = stmt("UPDATE inbox SET done = 1 WHERE seq = ?");
     q.bind(1, seq);
     q.exec();
   }
 
-  int64_t inbox_backlog() override {
-    return db_.execAndGet("SELECT count(*) FROM inbox WHERE done = 0").getInt64();
-  }
+  int64_t inbox_backlog() override { return scalar("SELECT count(*) FROM inbox WHERE done = 0"); }
 
-  bool apply_version(const std::string& tenant, const std::string& flow, const std::string& key,
-                     const Version& v) override {
-    // One statement: insert, or update only when strictly newer (number, then text).
-    SQLite::Statement q(db_,
-                        "INSERT INTO applied_versions (tenant, flow, record_key, version_number, version_text, applied_ms) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
-                        "ON CONFLICT (tenant, flow, record_key) DO UPDATE SET "
-                        "version_number = excluded.version_number, version_text = excluded.version_text, "
-                        "applied_ms = excluded.applied_ms "
-                        "WHERE excluded.version_number > applied_versions.version_number OR "
-                        "(excluded.version_number = applied_versions.version_number AND "
-                        " excluded.version_text > applied_versions.version_text)");
+  bool apply_version(const std::string& tenant, const std::string& flow, const std::string& key, const Version& v,
+                     bool allow_equal) override {
+    // One statement: insert, or update only when strictly newer (number, then text), or
+    // equal when a replay asks for it.
+    auto q = stmt(
+        "INSERT INTO applied_versions (tenant, flow, record_key, version_number, version_text, applied_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+        "ON CONFLICT (tenant, flow, record_key) DO UPDATE SET "
+        "version_number = excluded.version_number, version_text = excluded.version_text, "
+        "applied_ms = excluded.applied_ms "
+        "WHERE excluded.version_number > applied_versions.version_number OR "
+        "(excluded.version_number = applied_versions.version_number AND "
+        " (excluded.version_text > applied_versions.version_text OR "
+        "  (?7 AND excluded.version_text = applied_versions.version_text)))");
     q.bind(1, tenant);
     q.bind(2, flow);
     q.bind(3, key);
     q.bind(4, v.number);
     q.bind(5, v.text);
     q.bind(6, util::now_ms());
+    q.bind(7, allow_equal ? 1 : 0);
     return q.exec() > 0;
   }
 
   std::optional<Version> applied_version(const std::string& tenant, const std::string& flow,
                                          const std::string& key) override {
-    SQLite::Statement q(db_,
-                        "SELECT version_number, version_text FROM applied_versions "
-                        "WHERE tenant = ? AND flow = ? AND record_key = ?");
+    auto q = stmt(
+        "SELECT version_number, version_text FROM applied_versions "
+        "WHERE tenant = ? AND flow = ? AND record_key = ?");
     q.bind(1, tenant);
     q.bind(2, flow);
     q.bind(3, key);
@@ -140,7 +261,7 @@ class SqliteStore final : public Store {
   }
 
   std::optional<std::string> cursor(const std::string& tenant, const std::string& flow) override {
-    SQLite::Statement q(db_, "SELECT value FROM cursors WHERE tenant = ? AND flow = ?");
+    auto q = stmt("SELECT value FROM cursors WHERE tenant = ? AND flow = ?");
     q.bind(1, tenant);
     q.bind(2, flow);
     if (!q.executeStep()) return std::nullopt;
@@ -148,9 +269,9 @@ class SqliteStore final : public Store {
   }
 
   void set_cursor(const std::string& tenant, const std::string& flow, const std::string& value) override {
-    SQLite::Statement q(db_,
-                        "INSERT INTO cursors (tenant, flow, value, updated_ms) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (tenant, flow) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms");
+    auto q = stmt(
+        "INSERT INTO cursors (tenant, flow, value, updated_ms) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (tenant, flow) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms");
     q.bind(1, tenant);
     q.bind(2, flow);
     q.bind(3, value);
@@ -158,9 +279,446 @@ class SqliteStore final : public Store {
     q.exec();
   }
 
+  std::optional<int64_t> find_identity(const std::string& tenant, const std::string& connection,
+                                       const std::string& kind, const std::string& value) override {
+    auto q = stmt(
+        "SELECT entity_id FROM identity_keys WHERE tenant = ? AND connection = ? AND kind = ? AND value = ?");
+    q.bind(1, tenant);
+    q.bind(2, connection);
+    q.bind(3, kind);
+    q.bind(4, value);
+    if (!q.executeStep()) return std::nullopt;
+    return q.getColumn(0).getInt64();
+  }
+
+  void link_identity(const std::string& tenant, const std::string& connection, const std::string& kind,
+                     const std::string& value, int64_t entity_id) override {
+    auto q = stmt(
+        "INSERT INTO identity_keys (tenant, connection, kind, value, entity_id, linked_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
+    q.bind(1, tenant);
+    q.bind(2, connection);
+    q.bind(3, kind);
+    q.bind(4, value);
+    q.bind(5, entity_id);
+    q.bind(6, util::now_ms());
+    q.exec();
+  }
+
+  std::vector<std::pair<std::string, std::string>> identity_keys(int64_t entity_id) override {
+    auto q = stmt("SELECT kind, value FROM identity_keys WHERE entity_id = ? ORDER BY kind, linked_ms");
+    q.bind(1, entity_id);
+    std::vector<std::pair<std::string, std::string>> out;
+    while (q.executeStep()) out.emplace_back(q.getColumn(0).getString(), q.getColumn(1).getString());
+    return out;
+  }
+
+  int64_t create_entity(const std::string& tenant, const std::string& connection) override {
+    auto q = stmt("INSERT INTO entities (tenant, connection, created_ms) VALUES (?, ?, ?)");
+    q.bind(1, tenant);
+    q.bind(2, connection);
+    q.bind(3, util::now_ms());
+    q.exec();
+    return db_.getLastInsertRowid();
+  }
+
+  Entity entity(int64_t id) override {
+    auto q = stmt("SELECT remote_id FROM entities WHERE id = ?");
+    q.bind(1, id);
+    Entity e;
+    if (q.executeStep()) {
+      e.id = id;
+      e.remote_id = q.getColumn(0).getString();
+    }
+    return e;
+  }
+
+  void set_remote_id(int64_t entity_id, const std::string& remote_id) override {
+    auto q = stmt("UPDATE entities SET remote_id = ? WHERE id = ?");
+    q.bind(1, remote_id);
+    q.bind(2, entity_id);
+    q.exec();
+  }
+
+  ShadowState shadow(int64_t entity_id) override {
+    auto q = stmt("SELECT fields FROM shadow WHERE entity_id = ?");
+    q.bind(1, entity_id);
+    ShadowState s;
+    if (q.executeStep()) {
+      s.fields_json = q.getColumn(0).getString();
+      s.exists = true;
+    }
+    return s;
+  }
+
+  void set_shadow(int64_t entity_id, const std::string& fields_json) override {
+    auto q = stmt(
+        "INSERT INTO shadow (entity_id, fields, updated_ms) VALUES (?, ?, ?) "
+        "ON CONFLICT (entity_id) DO UPDATE SET fields = excluded.fields, updated_ms = excluded.updated_ms");
+    q.bind(1, entity_id);
+    q.bind(2, fields_json);
+    q.bind(3, util::now_ms());
+    q.exec();
+  }
+
+  int64_t plan(Operation& op, const std::vector<int64_t>& in_flight) override {
+    // The entity's newest waiting operation, if it is not being sent right now, is replaced.
+    auto newest = stmt("SELECT id, attempts, first_attempt_ms, next_attempt_ms, last_error FROM outbox "
+                        "WHERE entity_id = ? ORDER BY id DESC LIMIT 1");
+    newest.bind(1, op.entity_id);
+    int64_t replace = 0;
+    if (newest.executeStep()) {
+      int64_t id = newest.getColumn(0).getInt64();
+      if (std::find(in_flight.begin(), in_flight.end(), id) == in_flight.end()) {
+        replace = id;
+        op.attempts = newest.getColumn(1).getInt();
+        op.first_attempt_ms = newest.getColumn(2).getInt64();
+        op.next_attempt_ms = std::max(op.next_attempt_ms, newest.getColumn(3).getInt64());
+        op.last_error = newest.getColumn(4).getString();
+      }
+    }
+    newest.reset();
+    if (replace) {
+      auto del = stmt("DELETE FROM outbox WHERE id = ?");
+      del.bind(1, replace);
+      del.exec();
+    }
+    auto q = stmt(
+        "INSERT INTO outbox (tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, "
+        "correlation_id, script_version, version_number, version_text, source, attempts, first_attempt_ms, "
+        "next_attempt_ms, last_error, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    q.bind(1, op.tenant);
+    q.bind(2, op.flow);
+    q.bind(3, op.connection);
+    q.bind(4, op.record_key);
+    q.bind(5, op.entity_id);
+    q.bind(6, op.kind);
+    q.bind(7, op.body);
+    q.bind(8, op.fields_json);
+    q.bind(9, op.idempotency_key);
+    q.bind(10, op.correlation_id);
+    q.bind(11, op.script_version);
+    q.bind(12, op.version.number);
+    q.bind(13, op.version.text);
+    q.bind(14, op.source);
+    q.bind(15, op.attempts);
+    q.bind(16, op.first_attempt_ms);
+    q.bind(17, op.next_attempt_ms);
+    q.bind(18, op.last_error);
+    q.bind(19, op.created_ms ? op.created_ms : util::now_ms());
+    q.exec();
+    op.id = db_.getLastInsertRowid();
+    return replace;
+  }
+
+  std::vector<Operation> due(const std::string& tenant, const std::string& connection, int64_t now_ms, size_t limit,
+                             const std::vector<int64_t>& busy) override {
+    // Oldest first; an operation is due only if no older one for its entity is waiting.
+    auto q = stmt(
+        "SELECT " OP_COLUMNS " FROM outbox o WHERE tenant = ? AND connection = ? AND next_attempt_ms <= ? "
+        "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity_id = o.entity_id AND p.id < o.id) "
+        "ORDER BY next_attempt_ms, id LIMIT ?");
+    q.bind(1, tenant);
+    q.bind(2, connection);
+    q.bind(3, now_ms);
+    q.bind(4, static_cast<int64_t>(limit + busy.size()));
+    std::vector<Operation> out;
+    while (q.executeStep() && out.size() < limit) {
+      Operation op = read_op(q);
+      if (std::find(busy.begin(), busy.end(), op.entity_id) != busy.end()) continue;
+      out.push_back(std::move(op));
+    }
+    return out;
+  }
+
+  std::optional<int64_t> next_due(const std::string& tenant, const std::string& connection) override {
+    auto q = stmt("SELECT min(next_attempt_ms) FROM outbox WHERE tenant = ? AND connection = ?");
+    q.bind(1, tenant);
+    q.bind(2, connection);
+    if (!q.executeStep() || q.getColumn(0).isNull()) return std::nullopt;
+    return q.getColumn(0).getInt64();
+  }
+
+  void delivered(int64_t op_id) override {
+    auto q = stmt("DELETE FROM outbox WHERE id = ?");
+    q.bind(1, op_id);
+    q.exec();
+  }
+
+  void reschedule(int64_t op_id, int attempts, int64_t first_attempt_ms, int64_t next_attempt_ms,
+                  const std::string& last_error) override {
+    auto q = stmt("UPDATE outbox SET attempts = ?, first_attempt_ms = ?, next_attempt_ms = ?, last_error = ? "
+                   "WHERE id = ?");
+    q.bind(1, attempts);
+    q.bind(2, first_attempt_ms);
+    q.bind(3, next_attempt_ms);
+    q.bind(4, last_error);
+    q.bind(5, op_id);
+    q.exec();
+  }
+
+  int64_t outbox_size(const std::string& tenant, const std::string& flow) override {
+    auto q = stmt("SELECT count(*) FROM outbox WHERE tenant = ? AND flow = ?");
+    q.bind(1, tenant);
+    q.bind(2, flow);
+    q.executeStep();
+    return q.getColumn(0).getInt64();
+  }
+
+  int64_t outbox_total() override { return scalar("SELECT count(*) FROM outbox"); }
+
+  int64_t park(Parked& p, int64_t op_id) override {
+    auto q = stmt(
+        "INSERT INTO parked (kind, tenant, flow, stage, record_key, correlation_id, script_version, error, reason, "
+        "location, detail, source, version_number, version_text, attempts, created_ms) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    q.bind(1, p.kind);
+    q.bind(2, p.tenant);
+    q.bind(3, p.flow);
+    q.bind(4, p.stage);
+    q.bind(5, p.record_key);
+    q.bind(6, p.correlation_id);
+    q.bind(7, p.script_version);
+    q.bind(8, p.error);
+    q.bind(9, p.reason);
+    q.bind(10, p.location);
+    q.bind(11, p.detail);
+    q.bind(12, p.source);
+    q.bind(13, p.version.number);
+    q.bind(14, p.version.text);
+    q.bind(15, p.attempts);
+    q.bind(16, p.created_ms ? p.created_ms : util::now_ms());
+    q.exec();
+    p.id = db_.getLastInsertRowid();
+    if (op_id) delivered(op_id);
+    return p.id;
+  }
+
+  std::vector<Parked> parked(const std::string& tenant, const std::string& flow, const std::string& kind,
+                             bool include_replayed, size_t limit) override {
+    auto q = stmt(
+        "SELECT " PARKED_COLUMNS " FROM parked WHERE (?1 = '' OR tenant = ?1) AND (?2 = '' OR flow = ?2) "
+        "AND (?3 = '' OR kind = ?3) AND (?4 OR replayed_ms = 0) ORDER BY id LIMIT ?5");
+    q.bind(1, tenant);
+    q.bind(2, flow);
+    q.bind(3, kind);
+    q.bind(4, include_replayed ? 1 : 0);
+    q.bind(5, static_cast<int64_t>(limit));
+    std::vector<Parked> out;
+    while (q.executeStep()) out.push_back(read_parked(q));
+    return out;
+  }
+
+  std::optional<Parked> parked_by_id(int64_t id) override {
+    auto q = stmt("SELECT " PARKED_COLUMNS " FROM parked WHERE id = ?");
+    q.bind(1, id);
+    if (!q.executeStep()) return std::nullopt;
+    return read_parked(q);
+  }
+
+  void mark_replayed(int64_t id) override {
+    auto q = stmt("UPDATE parked SET replayed_ms = ? WHERE id = ?");
+    q.bind(1, util::now_ms());
+    q.bind(2, id);
+    q.exec();
+  }
+
+  int64_t add_conflict(Conflict& c) override {
+    auto q = stmt(
+        "INSERT INTO conflicts (tenant, flow, kind, record_key, entity_id, field, detail, correlation_id, created_ms) "
+        "VALUES (?,?,?,?,?,?,?,?,?)");
+    q.bind(1, c.tenant);
+    q.bind(2, c.flow);
+    q.bind(3, c.kind);
+    q.bind(4, c.record_key);
+    q.bind(5, c.entity_id);
+    q.bind(6, c.field);
+    q.bind(7, c.detail);
+    q.bind(8, c.correlation_id);
+    q.bind(9, c.created_ms ? c.created_ms : util::now_ms());
+    q.exec();
+    c.id = db_.getLastInsertRowid();
+    return c.id;
+  }
+
+  std::vector<Conflict> conflicts(const std::string& tenant, bool include_resolved, size_t limit) override {
+    auto q = stmt(
+        "SELECT id, tenant, flow, kind, record_key, entity_id, field, detail, correlation_id, created_ms, "
+        "resolved_ms, resolution FROM conflicts WHERE (?1 = '' OR tenant = ?1) AND (?2 OR resolved_ms = 0) "
+        "ORDER BY id LIMIT ?3");
+    q.bind(1, tenant);
+    q.bind(2, include_resolved ? 1 : 0);
+    q.bind(3, static_cast<int64_t>(limit));
+    std::vector<Conflict> out;
+    while (q.executeStep()) {
+      Conflict c;
+      c.id = q.getColumn(0).getInt64();
+      c.tenant = q.getColumn(1).getString();
+      c.flow = q.getColumn(2).getString();
+      c.kind = q.getColumn(3).getString();
+      c.record_key = q.getColumn(4).getString();
+      c.entity_id = q.getColumn(5).getInt64();
+      c.field = q.getColumn(6).getString();
+      c.detail = q.getColumn(7).getString();
+      c.correlation_id = q.getColumn(8).getString();
+      c.created_ms = q.getColumn(9).getInt64();
+      c.resolved_ms = q.getColumn(10).getInt64();
+      c.resolution = q.getColumn(11).getString();
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+  void audit(const AuditEvent& e) override {
+    auto q = stmt(
+        "INSERT INTO audit (correlation_id, tenant, flow, record_key, at_ms, stage, detail) VALUES (?,?,?,?,?,?,?)");
+    q.bind(1, e.correlation_id);
+    q.bind(2, e.tenant);
+    q.bind(3, e.flow);
+    q.bind(4, e.record_key);
+    q.bind(5, e.at_ms ? e.at_ms : util::now_ms());
+    q.bind(6, e.stage);
+    q.bind(7, e.detail);
+    q.exec();
+  }
+
+  std::vector<AuditEvent> trace(const std::string& correlation_id) override {
+    auto q = stmt("SELECT correlation_id, tenant, flow, record_key, at_ms, stage, detail FROM audit "
+                   "WHERE correlation_id = ? ORDER BY id");
+    q.bind(1, correlation_id);
+    std::vector<AuditEvent> out;
+    while (q.executeStep()) {
+      AuditEvent e;
+      e.correlation_id = q.getColumn(0).getString();
+      e.tenant = q.getColumn(1).getString();
+      e.flow = q.getColumn(2).getString();
+      e.record_key = q.getColumn(3).getString();
+      e.at_ms = q.getColumn(4).getInt64();
+      e.stage = q.getColumn(5).getString();
+      e.detail = q.getColumn(6).getString();
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  std::vector<FlowStatus> status() override {
+    // Every tenant + flow that has anything: cursors, outbox, parked records, conflicts.
+    auto q = stmt(R"sql(
+      WITH flows AS (
+        SELECT tenant, flow FROM cursors UNION SELECT tenant, flow FROM outbox
+        UNION SELECT tenant, flow FROM parked UNION SELECT tenant, flow FROM conflicts)
+      SELECT f.tenant, f.flow,
+        (SELECT count(*) FROM outbox o WHERE o.tenant = f.tenant AND o.flow = f.flow),
+        (SELECT ifnull(min(created_ms), 0) FROM outbox o WHERE o.tenant = f.tenant AND o.flow = f.flow),
+        (SELECT count(*) FROM parked p WHERE p.tenant = f.tenant AND p.flow = f.flow AND p.kind = 'dead_letter'
+           AND p.replayed_ms = 0),
+        (SELECT count(*) FROM parked p WHERE p.tenant = f.tenant AND p.flow = f.flow AND p.kind = 'rejection'
+           AND p.replayed_ms = 0),
+        (SELECT count(*) FROM conflicts c WHERE c.tenant = f.tenant AND c.flow = f.flow AND c.resolved_ms = 0),
+        (SELECT ifnull(value, '') FROM cursors c WHERE c.tenant = f.tenant AND c.flow = f.flow)
+      FROM flows f ORDER BY f.tenant, f.flow)sql");
+    std::vector<FlowStatus> out;
+    while (q.executeStep()) {
+      FlowStatus s;
+      s.tenant = q.getColumn(0).getString();
+      s.flow = q.getColumn(1).getString();
+      s.outbox = q.getColumn(2).getInt64();
+      s.outbox_oldest_ms = q.getColumn(3).getInt64();
+      s.dead_letters = q.getColumn(4).getInt64();
+      s.rejections = q.getColumn(5).getInt64();
+      s.conflicts = q.getColumn(6).getInt64();
+      s.cursor = q.getColumn(7).isNull() ? "" : q.getColumn(7).getString();
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
   int schema_version() override { return db_.execAndGet("PRAGMA user_version").getInt(); }
 
  private:
+  // Prepared once per connection, reset before each use (preparing costs more than most
+  // of these statements take to run).
+  // The handle resets its statement when it goes out of scope, so no statement keeps a read
+  // snapshot open between calls.
+  struct Q {
+    SQLite::Statement& s;
+    explicit Q(SQLite::Statement& st) : s(st) {}
+    Q(const Q&) = delete;
+    ~Q() {
+      try {
+        s.reset();
+      } catch (...) {
+      }
+    }
+    template <class... A>
+    void bind(A&&... a) { s.bind(std::forward<A>(a)...); }
+    int exec() { return s.exec(); }
+    bool executeStep() { return s.executeStep(); }
+    SQLite::Column getColumn(int i) { return s.getColumn(i); }
+    void reset() { s.reset(); }
+  };
+  Q stmt(const char* sql) {
+    auto it = cache_.find(sql);
+    if (it == cache_.end()) it = cache_.emplace(sql, std::make_unique<SQLite::Statement>(db_, sql)).first;
+    it->second->reset();
+    it->second->clearBindings();
+    return Q(*it->second);
+  }
+
+  int64_t scalar(const char* sql) {
+    auto q = stmt(sql);
+    q.executeStep();
+    return q.getColumn(0).getInt64();
+  }
+
+  static Operation read_op(Q& q) {
+    Operation op;
+    op.id = q.getColumn(0).getInt64();
+    op.tenant = q.getColumn(1).getString();
+    op.flow = q.getColumn(2).getString();
+    op.connection = q.getColumn(3).getString();
+    op.record_key = q.getColumn(4).getString();
+    op.entity_id = q.getColumn(5).getInt64();
+    op.kind = q.getColumn(6).getString();
+    op.body = q.getColumn(7).getString();
+    op.fields_json = q.getColumn(8).getString();
+    op.idempotency_key = q.getColumn(9).getString();
+    op.correlation_id = q.getColumn(10).getString();
+    op.script_version = q.getColumn(11).getString();
+    op.version.number = q.getColumn(12).getInt64();
+    op.version.text = q.getColumn(13).getString();
+    op.source = q.getColumn(14).getString();
+    op.attempts = q.getColumn(15).getInt();
+    op.first_attempt_ms = q.getColumn(16).getInt64();
+    op.next_attempt_ms = q.getColumn(17).getInt64();
+    op.last_error = q.getColumn(18).getString();
+    op.created_ms = q.getColumn(19).getInt64();
+    return op;
+  }
+
+  static Parked read_parked(Q& q) {
+    Parked p;
+    p.id = q.getColumn(0).getInt64();
+    p.kind = q.getColumn(1).getString();
+    p.tenant = q.getColumn(2).getString();
+    p.flow = q.getColumn(3).getString();
+    p.stage = q.getColumn(4).getString();
+    p.record_key = q.getColumn(5).getString();
+    p.correlation_id = q.getColumn(6).getString();
+    p.script_version = q.getColumn(7).getString();
+    p.error = q.getColumn(8).getString();
+    p.reason = q.getColumn(9).getString();
+    p.location = q.getColumn(10).getString();
+    p.detail = q.getColumn(11).getString();
+    p.source = q.getColumn(12).getString();
+    p.version.number = q.getColumn(13).getInt64();
+    p.version.text = q.getColumn(14).getString();
+    p.attempts = q.getColumn(15).getInt();
+    p.created_ms = q.getColumn(16).getInt64();
+    p.replayed_ms = q.getColumn(17).getInt64();
+    return p;
+  }
+
   void migrate() {
     int have = schema_version();
     if (have > kLatest)
@@ -177,6 +735,7 @@ class SqliteStore final : public Store {
 
   std::string path_;
   SQLite::Database db_;
+  std::map<const char*, std::unique_ptr<SQLite::Statement>> cache_;
 };
 
 }  // namespace

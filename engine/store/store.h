@@ -3,11 +3,15 @@
 // engine nodes) can be added without touching the pipeline. SQLite (sqlite_store.cc) is the
 // embedded default. Schema changes are numbered migrations applied at open.
 //
-// Started with what the pipeline's first steps need (issue 3): the inbox (durable before
-// acknowledged, idempotent on tenant + connection + message id), the per-record-key
-// applied version (stale updates are dropped) and sync cursors. Identity links, shadow
-// state, outbox, rejections, dead letters, conflicts and the audit trail come as further
-// migrations with the pipeline stages that use them.
+// What it holds (DESIGN.md, "the path of one record"): the inbox (durable before
+// acknowledged, idempotent on tenant + connection + message id), the per-record-key applied
+// version (stale updates are dropped), identity links (destination records and the match
+// keys that find them), shadow state (per destination record and field: what was last sent
+// and what the destination was last seen holding), the outbox, rejections, dead letters,
+// conflicts, sync cursors and the audit trail keyed by correlation id.
+//
+// Threading: a Store is one connection; callers serialize on it (the pipeline and delivery
+// share one through engine/pipeline/engine.h, which holds the lock for a whole batch).
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -27,6 +31,8 @@ class StoreError : public std::runtime_error {
 struct InboxRecord {
   int64_t seq = 0;             // assigned by the store: arrival order
   std::string tenant, connection, message_id;
+  std::string entity;          // the source entity ("customer"); flows take records of their entity
+  std::string flow;            // set for pulled records: only this flow takes them; "" = every flow
   std::string correlation_id;
   std::string payload;         // the source record as JSON text
   int64_t received_ms = 0;     // epoch milliseconds
@@ -38,6 +44,78 @@ struct Version {
   int64_t number = 0;
   std::string text;
   bool newer_than(const Version& o) const { return number != o.number ? number > o.number : text > o.text; }
+};
+
+// A destination record as weft knows it: created when a record first resolves to nothing.
+struct Entity {
+  int64_t id = 0;
+  std::string remote_id;       // the destination's id (Omnisend contactID) once known
+};
+
+// One field of the shadow state (flattened path -> this), kept as JSON by the store.
+//   sent: the value weft last wrote and the destination confirmed (null: never)
+//   held: the value the destination was last seen holding (from answers / observation)
+//   at:   when `held` took its value (epoch ms), by: the script version (or "destination")
+struct ShadowState {
+  std::string fields_json = "{}";  // {"path": {"sent":..,"held":..,"at":..,"by":".."}}
+  bool exists = false;
+};
+
+// A planned outbound operation.
+struct Operation {
+  int64_t id = 0;
+  std::string tenant, flow, connection;   // connection: the destination connection
+  std::string record_key;                 // the source record's key
+  int64_t entity_id = 0;                  // the destination record (ordering is per entity)
+  std::string kind;                       // "contact.upsert", "event.send"
+  std::string body;                       // the request body, secrets-free
+  std::string fields_json;                // the flattened fields it changes (for the shadow)
+  std::string idempotency_key;
+  std::string correlation_id, script_version;
+  Version version;
+  std::string source;                     // the source record (replays map it again)
+  int attempts = 0;
+  int64_t first_attempt_ms = 0, next_attempt_ms = 0, created_ms = 0;
+  std::string last_error;
+};
+
+// A record that stopped: rejected by the script, the destination schema or the API, or an
+// operation whose attempts or age ran out (kind "dead_letter").
+struct Parked {
+  int64_t id = 0;
+  std::string kind;            // "rejection" | "dead_letter"
+  std::string tenant, flow, stage;  // stage: map, check, identify, deliver
+  std::string record_key, correlation_id, script_version;
+  std::string error, reason, location;
+  std::string detail;          // JSON: reject() fields, schema errors, the API's answer
+  std::string source;          // the source record
+  Version version;
+  int attempts = 0;
+  int64_t created_ms = 0, replayed_ms = 0;
+};
+
+struct Conflict {
+  int64_t id = 0;
+  std::string tenant, flow, kind;   // "identity" | "field"
+  std::string record_key;
+  int64_t entity_id = 0;
+  std::string field;                // the field path ("" for identity conflicts)
+  std::string detail;               // JSON: the values on each side, the claiming records
+  std::string correlation_id;
+  int64_t created_ms = 0, resolved_ms = 0;
+  std::string resolution;
+};
+
+struct AuditEvent {
+  std::string correlation_id, tenant, flow, record_key, stage, detail;
+  int64_t at_ms = 0;
+};
+
+// Counts for `weft status`, per tenant + flow.
+struct FlowStatus {
+  std::string tenant, flow;
+  int64_t outbox = 0, outbox_oldest_ms = 0, dead_letters = 0, rejections = 0, conflicts = 0;
+  std::string cursor;
 };
 
 class Store {
@@ -53,20 +131,68 @@ class Store {
   // Adds a received record; false (and nothing written) if this tenant + connection +
   // message id is already in the inbox. Sets r.seq when added.
   virtual bool inbox_add(InboxRecord& r) = 0;
-  // The oldest records not yet marked done, at most `limit`.
-  virtual std::vector<InboxRecord> inbox_next(size_t limit) = 0;
+  // The oldest records not yet marked done, at most `limit` (of one tenant, if given).
+  virtual std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant = "") = 0;
   virtual void inbox_done(int64_t seq) = 0;
   virtual int64_t inbox_backlog() = 0;
 
   // Records `v` as applied for the key and returns true if it is newer than the version
   // applied before; returns false (and changes nothing) for an equal or older version.
+  // With allow_equal (replays), an equal version is applied again.
   virtual bool apply_version(const std::string& tenant, const std::string& flow, const std::string& key,
-                             const Version& v) = 0;
+                             const Version& v, bool allow_equal = false) = 0;
   virtual std::optional<Version> applied_version(const std::string& tenant, const std::string& flow,
                                                  const std::string& key) = 0;
 
   virtual std::optional<std::string> cursor(const std::string& tenant, const std::string& flow) = 0;
   virtual void set_cursor(const std::string& tenant, const std::string& flow, const std::string& value) = 0;
+
+  // Identity: match keys ("email", "phone", "externalId:<source connection>") per
+  // destination connection point at one entity.
+  virtual std::optional<int64_t> find_identity(const std::string& tenant, const std::string& connection,
+                                               const std::string& kind, const std::string& value) = 0;
+  // Links the key to the entity (replacing nothing: a key already linked elsewhere stays).
+  virtual void link_identity(const std::string& tenant, const std::string& connection, const std::string& kind,
+                             const std::string& value, int64_t entity_id) = 0;
+  // The keys linked to an entity: kind -> value (one per kind; the newest).
+  virtual std::vector<std::pair<std::string, std::string>> identity_keys(int64_t entity_id) = 0;
+  virtual int64_t create_entity(const std::string& tenant, const std::string& connection) = 0;
+  virtual Entity entity(int64_t id) = 0;
+  virtual void set_remote_id(int64_t entity_id, const std::string& remote_id) = 0;
+
+  virtual ShadowState shadow(int64_t entity_id) = 0;
+  virtual void set_shadow(int64_t entity_id, const std::string& fields_json) = 0;
+
+  // Outbox. plan() supersedes the entity's newest operation when it is not in flight
+  // (its changes are recomputed against the same shadow, so the newer one carries them),
+  // keeping its attempts and next attempt time so a Retry-After still holds.
+  virtual int64_t plan(Operation& op, const std::vector<int64_t>& in_flight) = 0;
+  // Operations due at now_ms for a destination connection: per entity only the oldest
+  // (ordering), skipping entities in `busy`; at most `limit`.
+  virtual std::vector<Operation> due(const std::string& tenant, const std::string& connection, int64_t now_ms,
+                                     size_t limit, const std::vector<int64_t>& busy) = 0;
+  // The earliest next_attempt_ms of the connection's operations (nullopt: none waiting).
+  virtual std::optional<int64_t> next_due(const std::string& tenant, const std::string& connection) = 0;
+  virtual void delivered(int64_t op_id) = 0;
+  virtual void reschedule(int64_t op_id, int attempts, int64_t first_attempt_ms, int64_t next_attempt_ms,
+                          const std::string& last_error) = 0;
+  virtual int64_t outbox_size(const std::string& tenant, const std::string& flow) = 0;
+  virtual int64_t outbox_total() = 0;
+
+  // Rejections and dead letters; `op_id` (dead letters, API rejections) is removed from the outbox.
+  virtual int64_t park(Parked& p, int64_t op_id = 0) = 0;
+  virtual std::vector<Parked> parked(const std::string& tenant, const std::string& flow, const std::string& kind,
+                                     bool include_replayed, size_t limit) = 0;
+  virtual std::optional<Parked> parked_by_id(int64_t id) = 0;
+  virtual void mark_replayed(int64_t id) = 0;
+
+  virtual int64_t add_conflict(Conflict& c) = 0;
+  virtual std::vector<Conflict> conflicts(const std::string& tenant, bool include_resolved, size_t limit) = 0;
+
+  virtual void audit(const AuditEvent& e) = 0;
+  virtual std::vector<AuditEvent> trace(const std::string& correlation_id) = 0;
+
+  virtual std::vector<FlowStatus> status() = 0;
 
   virtual int schema_version() = 0;
 };

@@ -1,0 +1,156 @@
+#include "connectors/registry.h"
+
+#include <boost/json.hpp>
+
+#include "connectors/omnisend/client.h"
+#include "engine/util/time.h"
+
+namespace weft::connectors {
+
+namespace json = boost::json;
+
+namespace {
+
+std::string text(const json::object& o, const char* key, const std::string& fallback = "") {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : fallback;
+}
+
+// A setting that may be a ${ENV} reference.
+std::string setting(const std::string& connection, const json::object& o, const char* key, const std::string& fallback,
+                    workspace::Secrets& secrets, bool required, bool display = false) {
+  std::string raw = text(o, key, fallback);
+  if (raw.empty()) {
+    if (required) throw ConfigError("connection " + connection + ": \"" + key + "\" is required");
+    return raw;
+  }
+  std::string missing;
+  auto v = secrets.resolve(raw, &missing);
+  if (!v && display) return raw;
+  if (!v)
+    throw ConfigError("connection " + connection + ": \"" + key + "\" refers to environment variable " + missing +
+                      ", which is not set");
+  return *v;
+}
+
+const delivery::Model kOmnisendContact = [] {
+  delivery::Model m;
+  m.kind = "contact.upsert";
+  m.merge = true;
+  m.atomic = {"identifiers[*].channels.*", "tags"};
+  m.aliases = {{"email", "identifiers[email].id"},
+               {"phone", "identifiers[phone].id"},
+               {"consent.email", "identifiers[email].channels.email"},
+               {"consent.sms", "identifiers[phone].channels.sms"}};
+  m.match_paths = {{"email", "identifiers[email].id"}, {"phone", "identifiers[phone].id"}};
+  m.identify_by = {"identifiers[email].id", "identifiers[phone].id"};
+  return m;
+}();
+
+const delivery::Model kOmnisendEvent = [] {
+  delivery::Model m;
+  m.kind = "event.send";
+  m.merge = false;
+  return m;
+}();
+
+class OmnisendDestination final : public delivery::Destination {
+ public:
+  OmnisendDestination(omnisend::Settings s, const delivery::Model& model)
+      : settings_(s), model_(model), client_(std::move(s)) {}
+
+  const delivery::Model& model() const override { return model_; }
+
+  delivery::Request request(const store::Operation& op, const std::string&, bool redact) const override {
+    delivery::Request r;
+    r.method = "POST";
+    r.url = settings_.api_url + (op.kind == "event.send" ? "/events" : "/contacts");
+    r.headers = {{"Content-Type", "application/json"}, {"X-API-KEY", redact ? "***" : settings_.api_key}};
+    r.body = op.body;
+    return r;
+  }
+
+  delivery::Answer send(const store::Operation& op, const std::string&) override {
+    delivery::Answer a;
+    if (op.kind == "event.send") {
+      a.result = client_.send_event(op.body, util::now_ms());
+    } else {
+      a.result = client_.upsert_contact(op.body, util::now_ms(), &a.remote_id, &a.record_json);
+    }
+    return a;
+  }
+
+ private:
+  omnisend::Settings settings_;
+  const delivery::Model& model_;
+  omnisend::Destination client_;
+};
+
+}  // namespace
+
+const delivery::Model* destination_model(const std::string& system, const std::string& entity) {
+  if (system == "omnisend" && entity == "contact") return &kOmnisendContact;
+  if (system == "omnisend" && entity == "event") return &kOmnisendEvent;
+  return nullptr;
+}
+
+int connection_timeout_ms(const json::object& c) {
+  auto* v = c.if_contains("timeout_ms");
+  return v && v->is_int64() ? static_cast<int>(v->as_int64()) : 10000;
+}
+
+int connection_concurrency(const json::object& c) {
+  auto* v = c.if_contains("concurrency");
+  return v && v->is_int64() ? static_cast<int>(v->as_int64()) : 4;
+}
+
+std::pair<int, int64_t> connection_rate_limit(const json::object& c) {
+  auto* v = c.if_contains("rate_limit");
+  if (v && v->is_string() && v->as_string() == "off") return {0, 0};
+  if (v && v->is_object()) {
+    const auto& o = v->as_object();
+    int requests = static_cast<int>(o.at("requests").to_number<int64_t>());
+    auto per_ms = static_cast<int64_t>(o.at("per_seconds").to_number<double>() * 1000);
+    return {requests, per_ms};
+  }
+  if (text(c, "system") == "omnisend") return {400, 60000};
+  return {0, 0};
+}
+
+std::unique_ptr<delivery::Destination> make_destination(const std::string& name, const json::object& c,
+                                                        const std::string& entity, workspace::Secrets& secrets,
+                                                        bool display) {
+  std::string system = text(c, "system");
+  const delivery::Model* model = destination_model(system, entity);
+  if (!model) throw ConfigError("connection " + name + ": weft cannot deliver " + entity + " to " + system + " yet");
+  omnisend::Settings s;
+  s.api_url = setting(name, c, "api_url", "https://api.omnisend.com/v3", secrets, true, display);
+  while (!s.api_url.empty() && s.api_url.back() == '/') s.api_url.pop_back();
+  s.api_key = setting(name, c, "api_key", "", secrets, true, display);
+  s.timeout_ms = connection_timeout_ms(c);
+  try {
+    return std::make_unique<OmnisendDestination>(s, *model);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError("connection " + name + ": " + e.what());
+  }
+}
+
+std::unique_ptr<commercetools::Source> make_commercetools(const std::string& name, const json::object& c,
+                                                          workspace::Secrets& secrets) {
+  if (text(c, "system") != "commercetools")
+    throw ConfigError("connection " + name + ": weft can pull only from commercetools yet, not " + text(c, "system"));
+  commercetools::Settings s;
+  s.auth_url = setting(name, c, "auth_url", "https://auth.europe-west1.gcp.commercetools.com", secrets, true);
+  s.api_url = setting(name, c, "api_url", "https://api.europe-west1.gcp.commercetools.com", secrets, true);
+  s.project = setting(name, c, "project", "", secrets, true);
+  s.client_id = setting(name, c, "client_id", "", secrets, true);
+  s.client_secret = setting(name, c, "client_secret", "", secrets, true);
+  s.timeout_ms = connection_timeout_ms(c);
+  try {
+    return std::make_unique<commercetools::Source>(s);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError("connection " + name + ": " + e.what());
+  }
+}
+
+}  // namespace weft::connectors

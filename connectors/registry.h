@@ -1,0 +1,43 @@
+#pragma once
+// The connectors weft has, by system name: destination models and destinations for the
+// pipeline and delivery, sources for pulls. A connection is its tenant.json object; secrets
+// (${ENV} references) are resolved here, through Secrets, so they can be redacted anywhere.
+#include <boost/json/object.hpp>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "connectors/commercetools/client.h"
+#include "engine/delivery/destination.h"
+#include "engine/workspace/secrets.h"
+
+namespace weft::connectors {
+
+// A connection that cannot be used as configured: names the connection and what is wrong
+// (an unset environment variable, an unsupported system or entity, a bad URL).
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The payload model for a system's entity; nullptr when weft cannot deliver it.
+const delivery::Model* destination_model(const std::string& system, const std::string& entity);
+
+// With `display` (dry-run), settings whose ${ENV} is unset stay as the reference text
+// instead of failing: the requests are shown, never sent.
+std::unique_ptr<delivery::Destination> make_destination(const std::string& name, const boost::json::object& connection,
+                                                        const std::string& entity, workspace::Secrets& secrets,
+                                                        bool display = false);
+
+std::unique_ptr<commercetools::Source> make_commercetools(const std::string& name,
+                                                          const boost::json::object& connection,
+                                                          workspace::Secrets& secrets);
+
+// A connection's optional settings, with defaults per system.
+int connection_timeout_ms(const boost::json::object& connection);   // "timeout_ms", default 10000
+int connection_concurrency(const boost::json::object& connection);  // "concurrency", default 4
+// "rate_limit": {"requests","per_seconds"} or "off"; Omnisend defaults to 400 per 60 s.
+// Returns requests <= 0 for no limit.
+std::pair<int, int64_t> connection_rate_limit(const boost::json::object& connection);
+
+}  // namespace weft::connectors

@@ -1,0 +1,318 @@
+// weft sync, replay and status: the durable pipeline from the command line.
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/json.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "connectors/registry.h"
+#include "engine/cli/commands.h"
+#include "engine/cli/common.h"
+#include "engine/pipeline/runner.h"
+#include "engine/store/store.h"
+#include "engine/util/time.h"
+#include "engine/workspace/registry.h"
+#include "engine/workspace/secrets.h"
+
+namespace weft::cli {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+namespace ws = weft::workspace;
+
+std::string default_db(const std::string& workspace) { return (fs::path(workspace) / ".weft" / "weft.db").string(); }
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop = true; }
+
+// Opens the store, creating its folder. Prints the error and returns nullptr on failure.
+std::unique_ptr<store::Store> open_store(const std::string& path, bool create) {
+  try {
+    if (!create && path != ":memory:" && !fs::exists(path)) {
+      std::fprintf(stderr, "error: --db %s: no such database (nothing has run against it yet)\n", path.c_str());
+      return nullptr;
+    }
+    if (path != ":memory:") {
+      fs::path parent = fs::path(path).parent_path();
+      if (!parent.empty()) fs::create_directories(parent);
+    }
+    return store::open_sqlite(path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return nullptr;
+  }
+}
+
+// Loads the tenant as a reload would: validated, compiled, fixtures passing.
+std::shared_ptr<const ws::TenantVersion> load_checked(const std::string& workspace, const std::string& tenant) {
+  std::vector<ws::Problem> problems;
+  auto v = ws::build_version(workspace, tenant, true, &problems);
+  if (!v) {
+    print_problems(problems);
+    std::fprintf(stderr, "error: tenant %s was not started: fix the problems above (weft check, weft test)\n",
+                 tenant.c_str());
+  }
+  return v;
+}
+
+struct Progress {
+  bool tty = isatty(STDERR_FILENO);
+  int64_t last_ms = 0;
+  void show(const pipeline::Runner& r, bool force = false) {
+    if (!tty) return;
+    int64_t now = util::now_ms();
+    if (!force && now - last_ms < 200) return;
+    last_ms = now;
+    const auto& c = r.counts();
+    std::string wait;
+    if (int64_t next = r.next_retry_ms(); next > now) wait = "  next retry in " + std::to_string((next - now) / 1000) + "s";
+    std::fprintf(stderr, "\r\033[Kpulled %lld  processed %lld  planned %lld  delivered %lld  retried %lld  dead %lld%s",
+                 static_cast<long long>(c.pulled.load()), static_cast<long long>(c.processed.load()),
+                 static_cast<long long>(c.planned.load()), static_cast<long long>(r.delivered()),
+                 static_cast<long long>(r.retried()), static_cast<long long>(r.dead_lettered()), wait.c_str());
+  }
+  void done() {
+    if (tty) std::fprintf(stderr, "\r\033[K");
+  }
+};
+
+// Processes the inbox and delivers until everything is delivered, parked, or `g_stop`;
+// `pulling` says whether more may still arrive.
+void drive(pipeline::Runner& runner, const std::atomic<bool>& pulling, Progress& progress) {
+  while (!g_stop) {
+    size_t n = runner.process_batch(500);
+    progress.show(runner);
+    if (n > 0) continue;
+    if (!pulling && runner.delivery_drained()) {
+      // Drained may race with a batch just planned: check the inbox once more.
+      if (runner.process_batch(500) == 0) break;
+      continue;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void print_summary(const pipeline::Runner& r, int64_t elapsed_ms, bool pulled) {
+  const auto& c = r.counts();
+  json::object o;
+  if (pulled) o["pulled"] = c.pulled.load();
+  o["processed"] = c.processed.load();
+  o["mapped"] = c.mapped.load();
+  o["skipped"] = c.skipped.load();
+  o["stale"] = c.stale.load();
+  o["rejected"] = c.rejected.load() + r.api_rejected();
+  o["planned"] = c.planned.load();
+  o["unchanged"] = c.unchanged.load();
+  o["delivered"] = r.delivered();
+  o["retried"] = r.retried();
+  o["dead_lettered"] = r.dead_lettered();
+  o["conflicts"] = c.conflicts.load();
+  o["seconds"] = static_cast<double>(elapsed_ms) / 1000.0;
+  std::string s = json::serialize(o);
+  std::printf("%s\n", s.c_str());
+}
+
+int finish(pipeline::Runner& runner, Progress& progress, int64_t start, bool pulled, const std::string& failure,
+           const ws::Secrets& secrets) {
+  runner.stop_delivery();
+  progress.done();
+  print_summary(runner, util::now_ms() - start, pulled);
+  if (!failure.empty()) {
+    std::fprintf(stderr, "error: %s\n", secrets.redact(failure).c_str());
+    return kConfigError;
+  }
+  if (g_stop) {
+    std::fprintf(stderr, "stopped: what was received is stored; run again to resume\n");
+    return kRejected;
+  }
+  bool parked = runner.counts().rejected.load() + runner.api_rejected() + runner.dead_lettered() > 0;
+  if (parked) std::fprintf(stderr, "some records were rejected or dead-lettered: see weft status, weft replay --list\n");
+  return parked ? kRejected : kOk;
+}
+
+}  // namespace
+
+int run_sync(const SyncOptions& o) {
+  auto version = load_checked(o.workspace, o.tenant);
+  if (!version) return kConfigError;
+  std::vector<std::string> flows;
+  if (!o.flow.empty()) {
+    const ws::Flow* f = version->flow(o.flow);
+    if (!f) {
+      std::fprintf(stderr, "error: --flow: tenant %s has no flow named '%s'\n", o.tenant.c_str(), o.flow.c_str());
+      return kConfigError;
+    }
+    if (!f->enabled) {
+      std::fprintf(stderr, "error: --flow: flow '%s' is disabled in tenant.json (\"enabled\": false)\n", o.flow.c_str());
+      return kConfigError;
+    }
+    flows.push_back(o.flow);
+  }
+  auto store = open_store(o.db.empty() ? default_db(o.workspace) : o.db, true);
+  if (!store) return kConfigError;
+  std::mutex store_mu;
+  ws::Secrets secrets;
+  std::unique_ptr<pipeline::Runner> runner;
+  try {
+    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, flows);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: tenant %s: %s\n", o.tenant.c_str(), secrets.redact(e.what()).c_str());
+    return kConfigError;
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  int64_t start = util::now_ms();
+  Progress progress;
+  runner->start_delivery();
+
+  std::atomic<bool> pulling{true};
+  std::string failure;
+  std::thread puller([&] {
+    try {
+      for (const auto& f : runner->flows()) runner->pull(f, g_stop);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    pulling = false;
+  });
+  try {
+    drive(*runner, pulling, progress);
+  } catch (const std::exception& e) {
+    g_stop = true;
+    if (failure.empty()) failure = e.what();
+  }
+  puller.join();
+  return finish(*runner, progress, start, true, failure, secrets);
+}
+
+int run_replay(const ReplayOptions& o) {
+  std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
+  auto store = open_store(db, false);
+  if (!store) return kConfigError;
+  std::string kind = o.kind == "all" ? "" : o.kind;
+  std::vector<store::Parked> items;
+  if (!o.ids.empty()) {
+    for (int64_t id : o.ids) {
+      auto p = store->parked_by_id(id);
+      if (!p || p->tenant != o.tenant) {
+        std::fprintf(stderr, "error: --id %lld: no parked record with that id for tenant %s\n",
+                     static_cast<long long>(id), o.tenant.c_str());
+        return kConfigError;
+      }
+      items.push_back(std::move(*p));
+    }
+  } else {
+    items = store->parked(o.tenant, o.flow, kind, false, 1000000);
+  }
+  if (o.list) {
+    for (const auto& p : items) {
+      json::object j{{"id", p.id},          {"kind", p.kind},       {"flow", p.flow},
+                     {"stage", p.stage},    {"key", p.record_key},  {"error", p.error},
+                     {"reason", p.reason},  {"where", p.location},  {"correlation_id", p.correlation_id},
+                     {"script_version", p.script_version},          {"attempts", p.attempts},
+                     {"at", util::iso8601_ms(p.created_ms)},        {"replayed", p.replayed_ms != 0}};
+      std::string s = json::serialize(j);
+      std::printf("%s\n", s.c_str());
+    }
+    return kOk;
+  }
+  auto version = load_checked(o.workspace, o.tenant);
+  if (!version) return kConfigError;
+  std::mutex store_mu;
+  ws::Secrets secrets;
+  std::unique_ptr<pipeline::Runner> runner;
+  try {
+    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, std::vector<std::string>{});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: tenant %s: %s\n", o.tenant.c_str(), secrets.redact(e.what()).c_str());
+    return kConfigError;
+  }
+  // Back into the inbox, marked as replays, so they take the same path through the current
+  // script version; the parked rows stay, marked replayed, for the record.
+  {
+    std::lock_guard<std::mutex> lock(store_mu);
+    store->begin();
+    for (const auto& p : items) {
+      if (p.replayed_ms) continue;
+      if (!version->flow(p.flow)) {
+        std::fprintf(stderr, "warning: parked record %lld is for flow %s, which no longer exists; left as it is\n",
+                     static_cast<long long>(p.id), p.flow.c_str());
+        continue;
+      }
+      store::InboxRecord r;
+      r.tenant = o.tenant;
+      r.connection = version->flow(p.flow)->source_connection;
+      r.flow = p.flow;
+      r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
+      r.correlation_id = p.correlation_id;
+      r.payload = p.source;
+      store->inbox_add(r);
+      store->mark_replayed(p.id);
+      store->audit({p.correlation_id, o.tenant, p.flow, p.record_key, "replay",
+                    "replaying " + p.kind + " " + std::to_string(p.id) + " with script " + version->version, 0});
+    }
+    store->commit();
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  int64_t start = util::now_ms();
+  Progress progress;
+  runner->start_delivery();
+  std::atomic<bool> pulling{false};
+  std::string failure;
+  try {
+    drive(*runner, pulling, progress);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  return finish(*runner, progress, start, false, failure, secrets);
+}
+
+int run_status(const StatusOptions& o) {
+  std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
+  auto store = open_store(db, false);
+  if (!store) return kConfigError;
+  json::array flows;
+  for (const auto& s : store->status()) {
+    if (!o.tenant.empty() && s.tenant != o.tenant) continue;
+    json::object f{{"tenant", s.tenant},
+                   {"flow", s.flow},
+                   {"cursor", s.cursor},
+                   {"outbox", s.outbox},
+                   {"oldest_waiting", s.outbox_oldest_ms ? json::value(util::iso8601_ms(s.outbox_oldest_ms))
+                                                         : json::value(nullptr)},
+                   {"dead_letters", s.dead_letters},
+                   {"rejections", s.rejections},
+                   {"conflicts", s.conflicts}};
+    flows.push_back(std::move(f));
+  }
+  json::object out{{"database", db}, {"inbox_backlog", store->inbox_backlog()}, {"flows", std::move(flows)}};
+  if (o.conflicts) {
+    json::array list;
+    for (const auto& c : store->conflicts(o.tenant, false, 1000)) {
+      json::value detail = json::parse(c.detail);
+      list.push_back(json::object{{"id", c.id},
+                                  {"tenant", c.tenant},
+                                  {"flow", c.flow},
+                                  {"kind", c.kind},
+                                  {"key", c.record_key},
+                                  {"field", c.field},
+                                  {"detail", detail},
+                                  {"correlation_id", c.correlation_id},
+                                  {"at", util::iso8601_ms(c.created_ms)}});
+    }
+    out["conflicts"] = std::move(list);
+  }
+  std::string s = (o.pretty || isatty(STDOUT_FILENO)) ? pretty_json(out) : json::serialize(out);
+  std::printf("%s\n", s.c_str());
+  return kOk;
+}
+
+}  // namespace weft::cli

@@ -1,0 +1,50 @@
+#pragma once
+// What a destination connector provides to the pipeline and the delivery workers:
+//   - a Model of its payloads (how fields flatten for the merge, where the match keys are,
+//     what every request must carry to find its record), used by plan and dry-run, no I/O;
+//   - the exact HTTP request for an operation (dry-run prints it, secrets redacted);
+//   - send: one request, its answer classified (ok / transient / permanent).
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/delivery/send_result.h"
+#include "engine/store/store.h"
+
+namespace weft::delivery {
+
+struct Model {
+  std::string kind;                  // the operation kind planned ("contact.upsert", "event.send")
+  bool merge = true;                 // false: append-only (events): always sent whole, no identity
+  std::vector<std::string> atomic;   // flatten does not descend into these (fields.h patterns)
+  std::map<std::string, std::string> aliases;      // owner names -> paths ("consent.email" -> ...)
+  std::map<std::string, std::string> match_paths;  // identity key -> path ("email" -> "identifiers[email].id")
+  // Paths a request carries even when unchanged, so the destination finds the record: the
+  // first one present is sent.
+  std::vector<std::string> identify_by;
+};
+
+struct Request {
+  std::string method, url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+struct Answer {
+  SendResult result;
+  std::string remote_id;    // the destination's id for the record, when it says
+  std::string record_json;  // the record as the destination now holds it, when it says
+};
+
+class Destination {
+ public:
+  virtual ~Destination() = default;
+  virtual const Model& model() const = 0;
+  // The request `send` would make. With `redact`, credentials are shown as "***".
+  virtual Request request(const store::Operation& op, const std::string& remote_id, bool redact) const = 0;
+  virtual Answer send(const store::Operation& op, const std::string& remote_id) = 0;
+};
+
+}  // namespace weft::delivery

@@ -1,0 +1,267 @@
+#include "engine/delivery/worker.h"
+
+#include <boost/json.hpp>
+#include <chrono>
+
+#include "engine/pipeline/fields.h"
+#include "engine/util/time.h"
+
+namespace weft::delivery {
+
+namespace json = boost::json;
+
+Worker::Worker(WorkerConfig config, Factory factory, store::Store& store, std::mutex& store_mu,
+               const workspace::Secrets& secrets)
+    : config_(std::move(config)),
+      factory_(std::move(factory)),
+      store_(store),
+      store_mu_(store_mu),
+      secrets_(secrets),
+      limiter_(config_.rate_requests, config_.rate_per_ms) {
+  model_dest_ = factory_();
+  if (config_.concurrency < 1) config_.concurrency = 1;
+}
+
+Worker::~Worker() { stop(); }
+
+void Worker::start() {
+  for (int i = 0; i < config_.concurrency; ++i) senders_.emplace_back(&Worker::send_loop, this, factory_());
+  dispatcher_ = std::thread(&Worker::dispatch_loop, this);
+}
+
+void Worker::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !dispatcher_.joinable()) return;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  done_cv_.notify_all();
+  for (auto& t : senders_)
+    if (t.joinable()) t.join();
+  if (dispatcher_.joinable()) dispatcher_.join();
+}
+
+void Worker::wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
+  }
+  done_cv_.notify_all();
+}
+
+std::vector<int64_t> Worker::in_flight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return busy_ops_;
+}
+
+bool Worker::drained() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!busy_ops_.empty()) return false;
+  }
+  std::lock_guard<std::mutex> lock(store_mu_);
+  return !store_.next_due(config_.tenant, config_.connection).has_value();
+}
+
+const RetryPolicy& Worker::policy(const std::string& flow) const {
+  auto it = config_.retry.find(flow);
+  return it == config_.retry.end() ? default_policy_ : it->second;
+}
+
+void Worker::dispatch_loop() {
+  const size_t window = static_cast<size_t>(config_.concurrency) * 4;
+  while (true) {
+    std::vector<Job> done;
+    size_t want = 0;
+    std::vector<int64_t> busy;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      done.swap(answered_);
+      bool stopping = stopping_;
+      if (stopping && done.empty() && busy_ops_.empty()) return;
+      if (!stopping && queue_.size() < window) want = window - queue_.size();
+      busy = busy_entities_;
+    }
+    if (!done.empty()) record(done);
+
+    std::vector<store::Operation> ops;
+    if (want > 0) {
+      std::lock_guard<std::mutex> lock(store_mu_);
+      int64_t now = util::now_ms();
+      ops = store_.due(config_.tenant, config_.connection, now, want, busy);
+      std::vector<Job> jobs;
+      for (auto& op : ops) {
+        Job j;
+        j.remote_id = store_.entity(op.entity_id).remote_id;
+        j.op = std::move(op);
+        jobs.push_back(std::move(j));
+      }
+      auto next = store_.next_due(config_.tenant, config_.connection);
+      next_retry_ms_ = next && *next > now ? *next : 0;
+      // Claimed under the store lock: the pipeline sees them as in flight before it plans.
+      std::lock_guard<std::mutex> l2(mu_);
+      for (auto& j : jobs) {
+        busy_ops_.push_back(j.op.id);
+        busy_entities_.push_back(j.op.entity_id);
+        queue_.push_back(std::move(j));
+      }
+      if (!jobs.empty()) work_cv_.notify_all();
+      ops.resize(jobs.size());
+    }
+    if (!done.empty() || !ops.empty()) continue;
+
+    // Nothing to record or take: sleep until an answer, a wake-up, or the next retry is due.
+    std::unique_lock<std::mutex> lock(mu_);
+    int64_t wait_ms = 50;
+    if (int64_t next = next_retry_ms_.load(); next > 0) wait_ms = std::clamp<int64_t>(next - util::now_ms(), 1, 50);
+    done_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),
+                      [&] { return woken_ || !answered_.empty() || (stopping_ && busy_ops_.empty()); });
+    woken_ = false;
+  }
+}
+
+void Worker::send_loop(std::unique_ptr<Destination> dest) {
+  while (true) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping
+      if (stopping_) {
+        // Not sent: it stays in the outbox for the next run.
+        while (!queue_.empty()) {
+          const Job& j = queue_.front();
+          busy_ops_.erase(std::find(busy_ops_.begin(), busy_ops_.end(), j.op.id));
+          busy_entities_.erase(std::find(busy_entities_.begin(), busy_entities_.end(), j.op.entity_id));
+          queue_.pop_front();
+        }
+        done_cv_.notify_all();
+        return;
+      }
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    // The connection's rate limit, in short sleeps so a stop is not held up.
+    while (true) {
+      int64_t wait = limiter_.acquire(util::now_ms());
+      if (wait == 0) break;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(wait, 100)));
+    }
+    job.answer = dest->send(job.op, job.remote_id);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      answered_.push_back(std::move(job));
+    }
+    done_cv_.notify_all();
+  }
+}
+
+void Worker::record(std::vector<Job>& done) {
+  using Kind = SendResult::Kind;
+  const Model& model = model_dest_->model();
+  {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    store_.begin();
+    try {
+      for (auto& j : done) {
+        const store::Operation& op = j.op;
+        const SendResult& res = j.answer.result;
+        int64_t now = util::now_ms();
+        store::AuditEvent ev{op.correlation_id, op.tenant, op.flow, op.record_key, "", "", now};
+        std::string message = secrets_.redact(res.message);
+        if (res.kind == Kind::ok) {
+          store_.delivered(op.id);
+          if (model.merge) {
+            store::ShadowState sh = store_.shadow(op.entity_id);
+            json::value shadow_v = json::parse(sh.fields_json);
+            json::object& shadow = shadow_v.as_object();
+            json::value fields = json::parse(op.fields_json);
+            pipeline::Flat sent;
+            for (const auto& kv : fields.as_object()) sent[std::string(kv.key())] = kv.value();
+            pipeline::Flat answered;
+            if (!j.answer.record_json.empty()) {
+              std::error_code ec;
+              json::value a = json::parse(j.answer.record_json, ec);
+              if (!ec && a.is_object()) answered = pipeline::flatten(a.as_object(), model.atomic);
+            }
+            pipeline::record_delivery(shadow, sent, answered, now, op.script_version);
+            store_.set_shadow(op.entity_id, json::serialize(shadow));
+            if (!j.answer.remote_id.empty() && j.answer.remote_id != j.remote_id)
+              store_.set_remote_id(op.entity_id, j.answer.remote_id);
+          }
+          ev.stage = "delivered";
+          ev.detail = op.kind + " " + std::to_string(res.status) +
+                      (j.answer.remote_id.empty() ? "" : " destination id " + j.answer.remote_id);
+          counts_.delivered++;
+        } else if (res.kind == Kind::transient) {
+          const RetryPolicy& p = policy(op.flow);
+          int attempts = op.attempts + 1;
+          int64_t first = op.first_attempt_ms ? op.first_attempt_ms : now;
+          int64_t next = now + backoff_ms(p, attempts, res.retry_after_ms, rng_);
+          std::string error = (res.status ? std::to_string(res.status) + " " : "") + message;
+          if (may_retry(p, attempts, first, next)) {
+            store_.reschedule(op.id, attempts, first, next, error);
+            ev.stage = "retry";
+            ev.detail = "attempt " + std::to_string(attempts) + ": " + error + "; next at " + util::iso8601_ms(next);
+            counts_.retried++;
+          } else {
+            store::Parked p2;
+            p2.kind = "dead_letter";
+            p2.tenant = op.tenant;
+            p2.flow = op.flow;
+            p2.stage = "deliver";
+            p2.record_key = op.record_key;
+            p2.correlation_id = op.correlation_id;
+            p2.script_version = op.script_version;
+            p2.error = res.status ? "http " + std::to_string(res.status) : "no answer";
+            p2.reason = message;
+            p2.detail = json::serialize(json::object{{"operation", op.kind}, {"body", op.body}});
+            p2.source = op.source;
+            p2.version = op.version;
+            p2.attempts = attempts;
+            store_.park(p2, op.id);
+            ev.stage = "dead_letter";
+            ev.detail = "after " + std::to_string(attempts) + " attempts: " + error;
+            counts_.dead_lettered++;
+          }
+        } else {
+          store::Parked p2;
+          p2.kind = "rejection";
+          p2.tenant = op.tenant;
+          p2.flow = op.flow;
+          p2.stage = "deliver";
+          p2.record_key = op.record_key;
+          p2.correlation_id = op.correlation_id;
+          p2.script_version = op.script_version;
+          p2.error = "http " + std::to_string(res.status);
+          p2.reason = message;
+          p2.detail = json::serialize(json::object{{"operation", op.kind}, {"body", op.body}});
+          p2.source = op.source;
+          p2.version = op.version;
+          p2.attempts = op.attempts + 1;
+          store_.park(p2, op.id);
+          ev.stage = "rejected";
+          ev.detail = "the destination refused it: " + std::to_string(res.status) + " " + message;
+          counts_.rejected++;
+        }
+        store_.audit(ev);
+      }
+      store_.commit();
+    } catch (...) {
+      store_.rollback();
+      throw;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& j : done) {
+    busy_ops_.erase(std::find(busy_ops_.begin(), busy_ops_.end(), j.op.id));
+    busy_entities_.erase(std::find(busy_entities_.begin(), busy_entities_.end(), j.op.entity_id));
+  }
+}
+
+}  // namespace weft::delivery

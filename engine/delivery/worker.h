@@ -1,0 +1,100 @@
+#pragma once
+// The outbox worker of one destination connection: takes due operations (per destination
+// record only the oldest, so a newer version never overtakes an older retry), sends them
+// from `concurrency` threads under the connection's rate limit, and records each answer:
+// ok -> shadow state updated and the operation done; transient -> retried with backoff and
+// full jitter, never before the destination's Retry-After; permanent -> a rejection with
+// the API's message; attempts or age exhausted -> a dead letter. Answers are committed in
+// batches. Workers share nothing but the store, so one slow or failing connection never
+// holds up another's.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/delivery/destination.h"
+#include "engine/delivery/rate_limiter.h"
+#include "engine/delivery/retry.h"
+#include "engine/store/store.h"
+#include "engine/workspace/secrets.h"
+
+namespace weft::delivery {
+
+struct WorkerConfig {
+  std::string tenant, connection;
+  int concurrency = 4;
+  int rate_requests = 0;     // <= 0: no limit
+  int64_t rate_per_ms = 60000;
+  std::map<std::string, RetryPolicy> retry;  // per flow; flows not listed use the defaults
+};
+
+struct DeliveryCounts {
+  std::atomic<int64_t> delivered{0}, retried{0}, dead_lettered{0}, rejected{0};
+};
+
+class Worker {
+ public:
+  using Factory = std::function<std::unique_ptr<Destination>()>;
+  // `store_mu` guards `store` (shared with the pipeline). `secrets` redacts stored errors.
+  Worker(WorkerConfig config, Factory factory, store::Store& store, std::mutex& store_mu,
+         const workspace::Secrets& secrets);
+  ~Worker();
+
+  void start();
+  // Stops taking operations; the ones being sent finish and their answers are recorded.
+  void stop();
+  // Wakes the worker after operations were planned.
+  void wake();
+  // True when nothing of this connection is in the outbox or being sent. Takes the store lock.
+  bool drained();
+  // Outbox operation ids being sent now (the pipeline must not supersede them). Call with
+  // the store lock held, so the answer stays true while the caller plans.
+  std::vector<int64_t> in_flight() const;
+
+  const DeliveryCounts& counts() const { return counts_; }
+  // The earliest time a waiting operation is due (0: none), for progress lines.
+  int64_t next_retry_ms() const { return next_retry_ms_.load(); }
+
+ private:
+  struct Job {
+    store::Operation op;
+    std::string remote_id;
+    Answer answer;
+  };
+  void dispatch_loop();
+  void send_loop(std::unique_ptr<Destination> dest);
+  void record(std::vector<Job>& done);
+  const RetryPolicy& policy(const std::string& flow) const;
+
+  WorkerConfig config_;
+  Factory factory_;
+  store::Store& store_;
+  std::mutex& store_mu_;
+  const workspace::Secrets& secrets_;
+  RateLimiter limiter_;
+  std::unique_ptr<Destination> model_dest_;  // for its model
+  RetryPolicy default_policy_;
+  std::mt19937_64 rng_{std::random_device{}()};
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;   // senders wait for jobs
+  std::condition_variable done_cv_;   // the dispatcher waits for answers or wake()
+  std::deque<Job> queue_;
+  std::vector<Job> answered_;
+  std::vector<int64_t> busy_ops_, busy_entities_;
+  bool stopping_ = false, woken_ = false;
+  std::atomic<int64_t> next_retry_ms_{0};
+  DeliveryCounts counts_;
+  std::thread dispatcher_;
+  std::vector<std::thread> senders_;
+};
+
+}  // namespace weft::delivery

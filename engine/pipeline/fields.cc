@@ -1,0 +1,272 @@
+#include "engine/pipeline/fields.h"
+
+#include <date/date.h>
+
+#include <chrono>
+#include <sstream>
+
+namespace weft::pipeline {
+
+namespace json = boost::json;
+
+namespace {
+
+std::vector<std::string_view> segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '.') {
+      out.push_back(path.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  return out;
+}
+
+// An array whose elements are all objects with a string "type" (and at least one element).
+bool keyed_array(const json::array& a) {
+  if (a.empty()) return false;
+  for (const auto& e : a) {
+    if (!e.is_object()) return false;
+    auto* t = e.as_object().if_contains("type");
+    if (!t || !t->is_string()) return false;
+  }
+  return true;
+}
+
+bool is_atomic(const std::vector<std::string>& atomic, const std::string& path) {
+  for (const auto& p : atomic)
+    if (path_matches(p, path)) return true;
+  return false;
+}
+
+void flatten_into(Flat& out, const json::object& o, const std::string& prefix, const std::vector<std::string>& atomic) {
+  for (const auto& kv : o) {
+    std::string path = prefix.empty() ? std::string(kv.key()) : prefix + "." + std::string(kv.key());
+    const json::value& v = kv.value();
+    if (is_atomic(atomic, path)) {
+      out[path] = v;
+    } else if (v.is_object() && !v.as_object().empty()) {
+      flatten_into(out, v.as_object(), path, atomic);
+    } else if (v.is_array() && keyed_array(v.as_array())) {
+      for (const auto& e : v.as_array()) {
+        const json::object& eo = e.as_object();
+        std::string ep = path + "[" + std::string(eo.at("type").as_string()) + "]";
+        json::object rest;
+        for (const auto& m : eo)
+          if (m.key() != "type") rest[m.key()] = m.value();
+        if (rest.empty()) out[ep + ".type"] = eo.at("type");
+        flatten_into(out, rest, ep, atomic);
+      }
+    } else {
+      out[path] = v;
+    }
+  }
+}
+
+// Splits "identifiers[email]" into name "identifiers" and key "email" (key empty if none).
+void split_key(std::string_view seg, std::string_view* name, std::string_view* key) {
+  size_t b = seg.find('[');
+  if (b == std::string_view::npos || seg.back() != ']') {
+    *name = seg;
+    *key = {};
+    return;
+  }
+  *name = seg.substr(0, b);
+  *key = seg.substr(b + 1, seg.size() - b - 2);
+}
+
+json::object& keyed_element(json::object& parent, std::string_view name, std::string_view key) {
+  json::value& arr = parent[name];
+  if (!arr.is_array()) arr = json::array();
+  for (auto& e : arr.as_array())
+    if (e.is_object() && e.as_object().at("type").as_string() == key) return e.as_object();
+  json::object fresh;
+  fresh["type"] = key;
+  arr.as_array().push_back(std::move(fresh));
+  return arr.as_array().back().as_object();
+}
+
+bool same(const json::value* a, const json::value& b) { return a != nullptr && *a == b; }
+
+}  // namespace
+
+bool path_matches(const std::string& pattern, const std::string& path) {
+  auto ps = segments(pattern), xs = segments(path);
+  if (ps.size() != xs.size()) return false;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (ps[i] == "*") continue;
+    if (ps[i].size() > 3 && ps[i].substr(ps[i].size() - 3) == "[*]") {
+      std::string_view pname = ps[i].substr(0, ps[i].size() - 3), xname, xkey;
+      split_key(xs[i], &xname, &xkey);
+      if (pname != xname || xkey.empty()) return false;
+      continue;
+    }
+    if (ps[i] != xs[i]) return false;
+  }
+  return true;
+}
+
+Flat flatten(const json::object& payload, const std::vector<std::string>& atomic) {
+  Flat out;
+  flatten_into(out, payload, "", atomic);
+  return out;
+}
+
+json::object unflatten(const Flat& fields) {
+  json::object root;
+  for (const auto& [path, value] : fields) {
+    auto segs = segments(path);
+    json::object* cur = &root;
+    for (size_t i = 0; i + 1 < segs.size(); ++i) {
+      std::string_view name, key;
+      split_key(segs[i], &name, &key);
+      if (!key.empty()) {
+        cur = &keyed_element(*cur, name, key);
+      } else {
+        json::value& next = (*cur)[name];
+        if (!next.is_object()) next = json::object();
+        cur = &next.as_object();
+      }
+    }
+    std::string_view name, key;
+    split_key(segs.back(), &name, &key);
+    if (!key.empty()) {
+      keyed_element(*cur, name, key);  // a keyed element with nothing but its type
+    } else {
+      (*cur)[name] = value;
+    }
+  }
+  return root;
+}
+
+std::string owner_of(const std::map<std::string, std::string>& owners, const std::string& path) {
+  const std::string* best = nullptr;
+  size_t best_len = 0;
+  for (const auto& [prefix, owner] : owners) {
+    bool match = path == prefix || (path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0 &&
+                                    (path[prefix.size()] == '.' || path[prefix.size()] == '['));
+    if (match && prefix.size() >= best_len) {
+      best = &owner;
+      best_len = prefix.size();
+    }
+  }
+  return best ? *best : "source";
+}
+
+const char* action_name(FieldDecision::Action a) {
+  switch (a) {
+    case FieldDecision::Action::send: return "send";
+    case FieldDecision::Action::unchanged: return "unchanged";
+    case FieldDecision::Action::keep_destination: return "keep destination";
+    case FieldDecision::Action::conflict: return "conflict";
+  }
+  return "?";
+}
+
+bool MergeResult::has_conflict() const {
+  for (const auto& d : decisions)
+    if (d.action == FieldDecision::Action::conflict) return true;
+  return false;
+}
+
+MergeResult merge(const Flat& next, const json::object& shadow, const std::map<std::string, std::string>& owners,
+                  int64_t record_ms) {
+  using A = FieldDecision::Action;
+  MergeResult r;
+  for (const auto& [path, n] : next) {
+    FieldDecision d;
+    d.path = path;
+    d.owner = owner_of(owners, path);
+    d.next = n;
+    const json::value* sent = nullptr;
+    const json::value* held = nullptr;
+    int64_t held_at = 0;
+    if (auto* f = shadow.if_contains(path); f && f->is_object()) {
+      const auto& fo = f->as_object();
+      if (auto* s = fo.if_contains("sent"); s && !s->is_null()) sent = s;
+      if (auto* h = fo.if_contains("held"); h && !h->is_null()) held = h;
+      if (auto* a = fo.if_contains("at"); a && a->is_int64()) held_at = a->as_int64();
+    }
+    if (sent) d.sent = *sent;
+    if (held) d.held = *held;
+
+    if (same(held, n)) {
+      d.action = A::unchanged;
+      d.why = "the destination already holds this value";
+    } else if (held == nullptr) {
+      d.action = A::send;
+      d.why = "the destination holds no value";
+    } else if (d.owner == "destination") {
+      d.action = A::keep_destination;
+      d.why = "owned by the destination, which holds a value";
+    } else if (d.owner == "latest") {
+      if (same(sent, *held)) {
+        d.action = A::send;
+        d.why = "unchanged at the destination since the last sync";
+      } else if (record_ms > held_at) {
+        d.action = A::send;
+        d.why = "the source record is newer than the destination's change";
+      } else {
+        d.action = A::keep_destination;
+        d.why = "the destination's change is newer than the source record";
+      }
+    } else if (d.owner == "flag") {
+      bool source_changed = !same(sent, n);
+      bool destination_changed = !same(sent, *held);
+      if (source_changed && destination_changed) {
+        d.action = A::conflict;
+        d.why = "changed on both sides since the last sync";
+      } else if (source_changed) {
+        d.action = A::send;
+        d.why = "changed at the source only";
+      } else {
+        d.action = A::keep_destination;
+        d.why = "changed at the destination only";
+      }
+    } else {
+      d.action = A::send;
+      d.why = "owned by the source";
+    }
+    if (d.action == A::send) r.changes[path] = n;
+    r.decisions.push_back(std::move(d));
+  }
+  return r;
+}
+
+void record_delivery(json::object& shadow, const Flat& sent, const Flat& answered, int64_t at_ms,
+                     const std::string& script_version) {
+  for (const auto& [path, v] : sent) {
+    json::object f;
+    f["sent"] = v;
+    auto a = answered.find(path);
+    f["held"] = a != answered.end() ? a->second : v;
+    f["at"] = at_ms;
+    f["by"] = script_version;
+    shadow[path] = std::move(f);
+  }
+  for (const auto& [path, v] : answered) {
+    if (sent.count(path)) continue;
+    json::value& slot = shadow[path];
+    if (!slot.is_object()) slot = json::object{{"sent", nullptr}};
+    json::object& f = slot.as_object();
+    auto* held = f.if_contains("held");
+    if (held && *held == v) continue;
+    f["held"] = v;
+    f["at"] = at_ms;
+    f["by"] = "destination";
+  }
+}
+
+int64_t parse_time_ms(const std::string& text) {
+  if (text.size() < 19) return -1;
+  for (const char* fmt : {"%FT%TZ", "%FT%T%Ez"}) {
+    std::istringstream in(text);
+    date::sys_time<std::chrono::milliseconds> tp;
+    in >> date::parse(fmt, tp);
+    if (!in.fail()) return tp.time_since_epoch().count();
+  }
+  return -1;
+}
+
+}  // namespace weft::pipeline

@@ -1,0 +1,342 @@
+#include "engine/pipeline/pipeline.h"
+
+#include <boost/json.hpp>
+#include <algorithm>
+#include <optional>
+#include <stdexcept>
+
+#include "connectors/registry.h"
+#include "engine/util/time.h"
+#include "engine/workspace/schema.h"
+
+namespace weft::pipeline {
+
+namespace json = boost::json;
+using Status = RecordResult::Status;
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::planned: return "planned";
+    case Status::unchanged: return "unchanged";
+    case Status::stale: return "stale";
+    case Status::skipped: return "skipped";
+    case Status::rejected: return "rejected";
+    case Status::conflict: return "conflict";
+  }
+  return "?";
+}
+
+Pipeline::Pipeline(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store)
+    : tenant_(std::move(tenant)), store_(store) {
+  std::string error;
+  sandbox_ = script::Sandbox::create(tenant_->code, &error);
+  if (!sandbox_) throw std::runtime_error("tenant " + tenant_->tenant + ": " + error);
+}
+
+Pipeline::~Pipeline() = default;
+
+std::vector<const workspace::Flow*> Pipeline::flows_for(const store::InboxRecord& rec) const {
+  std::vector<const workspace::Flow*> out;
+  for (const auto& [name, f] : tenant_->flows) {
+    if (!rec.flow.empty()) {
+      if (name == rec.flow) out.push_back(&f);
+      continue;
+    }
+    if (f.enabled && f.source_connection == rec.connection && (rec.entity.empty() || f.source_entity == rec.entity))
+      out.push_back(&f);
+  }
+  return out;
+}
+
+namespace {
+
+void park(store::Store& store, RecordResult& r, const std::string& tenant, const store::InboxRecord& rec,
+          const std::string& stage, const std::string& error, const std::string& reason, const std::string& location,
+          const std::string& detail) {
+  store::Parked& p = r.parked;
+  p.kind = "rejection";
+  p.tenant = tenant;
+  p.flow = r.flow;
+  p.stage = stage;
+  p.record_key = r.key;
+  p.correlation_id = rec.correlation_id;
+  p.script_version = r.script_version;
+  p.error = error;
+  p.reason = reason;
+  p.location = location;
+  p.detail = detail;
+  p.source = rec.payload;
+  p.version = r.version;
+  store.park(p);
+  r.status = Status::rejected;
+  r.reason = reason;
+}
+
+std::string resolve_alias(const delivery::Model& model, const std::string& name) {
+  auto it = model.aliases.find(name);
+  return it == model.aliases.end() ? name : it->second;
+}
+
+}  // namespace
+
+RecordResult Pipeline::process(const workspace::Flow& flow, const store::InboxRecord& rec, const Options& opts) {
+  const std::string& tenant = tenant_->tenant;
+  int64_t now = opts.now_ms ? opts.now_ms : util::now_ms();
+  RecordResult r;
+  r.flow = flow.name;
+  r.correlation_id = rec.correlation_id;
+  r.script_version = tenant_->code.version;
+  const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
+  script::CallContext ctx;
+  ctx.reuse_id = 0;
+  ctx.fields = flow.context;
+  ctx.correlation_id = rec.correlation_id;
+  ctx.now = util::iso8601_ms(now);
+
+  // 1 order: per record key, only a newer version goes on (an equal one for a replay).
+  bool keyed = spec && spec->has_key;
+  if (keyed) {
+    script::KeyVersion kv = sandbox_->key_version(flow.name, rec.payload, ctx);
+    if (!kv.ok) {
+      r.key = rec.message_id;
+      park(store_, r, tenant, rec, "order", "key", kv.error, kv.where.str(), "{}");
+      return r;
+    }
+    r.key = kv.key;
+    r.version = {kv.version_number, kv.version_text};
+    if (!store_.apply_version(tenant, flow.name, r.key, r.version, opts.replay)) {
+      auto applied = store_.applied_version(tenant, flow.name, r.key);
+      r.status = Status::stale;
+      r.reason = "version " + std::to_string(r.version.number) + (r.version.text.empty() ? "" : " " + r.version.text) +
+                 " is not newer than the applied " +
+                 (applied ? std::to_string(applied->number) + (applied->text.empty() ? "" : " " + applied->text) : "?");
+      return r;
+    }
+  } else {
+    r.key = rec.message_id;  // no M.key: every message is its own record (events)
+  }
+
+  // 2 map
+  script::CallOptions call;
+  call.collect_notes = opts.collect_notes;
+  script::Outcome out = sandbox_->map(flow.name, rec.payload, ctx, call);
+  r.notes = std::move(out.notes);
+  if (out.kind == script::Outcome::Kind::skipped) {
+    r.status = Status::skipped;
+    r.reason = out.reason.empty() ? "the script skipped it" : out.reason;
+    return r;
+  }
+  if (out.kind == script::Outcome::Kind::rejected) {
+    park(store_, r, tenant, rec, "map", out.error, out.reason, out.where.str(), json::serialize(out.fields));
+    return r;
+  }
+  r.payload = std::move(out.payload);
+
+  // 3 check: the destination's schema
+  json::value mapped = json::parse(r.payload);
+  if (const auto* schema = workspace::Schema::find(tenant_->destination_schema(flow))) {
+    auto issues = schema->validate(mapped);
+    if (!issues.empty()) {
+      json::array detail;
+      for (const auto& i : issues) detail.push_back(json::object{{"path", i.path}, {"message", i.message}});
+      park(store_, r, tenant, rec, "check", "schema", issues.front().path + ": " + issues.front().message,
+           schema->name(), json::serialize(detail));
+      return r;
+    }
+  }
+
+  const delivery::Model* model = connectors::destination_model(flow.destination_system, flow.destination_entity);
+  if (!model) {
+    park(store_, r, tenant, rec, "plan", "destination",
+         "weft cannot deliver " + flow.destination_entity + " to " + flow.destination_system + " yet", "", "{}");
+    return r;
+  }
+
+  store::Operation& op = r.op;
+  op.tenant = tenant;
+  op.flow = flow.name;
+  op.connection = flow.destination_connection;
+  op.record_key = r.key;
+  op.kind = model->kind;
+  op.correlation_id = rec.correlation_id;
+  op.script_version = r.script_version;
+  op.version = r.version;
+  op.source = rec.payload;
+  op.next_attempt_ms = now;
+  op.idempotency_key = tenant + "/" + flow.name + "/" + r.key + "/" + std::to_string(r.version.number) +
+                       (r.version.text.empty() ? "" : "/" + r.version.text);
+
+  if (!model->merge) {  // append-only: the whole payload, once per message
+    op.body = r.payload;
+    op.fields_json = "{}";
+    r.identity = "none (append-only)";
+    r.superseded = 0;
+    store_.plan(op, opts.in_flight);
+    r.status = Status::planned;
+    return r;
+  }
+
+  // 4 identify
+  Flat flat = flatten(mapped.as_object(), model->atomic);
+  if (!identify(flow, *model, flat, rec, keyed, r)) return r;
+  op.entity_id = r.entity_id;
+
+  // 5 merge, against the shadow of what the destination holds
+  std::map<std::string, std::string> owners;
+  if (spec)
+    for (const auto& [field, policy] : spec->owners) owners[resolve_alias(*model, field)] = policy;
+  store::ShadowState shadow = store_.shadow(r.entity_id);
+  json::value shadow_v = json::parse(shadow.fields_json);
+  int64_t record_ms = parse_time_ms(r.version.text);
+  MergeResult m = merge(flat, shadow_v.as_object(), owners, record_ms >= 0 ? record_ms : now);
+  for (const auto& d : m.decisions) {
+    if (d.action != FieldDecision::Action::conflict) continue;
+    store::Conflict c;
+    c.tenant = tenant;
+    c.flow = flow.name;
+    c.kind = "field";
+    c.record_key = r.key;
+    c.entity_id = r.entity_id;
+    c.field = d.path;
+    c.detail = json::serialize(json::object{{"source", d.next}, {"destination", d.held}, {"last_synced", d.sent}});
+    c.correlation_id = rec.correlation_id;
+    store_.add_conflict(c);
+    r.conflicts.push_back(std::move(c));
+  }
+  r.decisions = std::move(m.decisions);
+
+  // 6 plan: only what changed, plus what the destination finds the record by
+  if (m.changes.empty()) {
+    r.status = r.conflicts.empty() ? Status::unchanged : Status::conflict;
+    r.reason = r.conflicts.empty() ? "nothing changed at the destination" : "only conflicting fields changed";
+    return r;
+  }
+  Flat body_fields = m.changes;
+  for (const auto& path : model->identify_by) {
+    auto it = flat.find(path);
+    if (it == flat.end()) continue;
+    body_fields.emplace(path, it->second);
+    break;
+  }
+  op.body = json::serialize(unflatten(body_fields));
+  json::object changed;
+  for (const auto& [path, v] : m.changes) changed[path] = v;
+  op.fields_json = json::serialize(changed);
+  r.superseded = store_.plan(op, opts.in_flight);
+  r.status = Status::planned;
+  return r;
+}
+
+// Resolves the destination record by the flow's match keys, in order. A key already linked
+// to another record, or a record of another source key holding this one's identifier, is a
+// conflict (recorded, nothing planned): two source records are never merged silently.
+bool Pipeline::identify(const workspace::Flow& flow, const delivery::Model& model, const Flat& flat,
+                        const store::InboxRecord& rec, bool keyed, RecordResult& r) {
+  const std::string& key = r.key;
+  const std::string& tenant = tenant_->tenant;
+  const std::string& conn = flow.destination_connection;
+  const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
+  std::vector<std::string> match = spec && !spec->match.empty() ? spec->match
+                                                                 : std::vector<std::string>{"externalId", "email", "phone"};
+  const std::string external_kind = "externalId:" + flow.source_connection;
+
+  struct Claim {
+    std::string name, kind, value;
+    std::optional<int64_t> entity;
+  };
+  std::vector<Claim> claims;
+  for (const auto& name : match) {
+    Claim c;
+    c.name = name;
+    if (name == "externalId") {
+      if (!keyed) continue;
+      c.kind = external_kind;
+      c.value = key;
+    } else {
+      auto mp = model.match_paths.find(name);
+      std::string path = mp != model.match_paths.end() ? mp->second : name;
+      auto it = flat.find(path);
+      if (it == flat.end() || !it->second.is_string() || it->second.as_string().empty()) continue;
+      c.kind = name;
+      c.value = std::string(it->second.as_string());
+    }
+    c.entity = store_.find_identity(tenant, conn, c.kind, c.value);
+    claims.push_back(std::move(c));
+  }
+  if (claims.empty()) {
+    std::string names;
+    for (const auto& m : match) names += (names.empty() ? "" : ", ") + m;
+    park(store_, r, tenant, rec, "identify", "identity", "the record has none of the match keys (" + names + ")", "",
+         "{}");
+    return false;
+  }
+
+  auto conflict = [&](const std::string& why, json::object detail) {
+    store::Conflict c;
+    c.tenant = tenant;
+    c.flow = flow.name;
+    c.kind = "identity";
+    c.record_key = key;
+    c.field = "";
+    detail["reason"] = why;
+    c.detail = json::serialize(detail);
+    c.correlation_id = r.correlation_id;
+    store_.add_conflict(c);
+    r.conflicts.push_back(std::move(c));
+    r.status = Status::conflict;
+    r.reason = why;
+    r.identity = "conflict: " + why;
+  };
+
+  std::optional<int64_t> found;
+  std::string found_by;
+  for (const auto& c : claims) {
+    if (!c.entity) continue;
+    if (!found) {
+      found = c.entity;
+      found_by = c.name;
+    } else if (*found != *c.entity) {
+      conflict(c.name + " " + c.value + " belongs to another destination record than " + found_by,
+               json::object{{"claim", c.name}, {"value", c.value}});
+      return false;
+    }
+  }
+  std::string linked;
+  if (found) {
+    // The record found by an identifier may belong to another source record of this source.
+    if (keyed) {
+      for (const auto& [kind, value] : store_.identity_keys(*found)) {
+        if (kind == external_kind && value != key) {
+          std::string ident = found_by;
+          for (const auto& c : claims)
+            if (c.name == found_by) ident += " " + c.value;
+          conflict(ident + " is already held by source record " + value,
+                   json::object{{"claim", found_by}, {"held_by", value}});
+          r.entity_id = *found;
+          return false;
+        }
+      }
+    }
+    r.entity_id = *found;
+    for (const auto& c : claims) {
+      if (c.entity) continue;
+      store_.link_identity(tenant, conn, c.kind, c.value, *found);
+      linked += (linked.empty() ? "" : ", ") + c.name;
+    }
+    store::Entity e = store_.entity(*found);
+    r.identity = "found by " + found_by + " (record " + std::to_string(*found) +
+                 (e.remote_id.empty() ? "" : ", destination id " + e.remote_id) + ")";
+    if (!linked.empty()) {
+      bool guest = found_by != "externalId" && keyed &&
+                   std::any_of(claims.begin(), claims.end(), [](const Claim& c) { return c.name == "externalId"; });
+      r.identity += "; linked " + linked + (guest ? " (a guest became a registered customer)" : "");
+    }
+    return true;
+  }
+  r.entity_id = store_.create_entity(tenant, conn);
+  for (const auto& c : claims) store_.link_identity(tenant, conn, c.kind, c.value, r.entity_id);
+  r.identity = "new destination record (record " + std::to_string(r.entity_id) + ")";
+  return true;
+}
+
+}  // namespace weft::pipeline

@@ -1,0 +1,219 @@
+#include "engine/pipeline/runner.h"
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include "connectors/registry.h"
+#include "engine/util/ids.h"
+#include "engine/util/time.h"
+
+namespace weft::pipeline {
+
+namespace json = boost::json;
+
+namespace {
+const json::object& connection_config(const workspace::TenantVersion& t, const std::string& name) {
+  return t.config.at("connections").as_object().at(name).as_object();
+}
+}  // namespace
+
+Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store, std::mutex& store_mu,
+               workspace::Secrets& secrets, std::vector<std::string> flows)
+    : tenant_(std::move(tenant)), store_(store), store_mu_(store_mu), secrets_(secrets), flows_(std::move(flows)) {
+  if (flows_.empty())
+    for (const auto& [name, f] : tenant_->flows)
+      if (f.enabled) flows_.push_back(name);
+  pipeline_ = std::make_unique<Pipeline>(tenant_, store_);
+
+  // One worker per destination connection, with each flow's retry policy.
+  std::map<std::string, delivery::WorkerConfig> configs;
+  std::map<std::string, std::string> entity_of;
+  for (const auto& [name, f] : tenant_->flows) {
+    if (!f.enabled) continue;
+    auto& wc = configs[f.destination_connection];
+    wc.tenant = tenant_->tenant;
+    wc.connection = f.destination_connection;
+    const json::object& flow_cfg = tenant_->config.at("flows").as_object().at(name).as_object();
+    auto* retry = flow_cfg.if_contains("retry");
+    wc.retry[name] = delivery::retry_policy_from(retry && retry->is_object() ? &retry->as_object() : nullptr);
+    entity_of[f.destination_connection] = f.destination_entity;
+  }
+  for (auto& [conn, wc] : configs) {
+    const json::object& c = connection_config(*tenant_, conn);
+    wc.concurrency = connectors::connection_concurrency(c);
+    auto [requests, per_ms] = connectors::connection_rate_limit(c);
+    wc.rate_requests = requests;
+    wc.rate_per_ms = per_ms;
+    std::string entity = entity_of[conn];
+    auto* sec = &secrets_;
+    json::object cfg = c;
+    // Fails here, before anything runs, if the connection cannot be used.
+    connectors::make_destination(conn, cfg, entity, *sec);
+    auto factory = [conn, cfg, entity, sec] { return connectors::make_destination(conn, cfg, entity, *sec); };
+    workers_[conn] = std::make_unique<delivery::Worker>(wc, factory, store_, store_mu_, secrets_);
+  }
+}
+
+Runner::~Runner() { stop_delivery(); }
+
+void Runner::start_delivery() {
+  for (auto& [_, w] : workers_) w->start();
+}
+
+void Runner::stop_delivery() {
+  for (auto& [_, w] : workers_) w->stop();
+}
+
+void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, int page_size) {
+  const workspace::Flow* flow = tenant_->flow(flow_name);
+  if (!flow) throw std::runtime_error("no flow " + flow_name);
+  if (flow->source_entity != "customer")
+    throw connectors::ConfigError("flow " + flow_name + ": weft can pull only commercetools customers yet, not " +
+                                  flow->source_entity);
+  auto source = connectors::make_commercetools(flow->source_connection,
+                                               connection_config(*tenant_, flow->source_connection), secrets_);
+  std::string cursor;
+  {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    cursor = store_.cursor(tenant_->tenant, flow_name).value_or("");
+  }
+  int failures = 0;
+  while (!stop) {
+    connectors::commercetools::Page page;
+    connectors::commercetools::Error err;
+    if (!source->customers_since(cursor, page_size, &page, &err)) {
+      if (!err.transient || ++failures > 8)
+        throw std::runtime_error("pulling " + flow_name + " from " + flow->source_connection + ": " +
+                                 secrets_.redact(err.message));
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(250 << failures, 10000)));
+      continue;
+    }
+    failures = 0;
+    // The page's records and the cursor after them are durable together.
+    {
+      std::lock_guard<std::mutex> lock(store_mu_);
+      store_.begin();
+      try {
+        for (auto& text : page.records) {
+          std::error_code ec;
+          json::value v = json::parse(text, ec);
+          std::string id, version;
+          if (!ec && v.is_object()) {
+            const auto& o = v.as_object();
+            if (auto* i = o.if_contains("id"); i && i->is_string()) id = std::string(i->as_string());
+            if (auto* n = o.if_contains("version"); n && n->is_int64()) version = std::to_string(n->as_int64());
+            if (auto* m = o.if_contains("lastModifiedAt"); m && m->is_string())
+              version += "@" + std::string(m->as_string());
+          }
+          store::InboxRecord r;
+          r.tenant = tenant_->tenant;
+          r.connection = flow->source_connection;
+          r.entity = flow->source_entity;
+          r.flow = flow_name;
+          r.message_id = "pull:" + flow_name + ":" + id + ":" + version;
+          r.correlation_id = util::new_correlation_id();
+          r.payload = std::move(text);
+          if (store_.inbox_add(r)) {
+            store_.audit({r.correlation_id, r.tenant, flow_name, id, "received", "pulled from " + r.connection, 0});
+            counts_.pulled++;
+          }
+        }
+        if (page.cursor != cursor) store_.set_cursor(tenant_->tenant, flow_name, page.cursor);
+        store_.commit();
+      } catch (...) {
+        store_.rollback();
+        throw;
+      }
+    }
+    cursor = page.cursor;
+    if (!page.more) break;
+    // Keep the inbox from running far ahead of the pipeline: bounded disk, not memory.
+    while (!stop) {
+      int64_t backlog;
+      {
+        std::lock_guard<std::mutex> lock(store_mu_);
+        backlog = store_.inbox_backlog();
+      }
+      if (backlog < 20000) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
+size_t Runner::process_batch(size_t batch) {
+  size_t n = 0;
+  {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    Options opts;
+    for (auto& [_, w] : workers_) {
+      auto f = w->in_flight();
+      opts.in_flight.insert(opts.in_flight.end(), f.begin(), f.end());
+    }
+    store_.begin();
+    try {
+      auto recs = store_.inbox_next(batch, tenant_->tenant);
+      for (const auto& rec : recs) {
+        opts.replay = rec.message_id.rfind("replay:", 0) == 0;  // see weft replay
+        for (const workspace::Flow* flow : pipeline_->flows_for(rec)) {
+          RecordResult r = pipeline_->process(*flow, rec, opts);
+          using S = RecordResult::Status;
+          std::string detail = r.reason;
+          switch (r.status) {
+            case S::planned:
+              counts_.mapped++;
+              counts_.planned++;
+              detail = "operation " + std::to_string(r.op.id) + " (" + r.op.kind + "), " + r.identity +
+                       (r.superseded ? ", replacing waiting operation " + std::to_string(r.superseded) : "");
+              break;
+            case S::unchanged: counts_.mapped++; counts_.unchanged++; break;
+            case S::stale: counts_.stale++; break;
+            case S::skipped: counts_.skipped++; break;
+            case S::rejected:
+              counts_.rejected++;
+              detail = r.parked.stage + ": " + r.parked.reason;
+              break;
+            case S::conflict: counts_.mapped++; counts_.conflicts++; break;
+          }
+          if (!r.conflicts.empty() && r.status != S::conflict) counts_.conflicts++;
+          store_.audit({rec.correlation_id, rec.tenant, flow->name, r.key, status_name(r.status),
+                        detail + " [script " + r.script_version + "]", 0});
+        }
+        store_.inbox_done(rec.seq);
+        counts_.processed++;
+        ++n;
+      }
+      store_.commit();
+    } catch (...) {
+      store_.rollback();
+      throw;
+    }
+  }
+  if (n > 0)
+    for (auto& [_, w] : workers_) w->wake();
+  return n;
+}
+
+bool Runner::delivery_drained() {
+  for (auto& [_, w] : workers_)
+    if (!w->drained()) return false;
+  return true;
+}
+
+int64_t Runner::next_retry_ms() const {
+  int64_t best = 0;
+  for (const auto& [_, w] : workers_) {
+    int64_t t = w->next_retry_ms();
+    if (t > 0 && (best == 0 || t < best)) best = t;
+  }
+  return best;
+}
+
+int64_t Runner::sum(std::atomic<int64_t> delivery::DeliveryCounts::*field) const {
+  int64_t n = 0;
+  for (const auto& [_, w] : workers_) n += (w->counts().*field).load();
+  return n;
+}
+
+}  // namespace weft::pipeline

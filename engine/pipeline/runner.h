@@ -1,0 +1,66 @@
+#pragma once
+// One tenant at work: pulls from its sources into the inbox, runs the pipeline over the
+// inbox in batches (one transaction per batch), and delivers through one outbox worker per
+// destination connection. `weft sync` runs it to completion; `weft serve` will keep it running.
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/delivery/worker.h"
+#include "engine/pipeline/pipeline.h"
+#include "engine/store/store.h"
+#include "engine/workspace/secrets.h"
+#include "engine/workspace/tenant.h"
+
+namespace weft::pipeline {
+
+struct RunCounts {
+  std::atomic<int64_t> pulled{0}, processed{0}, mapped{0}, skipped{0}, stale{0}, rejected{0}, planned{0},
+      unchanged{0}, conflicts{0};
+};
+
+class Runner {
+ public:
+  // `flows`: the flows to run (empty: every enabled flow). Throws connectors::ConfigError
+  // (a connection that cannot be used) or std::runtime_error (a script that does not build).
+  Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store, std::mutex& store_mu,
+         workspace::Secrets& secrets, std::vector<std::string> flows);
+  ~Runner();
+
+  void start_delivery();
+  void stop_delivery();
+  // Pulls one flow's delta from its cursor to the end (pages of `page_size`), each page
+  // durable in the inbox together with the cursor after it. Throws std::runtime_error when the
+  // source fails for good (after retries); what was pulled until then stays.
+  void pull(const std::string& flow, const std::atomic<bool>& stop, int page_size = 500);
+  // Runs the pipeline over up to `batch` inbox records in one transaction; returns how many.
+  size_t process_batch(size_t batch = 500);
+  bool delivery_drained();
+  int64_t next_retry_ms() const;
+
+  const std::vector<std::string>& flows() const { return flows_; }
+  const RunCounts& counts() const { return counts_; }
+  // Sums over the workers.
+  int64_t delivered() const { return sum(&delivery::DeliveryCounts::delivered); }
+  int64_t retried() const { return sum(&delivery::DeliveryCounts::retried); }
+  int64_t dead_lettered() const { return sum(&delivery::DeliveryCounts::dead_lettered); }
+  int64_t api_rejected() const { return sum(&delivery::DeliveryCounts::rejected); }
+
+ private:
+  int64_t sum(std::atomic<int64_t> delivery::DeliveryCounts::*field) const;
+
+  std::shared_ptr<const workspace::TenantVersion> tenant_;
+  store::Store& store_;
+  std::mutex& store_mu_;
+  workspace::Secrets& secrets_;
+  std::vector<std::string> flows_;
+  std::unique_ptr<Pipeline> pipeline_;
+  std::map<std::string, std::unique_ptr<delivery::Worker>> workers_;  // by destination connection
+  RunCounts counts_;
+};
+
+}  // namespace weft::pipeline
