@@ -13,8 +13,12 @@
 #include <set>
 #include <sstream>
 
+#include "connectors/registry.h"
 #include "engine/cli/common.h"
+#include "engine/pipeline/pipeline.h"
 #include "engine/script/sandbox.h"
+#include "engine/store/store.h"
+#include "engine/workspace/secrets.h"
 #include "engine/workspace/fixtures.h"
 #include "engine/workspace/json_limits.h"
 #include "engine/workspace/registry.h"
@@ -267,9 +271,89 @@ json::object note_json(const script::Note& n) {
 
 }  // namespace
 
+// What steps 4-6 would do with a mapped record: the identity decision, the merge per field
+// and the exact requests, against the store's current state (read-only: rolled back).
+class Planner {
+ public:
+  Planner(std::shared_ptr<const ws::TenantVersion> version, const std::string& db) : version_(std::move(version)) {
+    try {
+      if (!db.empty() && !fs::exists(db)) {
+        error_ = "--db " + db + ": no such database";
+        return;
+      }
+      store_ = store::open_sqlite(db.empty() ? ":memory:" : db);
+      pipeline_ = std::make_unique<pipeline::Pipeline>(version_, *store_);
+      store_->begin();
+    } catch (const std::exception& e) {
+      error_ = e.what();
+    }
+  }
+  ~Planner() {
+    if (pipeline_) store_->rollback();
+  }
+  const std::string& error() const { return error_; }
+
+  json::object plan(const ws::Flow& flow, std::string_view record, const std::string& correlation_id, size_t n) {
+    json::object out;
+    if (!pipeline_) {
+      out["error"] = error_;
+      return out;
+    }
+    store::InboxRecord rec;
+    rec.tenant = version_->tenant;
+    rec.connection = flow.source_connection;
+    rec.flow = flow.name;
+    rec.message_id = "dry-run:" + std::to_string(n);
+    rec.correlation_id = correlation_id;
+    rec.payload = std::string(record);
+    pipeline::RecordResult r = pipeline_->process(flow, rec, {});
+    out["status"] = pipeline::status_name(r.status);
+    if (!r.reason.empty()) out["reason"] = r.reason;
+    if (!r.identity.empty()) out["identity"] = r.identity;
+    json::array fields;
+    for (const auto& d : r.decisions) {
+      json::object f{{"path", d.path}, {"owner", d.owner}, {"action", pipeline::action_name(d.action)},
+                     {"why", d.why}, {"value", d.next}};
+      if (!d.held.is_null()) f["destination_holds"] = d.held;
+      fields.push_back(std::move(f));
+    }
+    if (!fields.empty()) out["fields"] = std::move(fields);
+    if (r.status == pipeline::RecordResult::Status::planned) {
+      json::array requests;
+      try {
+        const json::object& conn =
+            version_->config.at("connections").as_object().at(flow.destination_connection).as_object();
+        auto dest = connectors::make_destination(flow.destination_connection, conn, flow.destination_entity,
+                                                 secrets_, true);
+        delivery::Request q = dest->request(r.op, store_->entity(r.entity_id).remote_id, true);
+        json::object headers;
+        for (const auto& [k, v] : q.headers) headers[k] = secrets_.redact(v);
+        json::value body = json::parse(q.body);
+        requests.push_back(json::object{{"method", q.method}, {"url", q.url}, {"headers", headers}, {"body", body}});
+      } catch (const std::exception& e) {
+        requests.push_back(json::object{{"error", secrets_.redact(e.what())}});
+      }
+      out["requests"] = std::move(requests);
+    }
+    return out;
+  }
+
+ private:
+  std::shared_ptr<const ws::TenantVersion> version_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<pipeline::Pipeline> pipeline_;
+  ws::Secrets secrets_;
+  std::string error_;
+};
+
 int run_dry_run(const DryRunOptions& o) {
   Loaded l;
   if (int rc = load_flow(o.workspace, o.tenant, o.flow, o.context, &l); rc != kOk) return rc;
+  Planner planner(l.version, o.db);
+  if (!planner.error().empty()) {
+    std::fprintf(stderr, "error: %s\n", planner.error().c_str());
+    return kConfigError;
+  }
   std::string text;
   if (!read_input(o.input, &text)) return kConfigError;
   std::vector<std::string_view> records = split_records(text);
@@ -317,6 +401,7 @@ int run_dry_run(const DryRunOptions& o) {
       }
       out["payload"] = std::move(payload);
       out["validation"] = std::move(validation);
+      if (issues.empty()) out["plan"] = planner.plan(flow, records[i], ctx.correlation_id, i + 1);
     } else if (res.kind == script::Outcome::Kind::skipped) {
       out["status"] = "skipped";
     } else {

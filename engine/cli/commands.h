@@ -31,6 +31,7 @@ struct DryRunOptions {
   std::string input = "-";
   std::string context;            // JSON object merged over the flow's context
   bool pretty = false;            // indent the output (default when stdout is a terminal)
+  std::string db;                 // plan against this store (read-only); empty: an empty store
 };
 int run_dry_run(const DryRunOptions& o);
 

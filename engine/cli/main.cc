@@ -31,14 +31,16 @@ int main(int argc, char** argv) {
 
   DryRunOptions dry;
   auto* d = app.add_subcommand("dry-run", "Map records with a flow and print, per record, the payload, the\n"
-                                          "normalization notes and the destination-schema validation as JSON.\n"
-                                          "No network, no writes. Exit 1 if any record was rejected.");
+                                          "normalization notes, the destination-schema validation, and the plan:\n"
+                                          "the identity decision, the merge per field and the exact HTTP requests\n"
+                                          "(secrets redacted). No network, no writes. Exit 1 if any was rejected.");
   d->add_option("--workspace", dry.workspace, "workspace folder (default: .)");
   d->add_option("--tenant", dry.tenant, "tenant folder name")->required();
   d->add_option("--flow", dry.flow, "flow name from tenant.json")->required();
   d->add_option("--input", dry.input, "a JSON record, a JSON array of records, or NDJSON; - for stdin")->required();
   d->add_option("--context", dry.context, "JSON object merged over the flow's context, e.g. '{\"locale\":\"sv-SE\"}'");
   d->add_flag("--pretty", dry.pretty, "indent the output (the default on a terminal)");
+  d->add_option("--db", dry.db, "plan against this store, read-only (default: as if nothing had been synced)");
 
   MapOptions map;
   auto* m = app.add_subcommand("map", "Map an NDJSON stream: one payload per line out (input order kept),\n"

@@ -87,7 +87,7 @@ struct Progress {
 // `pulling` says whether more may still arrive.
 void drive(pipeline::Runner& runner, const std::atomic<bool>& pulling, Progress& progress) {
   while (!g_stop) {
-    size_t n = runner.process_batch(500);
+    size_t n = runner.process_batch(200);
     progress.show(runner);
     if (n > 0) continue;
     if (!pulling && runner.delivery_drained()) {

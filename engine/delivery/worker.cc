@@ -70,7 +70,7 @@ const RetryPolicy& Worker::policy(const std::string& flow) const {
 }
 
 void Worker::dispatch_loop() {
-  const size_t window = static_cast<size_t>(config_.concurrency) * 4;
+  const size_t window = static_cast<size_t>(config_.concurrency) * 64;
   while (true) {
     std::vector<Job> done;
     size_t want = 0;

@@ -1,0 +1,327 @@
+// weft sync / replay / status end to end: the real binary against the fake commercetools and
+// the fake Omnisend on 127.0.0.1 — delivery, ordering, faults, dead letters and replay,
+// crash safety under SIGKILL, and secrets never stored or printed.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "tests/fakes/commercetools.h"
+#include "tests/fakes/omnisend.h"
+#include "tests/test_util.h"
+
+extern char** environ;
+
+using namespace weft::fakes;
+using weft::testing::run_weft;
+using weft::testing::RunResult;
+using weft::testing::TempDir;
+namespace json = boost::json;
+
+namespace {
+
+const char* kOmniKey = "om-key-Zq81-s3cret";
+const char* kCtSecret = "ct-secret-Hw27";
+
+// A customer with the fields the acme mapping reads; `version` is set by the fake.
+json::object customer(int i, const std::string& first_name = "Anna") {
+  json::object c = sample_customer(i);
+  c["firstName"] = first_name;
+  c["lastName"] = "Svensson";
+  return c;
+}
+
+// A workspace with the acme customers mapping pointed at the fakes. `retry` and
+// `omnisend_extra` are JSON members added to the flow's retry policy / the Omnisend connection.
+struct World {
+  FakeCommercetools ct{"acme-shop", "client-id", kCtSecret};
+  FakeOmnisend om{kOmniKey};
+  TempDir dir;
+  std::string ws;
+
+  explicit World(const std::string& retry = R"("max_attempts": 8, "base_ms": 20, "max_ms": 200)",
+                 const std::string& omnisend_extra = R"("rate_limit": "off")", const std::string& script = "") {
+    ws = dir.path().string();
+    setenv("SYNC_T_CT_SECRET", kCtSecret, 1);
+    setenv("SYNC_T_OMNI_KEY", kOmniKey, 1);
+    for (const auto& e : std::filesystem::directory_iterator(std::string(WEFT_SOURCE_DIR) + "/scripts/lib"))
+      dir.write("lib/" + e.path().filename().string(), read(e.path().string()));
+    dir.write("acme/customers.lua",
+              script.empty() ? read(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua") : script);
+    dir.write("acme/tenant.json", R"({
+  "tenant": "acme",
+  "connections": {
+    "ct": { "system": "commercetools", "project": "acme-shop", "auth_url": ")" + ct.url() +
+                                      R"(", "api_url": ")" + ct.url() + R"(",
+            "client_id": "client-id", "client_secret": "${SYNC_T_CT_SECRET}" },
+    "omnisend": { "system": "omnisend", "api_url": ")" + om.base_url() +
+                                      R"(", "api_key": "${SYNC_T_OMNI_KEY}",
+                  "timeout_ms": 400, )" + omnisend_extra + R"( }
+  },
+  "flows": {
+    "customers": {
+      "source": { "connection": "ct", "entity": "customer" },
+      "destination": { "connection": "omnisend", "entity": "contact" },
+      "script": "customers.lua",
+      "context": { "region": "SE", "default_locale": "en-US" },
+      "retry": { )" + retry + R"( }
+    }
+  }
+})");
+  }
+  static std::string read(const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string db() const { return ws + "/.weft/weft.db"; }
+  RunResult sync() const { return run_weft("sync --workspace " + ws + " --tenant acme"); }
+  json::object summary(const RunResult& r) const {
+    auto nl = r.out.find('\n');
+    return json::parse(r.out.substr(0, nl)).as_object();
+  }
+  int64_t version_at_omnisend(int i) const {
+    auto c = om.contact_by_email("c" + std::to_string(i) + "@x.se");
+    if (!c) return -1;
+    return c->at("customProperties").at("commercetoolsVersion").to_number<int64_t>();
+  }
+};
+
+int64_t num(const json::object& o, const char* k) { return o.at(k).to_number<int64_t>(); }
+
+}  // namespace
+
+TEST_CASE("sync: customers reach Omnisend; a second run sends only what changed", "[sync]") {
+  World w;
+  for (int i = 0; i < 300; ++i) w.ct.put_customer(customer(i));
+  RunResult r = w.sync();
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto s = w.summary(r);
+  CHECK(num(s, "pulled") == 300);
+  CHECK(num(s, "delivered") == 300);
+  CHECK(w.om.contact_count() == 300);
+  auto c7 = w.om.contact_by_email("c7@x.se");
+  REQUIRE(c7);
+  CHECK(c7->at("firstName") == "Anna");
+
+  // Nothing new: nothing pulled, nothing sent.
+  size_t before = w.om.request_count();
+  r = w.sync();
+  REQUIRE(r.code == 0);
+  CHECK(num(w.summary(r), "pulled") == 0);
+  CHECK(w.om.request_count() == before);
+
+  // One changed field: one request, carrying the change and the identifier, not the rest.
+  w.ct.put_customer(customer(7, "Annika"));
+  r = w.sync();
+  REQUIRE(r.code == 0);
+  CHECK(num(w.summary(r), "delivered") == 1);
+  auto reqs = w.om.requests();
+  REQUIRE(reqs.size() == before + 1);
+  json::object body = json::parse(reqs.back().body).as_object();
+  CHECK(body.at("firstName") == "Annika");
+  CHECK_FALSE(body.contains("lastName"));  // unchanged fields are not sent
+  CHECK(body.at("identifiers").as_array()[0].at("id") == "c7@x.se");
+  CHECK(w.om.contact_by_email("c7@x.se")->at("firstName") == "Annika");
+  CHECK(w.om.contact_by_email("c7@x.se")->at("lastName") == "Svensson");
+
+  // status knows the cursor and an empty backlog.
+  RunResult st = run_weft("status --db " + w.db());
+  REQUIRE(st.code == 0);
+  auto flows = json::parse(st.out).at("flows").as_array();
+  REQUIRE(flows.size() == 1);
+  CHECK(flows[0].at("outbox") == 0);
+  CHECK_FALSE(flows[0].at("cursor").as_string().empty());
+}
+
+TEST_CASE("sync: a version older than or equal to the applied one is never written over it", "[sync][order]") {
+  World w;
+  w.ct.put_customer(customer(1, "First"));
+  w.ct.put_customer(customer(1, "Second"));  // version 2
+  REQUIRE(w.sync().code == 0);
+  CHECK(w.version_at_omnisend(1) == 2);
+  // The source hands back an old snapshot (a lagging replica): version 1 with a newer
+  // timestamp must not win over version 2.
+  json::object old = customer(1, "First");
+  w.ct.put_customer(old);  // version 3, Third-party change
+  RunResult r = w.sync();
+  REQUIRE(r.code == 0);
+  CHECK(w.version_at_omnisend(1) == 3);
+  CHECK(w.om.order_violations() == 0);
+  auto versions = w.om.written_versions("c1@x.se");
+  CHECK(std::is_sorted(versions.begin(), versions.end()));
+}
+
+TEST_CASE("sync: faults at Omnisend are retried until everything is delivered, never before Retry-After",
+          "[sync][faults]") {
+  World w(R"("max_attempts": 40, "base_ms": 10, "max_ms": 200, "max_age": "1h")",
+          R"("rate_limit": "off", "concurrency": 4)");
+  for (int i = 0; i < 200; ++i) w.ct.put_customer(customer(i));
+  Faults f;
+  f.server_error = 0.20;
+  f.rate_limited = 0.10;
+  f.retry_after_s = 1;
+  f.retry_after_header = true;
+  f.timeout = 0.05;
+  f.timeout_ms = 700;  // longer than the connection's 400 ms timeout
+  f.reset = 0.05;
+  f.seed = 7;
+  w.om.set_faults(f);
+  RunResult r = w.sync();
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto s = w.summary(r);
+  CHECK(num(s, "delivered") == 200);
+  CHECK(num(s, "retried") > 20);
+  CHECK(num(s, "dead_lettered") == 0);
+  CHECK(w.om.contact_count() == 200);
+  CHECK(w.om.retry_after_violations() == 0);
+  for (int i = 0; i < 200; ++i) CHECK(w.version_at_omnisend(i) == 1);
+}
+
+TEST_CASE("sync: validation errors become rejections with the API's message", "[sync][faults]") {
+  // A mapping whose email passes weft's schema but not Omnisend's own check.
+  World w(R"("max_attempts": 3, "base_ms": 10)", R"("rate_limit": "off")", R"(local M = {}
+M.key = function(rec) return rec.id end
+M.version = function(rec) return rec.version, rec.lastModifiedAt end
+function M.map(rec)
+  local id = rec.email
+  if rec.firstName == "Broken" then id = "no-at-sign" end
+  return { identifiers = { { type = "email", id = id } }, firstName = rec.firstName }
+end
+return M
+)");
+  w.ct.put_customer(customer(1));
+  w.ct.put_customer(customer(2, "Broken"));
+  RunResult r = w.sync();
+  CHECK(r.code == 1);
+  auto s = w.summary(r);
+  CHECK(num(s, "delivered") == 1);
+  CHECK(num(s, "rejected") == 1);
+  RunResult list = run_weft("replay --workspace " + w.ws + " --tenant acme --list");
+  REQUIRE(list.code == 0);
+  json::object p = json::parse(list.out.substr(0, list.out.find('\n'))).as_object();
+  CHECK(p.at("kind") == "rejection");
+  CHECK(p.at("stage") == "deliver");
+  CHECK(p.at("error") == "http 400");
+  CHECK(std::string(p.at("reason").as_string()).find("invalid email") != std::string::npos);
+}
+
+TEST_CASE("sync: a destination that never recovers fills the dead letters; replay delivers them", "[sync][faults]") {
+  World w(R"("max_attempts": 3, "base_ms": 10, "max_ms": 20)");
+  for (int i = 0; i < 20; ++i) w.ct.put_customer(customer(i));
+  w.om.set_down(true);
+  RunResult r = w.sync();
+  CHECK(r.code == 1);
+  CHECK(num(w.summary(r), "dead_lettered") == 20);
+  CHECK(w.om.contact_count() == 0);
+  RunResult st = run_weft("status --db " + w.db());
+  CHECK(json::parse(st.out).at("flows").as_array()[0].at("dead_letters") == 20);
+
+  w.om.set_down(false);
+  r = run_weft("replay --workspace " + w.ws + " --tenant acme --kind dead_letter");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(num(w.summary(r), "delivered") == 20);
+  CHECK(w.om.contact_count() == 20);
+  st = run_weft("status --db " + w.db());
+  CHECK(json::parse(st.out).at("flows").as_array()[0].at("dead_letters") == 0);
+  // Replayed once: a second replay has nothing to do.
+  r = run_weft("replay --workspace " + w.ws + " --tenant acme");
+  CHECK(num(w.summary(r), "delivered") == 0);
+}
+
+TEST_CASE("sync: secrets never reach the store, the output or the dry-run", "[sync][secrets]") {
+  World w(R"("max_attempts": 2, "base_ms": 10, "max_ms": 20)");
+  for (int i = 0; i < 5; ++i) w.ct.put_customer(customer(i));
+  w.om.set_down(true);  // errors get stored and printed
+  RunResult r = w.sync();
+  RunResult list = run_weft("replay --workspace " + w.ws + " --tenant acme --list");
+  RunResult st = run_weft("status --db " + w.db() + " --conflicts");
+  std::string input = (w.dir.path() / "in.json").string();
+  json::object next = *w.ct.customer(sample_customer(1).at("id").as_string().c_str());
+  next["version"] = 99;  // newer than what the store applied, so a request is planned
+  std::ofstream(input) << json::serialize(next);
+  RunResult dry = run_weft("dry-run --workspace " + w.ws + " --tenant acme --flow customers --db " + w.db() +
+                           " --input " + input);
+  REQUIRE(dry.code == 0);
+  CHECK(dry.out.find("X-API-KEY") != std::string::npos);
+  for (const std::string& secret : {std::string(kOmniKey), std::string(kCtSecret)}) {
+    for (const RunResult* x : {&r, &list, &st, &dry}) {
+      CHECK(x->out.find(secret) == std::string::npos);
+      CHECK(x->err.find(secret) == std::string::npos);
+    }
+    for (const char* f : {"weft.db", "weft.db-wal"}) {
+      std::string bytes = World::read(w.ws + "/.weft/" + f);
+      CHECK(bytes.find(secret) == std::string::npos);
+    }
+  }
+}
+
+namespace {
+pid_t spawn_sync(const World& w) {
+  std::string bin = WEFT_BINARY;
+  std::vector<std::string> args = {bin, "sync", "--workspace", w.ws, "--tenant", "acme"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = -1;
+  posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+}  // namespace
+
+TEST_CASE("sync: killed with SIGKILL at random moments and restarted, nothing is lost or reordered",
+          "[sync][crash]") {
+  World w(R"("max_attempts": 50, "base_ms": 10, "max_ms": 100)", R"("rate_limit": "off", "concurrency": 4)");
+  const int n = 20000;
+  w.ct.put_customers_bulk(0, n);
+  std::mt19937 rng(20261122);
+  int kills = 0;
+  for (int round = 0; kills < 12 && round < 60; ++round) {
+    // Updates land at the source between runs: their new versions must win.
+    for (int k = 0; k < 1500; ++k) {
+      int i = std::uniform_int_distribution<int>(0, n - 1)(rng);
+      json::object c = *w.ct.customer(sample_customer(i).at("id").as_string().c_str());
+      c["firstName"] = "Round" + std::to_string(round);
+      c.erase("lastModifiedAt");  // the fake stamps the change
+      w.ct.put_customer(c);
+    }
+    pid_t pid = spawn_sync(w);
+    REQUIRE(pid > 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 1200)(rng)));
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      ++kills;
+    }
+  }
+  CHECK(kills >= 10);
+  RunResult r = w.sync();
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(w.om.contact_count() == static_cast<size_t>(n));
+  int wrong = 0;
+  for (int i = 0; i < n; ++i) {
+    auto c = w.ct.customer(sample_customer(i).at("id").as_string().c_str());
+    if (w.version_at_omnisend(i) != c->at("version").to_number<int64_t>()) ++wrong;
+  }
+  CHECK(wrong == 0);
+  CHECK(w.om.order_violations() == 0);
+  // A last run finds nothing left to do.
+  r = w.sync();
+  CHECK(num(w.summary(r), "planned") == 0);
+}
