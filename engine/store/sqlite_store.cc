@@ -133,6 +133,7 @@ const char* const kMigrations[] = {
       resolution TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX conflicts_open ON conflicts (tenant, resolved_ms);
+    CREATE INDEX conflicts_by_record ON conflicts (tenant, flow, record_key);
     CREATE TABLE audit (
       id INTEGER PRIMARY KEY AUTOINCREMENT,
       correlation_id TEXT NOT NULL,
@@ -524,6 +525,18 @@ class SqliteStore final : public Store {
   }
 
   int64_t add_conflict(Conflict& c) override {
+    // The same open conflict (record, field, values) is recorded once, however often the
+    // record comes through before someone resolves it.
+    {
+      auto open = stmt("SELECT id FROM conflicts WHERE tenant = ? AND flow = ? AND record_key = ? AND field = ? "
+                       "AND detail = ? AND resolved_ms = 0");
+      open.bind(1, c.tenant);
+      open.bind(2, c.flow);
+      open.bind(3, c.record_key);
+      open.bind(4, c.field);
+      open.bind(5, c.detail);
+      if (open.executeStep()) return c.id = open.getColumn(0).getInt64();
+    }
     auto q = stmt(
         "INSERT INTO conflicts (tenant, flow, kind, record_key, entity_id, field, detail, correlation_id, created_ms) "
         "VALUES (?,?,?,?,?,?,?,?,?)");

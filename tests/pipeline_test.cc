@@ -1,0 +1,220 @@
+// The pipeline's steps against a real store, without the network: ordering and replays,
+// identity (guest -> registered, duplicate identifiers), and the merge policies as they
+// shape the planned request.
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+
+#include "engine/pipeline/fields.h"
+#include "engine/pipeline/pipeline.h"
+#include "engine/store/store.h"
+#include "engine/workspace/tenant.h"
+#include "tests/test_util.h"
+
+using namespace weft;
+using weft::testing::TempDir;
+namespace json = boost::json;
+using Status = pipeline::RecordResult::Status;
+
+namespace {
+
+const char* kTenant = R"({
+  "tenant": "t",
+  "connections": {
+    "ct": { "system": "commercetools" },
+    "om": { "system": "omnisend", "api_key": "${T_OM_KEY}" }
+  },
+  "flows": {
+    "customers": { "source": { "connection": "ct", "entity": "customer" },
+                   "destination": { "connection": "om", "entity": "contact" }, "script": "customers.lua" },
+    "guest_orders": { "source": { "connection": "ct", "entity": "order" },
+                      "destination": { "connection": "om", "entity": "contact" }, "script": "guest_orders.lua" }
+  }
+})";
+
+const char* kCustomers = R"(local M = {}
+M.key = function(rec) return rec.id end
+M.version = function(rec) return rec.version, rec.lastModifiedAt end
+M.match = { "externalId", "email", "phone" }
+M.owners = { ["consent.email"] = "destination", firstName = "flag", lastName = "latest" }
+function M.map(rec)
+  local ids = { { type = "email", id = rec.email,
+                  channels = { email = { status = rec.consent or "nonSubscribed" } } } }
+  if rec.phone then ids[2] = { type = "phone", id = rec.phone } end
+  return { identifiers = ids, firstName = rec.firstName, lastName = rec.lastName }
+end
+return M
+)";
+
+const char* kGuestOrders = R"(local M = {}
+M.key = function(rec) return rec.id end
+M.version = function(rec) return rec.version end
+M.match = { "email" }
+function M.map(rec)
+  return { identifiers = { { type = "email", id = rec.customerEmail } }, tags = { "guest-buyer" } }
+end
+return M
+)";
+
+struct Fixture {
+  TempDir dir;
+  std::shared_ptr<const workspace::TenantVersion> version;
+  std::unique_ptr<store::Store> store = store::open_sqlite(":memory:");
+  std::unique_ptr<pipeline::Pipeline> pipe;
+  int seq = 0;
+
+  Fixture() {
+    dir.write("t/tenant.json", kTenant);
+    dir.write("t/customers.lua", kCustomers);
+    dir.write("t/guest_orders.lua", kGuestOrders);
+    std::vector<workspace::Problem> problems;
+    version = workspace::load_tenant(dir.path(), "t", &problems);
+    REQUIRE(problems.empty());
+    REQUIRE(version);
+    pipe = std::make_unique<pipeline::Pipeline>(version, *store);
+  }
+
+  pipeline::RecordResult run(const std::string& flow, const json::object& rec, bool replay = false) {
+    store::InboxRecord r;
+    r.tenant = "t";
+    r.connection = "ct";
+    r.flow = flow;
+    r.message_id = "m" + std::to_string(++seq);
+    r.correlation_id = "corr-" + std::to_string(seq);
+    r.payload = json::serialize(rec);
+    pipeline::Options opts;
+    opts.replay = replay;
+    return pipe->process(*version->flow(flow), r, opts);
+  }
+
+  // What a successful delivery does: the operation done, the shadow updated with what was
+  // sent and what the destination answered with.
+  void deliver(const pipeline::RecordResult& r, const json::object& destination_holds, int64_t at_ms) {
+    store->delivered(r.op.id);
+    json::object shadow = json::parse(store->shadow(r.entity_id).fields_json).as_object();
+    pipeline::Flat sent;
+    json::value fields = json::parse(r.op.fields_json);
+    for (const auto& kv : fields.as_object()) sent[std::string(kv.key())] = kv.value();
+    static const std::vector<std::string> atomic = {"identifiers[*].channels.*", "tags"};
+    pipeline::record_delivery(shadow, sent, pipeline::flatten(destination_holds, atomic), at_ms, "v1");
+    store->set_shadow(r.entity_id, json::serialize(shadow));
+  }
+};
+
+json::object customer(const std::string& id, int version, const std::string& email, const std::string& first = "Anna") {
+  return {{"id", id},       {"version", version},   {"email", email},
+          {"firstName", first}, {"lastName", "Berg"}, {"lastModifiedAt", "2024-05-0" + std::to_string(version) + "T00:00:00.000Z"}};
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: an older or equal version is dropped as stale; a replay may repeat the applied one",
+          "[pipeline][order]") {
+  Fixture f;
+  auto v2 = f.run("customers", customer("c1", 2, "a@x.se"));
+  CHECK(v2.status == Status::planned);
+  auto v1 = f.run("customers", customer("c1", 1, "a@x.se", "Older"));
+  CHECK(v1.status == Status::stale);
+  CHECK(v1.reason.find("not newer") != std::string::npos);
+  auto again = f.run("customers", customer("c1", 2, "a@x.se"));
+  CHECK(again.status == Status::stale);
+  // Nothing about the stale record reached the outbox: the planned body is still version 2's.
+  CHECK(f.store->outbox_total() == 1);
+  // A replay of the applied version goes through (and supersedes the waiting operation).
+  auto replay = f.run("customers", customer("c1", 2, "a@x.se"), true);
+  CHECK(replay.status == Status::planned);
+  CHECK(replay.superseded == v2.op.id);
+  CHECK(f.store->outbox_total() == 1);
+}
+
+TEST_CASE("pipeline: a guest who registers is linked to the same destination record", "[pipeline][identity]") {
+  Fixture f;
+  auto guest = f.run("guest_orders", {{"id", "o1"}, {"version", 1}, {"customerEmail", "g@x.se"}});
+  REQUIRE(guest.status == Status::planned);
+  auto registered = f.run("customers", customer("c9", 1, "g@x.se"));
+  REQUIRE(registered.status == Status::planned);
+  CHECK(registered.entity_id == guest.entity_id);
+  CHECK(registered.identity.find("found by email") != std::string::npos);
+  CHECK(registered.identity.find("guest became a registered customer") != std::string::npos);
+  // From now on the customer id alone finds it, even with a new email.
+  auto moved = f.run("customers", customer("c9", 2, "new@x.se"));
+  CHECK(moved.entity_id == guest.entity_id);
+  CHECK(moved.identity.find("found by externalId") != std::string::npos);
+}
+
+TEST_CASE("pipeline: two source records claiming one identifier are a conflict, not a merge", "[pipeline][identity]") {
+  Fixture f;
+  auto c1 = f.run("customers", customer("c1", 1, "same@x.se"));
+  REQUIRE(c1.status == Status::planned);
+  auto c2 = f.run("customers", customer("c2", 1, "same@x.se"));
+  CHECK(c2.status == Status::conflict);
+  CHECK(c2.reason.find("already held by source record c1") != std::string::npos);
+  CHECK(f.store->outbox_total() == 1);  // nothing planned for c2
+  auto open = f.store->conflicts("t", false, 10);
+  REQUIRE(open.size() == 1);
+  CHECK(open[0].kind == "identity");
+  CHECK(open[0].record_key == "c2");
+
+  // A phone already linked to another record: also a conflict.
+  json::object c3 = customer("c3", 1, "c3@x.se");
+  c3["phone"] = "+46701234567";
+  REQUIRE(f.run("customers", c3).status == Status::planned);
+  json::object c4 = customer("c4", 1, "c4@x.se");
+  c4["phone"] = "+46701234567";
+  auto r4 = f.run("customers", c4);
+  CHECK(r4.status == Status::conflict);
+  CHECK(f.store->conflicts("t", false, 10).size() == 2);
+}
+
+TEST_CASE("pipeline: merge policies decide what is sent; consent changed at the destination is kept",
+          "[pipeline][merge]") {
+  Fixture f;
+  json::object v1 = customer("c1", 1, "a@x.se", "Anna");
+  v1["consent"] = "subscribed";
+  auto r1 = f.run("customers", v1);
+  REQUIRE(r1.status == Status::planned);
+  // Delivered; then the customer unsubscribes and is renamed in Omnisend's UI, seen later.
+  json::object holds = json::parse(R"({"identifiers":[{"type":"email","id":"a@x.se",
+      "channels":{"email":{"status":"subscribed"}}}],"firstName":"Anna","lastName":"Berg"})").as_object();
+  f.deliver(r1, holds, 1000);
+  json::object changed = json::parse(R"({"identifiers":[{"type":"email","id":"a@x.se",
+      "channels":{"email":{"status":"unsubscribed"}}}],"firstName":"Annie","lastName":"Berg"})").as_object();
+  {
+    json::object shadow = json::parse(f.store->shadow(r1.entity_id).fields_json).as_object();
+    static const std::vector<std::string> atomic = {"identifiers[*].channels.*", "tags"};
+    pipeline::record_delivery(shadow, {}, pipeline::flatten(changed, atomic), 2000, "v1");
+    f.store->set_shadow(r1.entity_id, json::serialize(shadow));
+  }
+
+  // The source changes first and last name and still says subscribed.
+  json::object v2 = customer("c1", 2, "a@x.se", "Anne");
+  v2["lastName"] = "Lind";
+  v2["consent"] = "subscribed";
+  auto r2 = f.run("customers", v2);
+  REQUIRE(r2.status == Status::planned);
+  std::map<std::string, std::string> action;
+  for (const auto& d : r2.decisions) action[d.path] = pipeline::action_name(d.action);
+  CHECK(action["identifiers[email].channels.email"] == "keep destination");  // destination-owned
+  CHECK(action["firstName"] == "conflict");                                 // flag: both changed
+  CHECK(action["lastName"] == "send");                                      // latest: destination unchanged
+  CHECK(action["identifiers[email].id"] == "unchanged");
+  json::object body = json::parse(r2.op.body).as_object();
+  CHECK(body.at("lastName") == "Lind");
+  CHECK_FALSE(body.contains("firstName"));
+  const auto& id0 = body.at("identifiers").as_array()[0].as_object();
+  CHECK(id0.at("id") == "a@x.se");
+  CHECK_FALSE(id0.contains("channels"));  // the unsubscribe in Omnisend is not overwritten
+  auto conflicts = f.store->conflicts("t", false, 10);
+  REQUIRE(conflicts.size() == 1);
+  CHECK(conflicts[0].field == "firstName");
+  CHECK(conflicts[0].detail.find("Annie") != std::string::npos);
+
+  // Nothing changed at the source since: nothing is planned.
+  f.deliver(r2, {}, 3000);
+  json::object v3 = v2;
+  v3["version"] = 3;
+  v3["lastModifiedAt"] = "2024-05-03T00:00:00.000Z";
+  auto r3 = f.run("customers", v3);
+  CHECK(r3.status == Status::conflict);  // firstName still differs on both sides
+  CHECK(f.store->outbox_total() == 0);
+  CHECK(f.store->conflicts("t", false, 10).size() == 1);  // recorded once, not per version
+}
