@@ -3,7 +3,8 @@
 #include <date/date.h>
 
 #include <chrono>
-#include <sstream>
+#include <cctype>
+#include <cstdio>
 
 namespace weft::pipeline {
 
@@ -179,13 +180,14 @@ MergeResult merge(const Flat& next, const json::object& shadow, const std::map<s
     d.path = path;
     d.owner = owner_of(owners, path);
     d.next = n;
+    // Absent: never sent / never seen. Present, even as null: a known value.
     const json::value* sent = nullptr;
     const json::value* held = nullptr;
     int64_t held_at = 0;
     if (auto* f = shadow.if_contains(path); f && f->is_object()) {
       const auto& fo = f->as_object();
-      if (auto* s = fo.if_contains("sent"); s && !s->is_null()) sent = s;
-      if (auto* h = fo.if_contains("held"); h && !h->is_null()) held = h;
+      sent = fo.if_contains("sent");
+      held = fo.if_contains("held");
       if (auto* a = fo.if_contains("at"); a && a->is_int64()) held_at = a->as_int64();
     }
     if (sent) d.sent = *sent;
@@ -194,7 +196,7 @@ MergeResult merge(const Flat& next, const json::object& shadow, const std::map<s
     if (same(held, n)) {
       d.action = A::unchanged;
       d.why = "the destination already holds this value";
-    } else if (held == nullptr) {
+    } else if (held == nullptr || held->is_null()) {
       d.action = A::send;
       d.why = "the destination holds no value";
     } else if (d.owner == "destination") {
@@ -248,7 +250,7 @@ void record_delivery(json::object& shadow, const Flat& sent, const Flat& answere
   for (const auto& [path, v] : answered) {
     if (sent.count(path)) continue;
     json::value& slot = shadow[path];
-    if (!slot.is_object()) slot = json::object{{"sent", nullptr}};
+    if (!slot.is_object()) slot = json::object();  // seen at the destination, never sent
     json::object& f = slot.as_object();
     auto* held = f.if_contains("held");
     if (held && *held == v) continue;
@@ -259,14 +261,36 @@ void record_delivery(json::object& shadow, const Flat& sent, const Flat& answere
 }
 
 int64_t parse_time_ms(const std::string& text) {
-  if (text.size() < 19) return -1;
-  for (const char* fmt : {"%FT%TZ", "%FT%T%Ez"}) {
-    std::istringstream in(text);
-    date::sys_time<std::chrono::milliseconds> tp;
-    in >> date::parse(fmt, tp);
-    if (!in.fail()) return tp.time_since_epoch().count();
+  // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), nothing after; the fraction may have
+  // any number of digits (milliseconds are kept).
+  int y, mo, d, h, mi, sec, used = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 || used != 19)
+    return -1;
+  size_t i = 19;
+  int64_t ms = 0;
+  if (i < text.size() && text[i] == '.') {
+    size_t digits = 0;
+    for (++i; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i, ++digits)
+      if (digits < 3) ms = ms * 10 + (text[i] - '0');
+    if (digits == 0) return -1;
+    for (; digits < 3; ++digits) ms *= 10;
   }
-  return -1;
+  int64_t offset_min = 0;
+  if (i < text.size() && (text[i] == 'Z' || text[i] == 'z')) {
+    ++i;
+  } else if (i + 6 == text.size() && (text[i] == '+' || text[i] == '-') && text[i + 3] == ':') {
+    int oh, om;
+    if (std::sscanf(text.c_str() + i + 1, "%2d:%2d", &oh, &om) != 2) return -1;
+    offset_min = (text[i] == '-' ? -1 : 1) * (oh * 60 + om);
+    i += 6;
+  } else {
+    return -1;
+  }
+  if (i != text.size()) return -1;
+  date::year_month_day ymd{date::year{y}, date::month{static_cast<unsigned>(mo)}, date::day{static_cast<unsigned>(d)}};
+  if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return -1;
+  int64_t days = date::sys_days(ymd).time_since_epoch().count();
+  return ((days * 24 + h) * 60 + mi - offset_min) * 60000 + sec * 1000 + ms;
 }
 
 }  // namespace weft::pipeline

@@ -80,23 +80,54 @@ std::string resolve_alias(const delivery::Model& model, const std::string& name)
 }  // namespace
 
 RecordResult Pipeline::process(const workspace::Flow& flow, const store::InboxRecord& rec, const Options& opts) {
+  Prepared p = prepare(flow, rec, opts);
+  return commit(p, opts);
+}
+
+Prepared Pipeline::prepare(const workspace::Flow& flow, const store::InboxRecord& rec, const Options& opts) {
+  Prepared p;
+  p.flow = &flow;
+  p.rec = rec;
+  p.now_ms = opts.now_ms ? opts.now_ms : util::now_ms();
+  const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
+  script::CallContext ctx;
+  ctx.fields = flow.context;
+  ctx.correlation_id = rec.correlation_id;
+  ctx.now = util::iso8601_ms(p.now_ms);
+
+  p.keyed = spec && spec->has_key;
+  if (p.keyed) {
+    p.kv = sandbox_->key_version(flow.name, rec.payload, ctx);
+    if (!p.kv.ok) return p;
+  }
+  script::CallOptions call;
+  call.collect_notes = opts.collect_notes;
+  p.out = sandbox_->map(flow.name, rec.payload, ctx, call);
+  if (p.out.kind != script::Outcome::Kind::ok) return p;
+  p.mapped = json::parse(p.out.payload);
+  if (const auto* schema = workspace::Schema::find(tenant_->destination_schema(flow))) {
+    p.schema = schema->name();
+    p.issues = schema->validate(p.mapped);
+    if (!p.issues.empty()) return p;
+  }
+  p.model = connectors::destination_model(flow.destination_system, flow.destination_entity);
+  if (p.model && p.model->merge) p.flat = flatten(p.mapped.as_object(), p.model->atomic);
+  return p;
+}
+
+RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
+  const workspace::Flow& flow = *p.flow;
+  const store::InboxRecord& rec = p.rec;
   const std::string& tenant = tenant_->tenant;
-  int64_t now = opts.now_ms ? opts.now_ms : util::now_ms();
+  int64_t now = p.now_ms;
   RecordResult r;
   r.flow = flow.name;
   r.correlation_id = rec.correlation_id;
   r.script_version = tenant_->code.version;
-  const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
-  script::CallContext ctx;
-  ctx.reuse_id = 0;
-  ctx.fields = flow.context;
-  ctx.correlation_id = rec.correlation_id;
-  ctx.now = util::iso8601_ms(now);
 
   // 1 order: per record key, only a newer version goes on (an equal one for a replay).
-  bool keyed = spec && spec->has_key;
-  if (keyed) {
-    script::KeyVersion kv = sandbox_->key_version(flow.name, rec.payload, ctx);
+  if (p.keyed) {
+    const script::KeyVersion& kv = p.kv;
     if (!kv.ok) {
       r.key = rec.message_id;
       park(store_, r, tenant, rec, "order", "key", kv.error, kv.where.str(), "{}");
@@ -116,10 +147,8 @@ RecordResult Pipeline::process(const workspace::Flow& flow, const store::InboxRe
     r.key = rec.message_id;  // no M.key: every message is its own record (events)
   }
 
-  // 2 map
-  script::CallOptions call;
-  call.collect_notes = opts.collect_notes;
-  script::Outcome out = sandbox_->map(flow.name, rec.payload, ctx, call);
+  // 2 map (done in prepare)
+  script::Outcome& out = p.out;
   r.notes = std::move(out.notes);
   if (out.kind == script::Outcome::Kind::skipped) {
     r.status = Status::skipped;
@@ -132,20 +161,16 @@ RecordResult Pipeline::process(const workspace::Flow& flow, const store::InboxRe
   }
   r.payload = std::move(out.payload);
 
-  // 3 check: the destination's schema
-  json::value mapped = json::parse(r.payload);
-  if (const auto* schema = workspace::Schema::find(tenant_->destination_schema(flow))) {
-    auto issues = schema->validate(mapped);
-    if (!issues.empty()) {
-      json::array detail;
-      for (const auto& i : issues) detail.push_back(json::object{{"path", i.path}, {"message", i.message}});
-      park(store_, r, tenant, rec, "check", "schema", issues.front().path + ": " + issues.front().message,
-           schema->name(), json::serialize(detail));
-      return r;
-    }
+  // 3 check: the destination's schema (validated in prepare)
+  if (!p.issues.empty()) {
+    json::array detail;
+    for (const auto& i : p.issues) detail.push_back(json::object{{"path", i.path}, {"message", i.message}});
+    park(store_, r, tenant, rec, "check", "schema", p.issues.front().path + ": " + p.issues.front().message, p.schema,
+         json::serialize(detail));
+    return r;
   }
 
-  const delivery::Model* model = connectors::destination_model(flow.destination_system, flow.destination_entity);
+  const delivery::Model* model = p.model;
   if (!model) {
     park(store_, r, tenant, rec, "plan", "destination",
          "weft cannot deliver " + flow.destination_entity + " to " + flow.destination_system + " yet", "", "{}");
@@ -177,12 +202,13 @@ RecordResult Pipeline::process(const workspace::Flow& flow, const store::InboxRe
   }
 
   // 4 identify
-  Flat flat = flatten(mapped.as_object(), model->atomic);
-  if (!identify(flow, *model, flat, rec, keyed, r)) return r;
+  const Flat& flat = p.flat;
+  if (!identify(flow, *model, flat, rec, p.keyed, r)) return r;
   op.entity_id = r.entity_id;
 
   // 5 merge, against the shadow of what the destination holds
   std::map<std::string, std::string> owners;
+  const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
   if (spec)
     for (const auto& [field, policy] : spec->owners) owners[resolve_alias(*model, field)] = policy;
   store::ShadowState shadow = store_.shadow(r.entity_id);

@@ -11,6 +11,7 @@
 #include "engine/pipeline/fields.h"
 #include "engine/script/sandbox.h"
 #include "engine/store/store.h"
+#include "engine/workspace/schema.h"
 #include "engine/workspace/tenant.h"
 
 namespace weft::pipeline {
@@ -40,6 +41,22 @@ struct Options {
   int64_t now_ms = 0;           // 0: the clock
 };
 
+// A record after the steps that need only the sandbox (key, version, map, schema check,
+// flatten): prepared on a mapping thread, committed on the store's (see Runner).
+struct Prepared {
+  const workspace::Flow* flow = nullptr;
+  store::InboxRecord rec;
+  int64_t now_ms = 0;
+  bool keyed = false;
+  script::KeyVersion kv;
+  script::Outcome out;
+  boost::json::value mapped;
+  std::string schema;
+  std::vector<workspace::SchemaIssue> issues;
+  const delivery::Model* model = nullptr;
+  Flat flat;
+};
+
 class Pipeline {
  public:
   // Throws std::runtime_error if a flow's script does not compile (the caller loaded a
@@ -47,7 +64,14 @@ class Pipeline {
   Pipeline(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store);
   ~Pipeline();
 
+  // prepare + commit.
   RecordResult process(const workspace::Flow& flow, const store::InboxRecord& rec, const Options& opts);
+  // Steps that touch only the sandbox; never the store. Not thread-safe (one sandbox).
+  Prepared prepare(const workspace::Flow& flow, const store::InboxRecord& rec, const Options& opts);
+  // Steps 1 and 3-6 against the store, in the caller's transaction. Of the sandbox it reads
+  // only the flow specs, fixed when the sandbox was built, so it may run on one thread while
+  // prepare runs on another (Runner prepares the next batch while committing this one).
+  RecordResult commit(Prepared& p, const Options& opts);
 
   // The flows of this tenant that take the record: enabled (or named by the record), of its
   // source connection and entity.

@@ -64,7 +64,15 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
   }
 }
 
-Runner::~Runner() { stop_delivery(); }
+Runner::~Runner() {
+  {
+    std::lock_guard<std::mutex> lock(map_mu_);
+    map_stop_ = true;
+  }
+  map_cv_.notify_all();
+  if (mapper_.joinable()) mapper_.join();
+  stop_delivery();
+}
 
 void Runner::start_delivery() {
   for (auto& [_, w] : workers_) w->start();
@@ -149,8 +157,62 @@ void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, i
   }
 }
 
+void Runner::map_loop() {
+  while (true) {
+    std::vector<store::InboxRecord> in;
+    {
+      std::unique_lock<std::mutex> lock(map_mu_);
+      map_cv_.wait(lock, [&] { return map_stop_ || !map_in_.empty(); });
+      if (map_stop_) return;
+      in.swap(map_in_);
+    }
+    std::vector<PreparedRecord> out;
+    out.reserve(in.size());
+    for (auto& rec : in) {
+      PreparedRecord pr;
+      Options opts;
+      for (const workspace::Flow* flow : pipeline_->flows_for(rec)) pr.flows.push_back(pipeline_->prepare(*flow, rec, opts));
+      pr.rec = std::move(rec);
+      out.push_back(std::move(pr));
+    }
+    {
+      std::lock_guard<std::mutex> lock(map_mu_);
+      map_out_ = std::move(out);
+      map_ready_ = true;
+    }
+    map_cv_.notify_all();
+  }
+}
+
 size_t Runner::process_batch(size_t batch) {
-  size_t n = 0;
+  if (!mapper_.joinable()) mapper_ = std::thread(&Runner::map_loop, this);
+  // The batch being prepared, once it is ready.
+  std::vector<PreparedRecord> ready;
+  if (map_pending_) {
+    std::unique_lock<std::mutex> lock(map_mu_);
+    map_cv_.wait(lock, [&] { return map_ready_; });
+    ready = std::move(map_out_);
+    map_out_.clear();
+    map_ready_ = map_pending_ = false;
+  }
+  // The next batch goes to the mapping thread while this one is committed.
+  std::vector<store::InboxRecord> next;
+  {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    next = store_.inbox_next(batch, tenant_->tenant, taken_seq_);
+  }
+  size_t taken = next.size();
+  if (!next.empty()) {
+    taken_seq_ = next.back().seq;
+    {
+      std::lock_guard<std::mutex> lock(map_mu_);
+      map_in_ = std::move(next);
+      map_pending_ = true;
+    }
+    map_cv_.notify_all();
+  }
+  if (ready.empty()) return taken;
+
   {
     std::lock_guard<std::mutex> lock(store_mu_);
     Options opts;
@@ -160,11 +222,11 @@ size_t Runner::process_batch(size_t batch) {
     }
     store_.begin();
     try {
-      auto recs = store_.inbox_next(batch, tenant_->tenant);
-      for (const auto& rec : recs) {
+      for (auto& pr : ready) {
+        const store::InboxRecord& rec = pr.rec;
         opts.replay = rec.message_id.rfind("replay:", 0) == 0;  // see weft replay
-        for (const workspace::Flow* flow : pipeline_->flows_for(rec)) {
-          RecordResult r = pipeline_->process(*flow, rec, opts);
+        for (Prepared& p : pr.flows) {
+          RecordResult r = pipeline_->commit(p, opts);
           using S = RecordResult::Status;
           std::string detail = r.reason;
           switch (r.status) {
@@ -184,12 +246,11 @@ size_t Runner::process_batch(size_t batch) {
             case S::conflict: counts_.mapped++; counts_.conflicts++; break;
           }
           if (!r.conflicts.empty() && r.status != S::conflict) counts_.conflicts++;
-          store_.audit({rec.correlation_id, rec.tenant, flow->name, r.key, status_name(r.status),
+          store_.audit({rec.correlation_id, rec.tenant, p.flow->name, r.key, status_name(r.status),
                         detail + " [" + origin(rec) + ", script " + r.script_version + "]", 0});
         }
         store_.inbox_done(rec.seq);
         counts_.processed++;
-        ++n;
       }
       store_.commit();
     } catch (...) {
@@ -197,9 +258,8 @@ size_t Runner::process_batch(size_t batch) {
       throw;
     }
   }
-  if (n > 0)
-    for (auto& [_, w] : workers_) w->wake();
-  return n;
+  for (auto& [_, w] : workers_) w->wake();
+  return ready.size() + taken;
 }
 
 bool Runner::delivery_drained() {

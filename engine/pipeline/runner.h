@@ -3,6 +3,8 @@
 // inbox in batches (one transaction per batch), and delivers through one outbox worker per
 // destination connection. `weft sync` runs it to completion; `weft serve` will keep it running.
 #include <atomic>
+#include <condition_variable>
+#include <thread>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -37,7 +39,9 @@ class Runner {
   // durable in the inbox together with the cursor after it. Throws std::runtime_error when the
   // source fails for good (after retries); what was pulled until then stays.
   void pull(const std::string& flow, const std::atomic<bool>& stop, int page_size = 500);
-  // Runs the pipeline over up to `batch` inbox records in one transaction; returns how many.
+  // Commits the batch prepared by the last call (one transaction) while the mapping thread
+  // prepares the next `batch` inbox records. Returns how many records it committed or took;
+  // 0 means the inbox is empty and nothing is being prepared.
   size_t process_batch(size_t batch = 500);
   bool delivery_drained();
   int64_t next_retry_ms() const;
@@ -61,6 +65,20 @@ class Runner {
   std::unique_ptr<Pipeline> pipeline_;
   std::map<std::string, std::unique_ptr<delivery::Worker>> workers_;  // by destination connection
   RunCounts counts_;
+
+  // The mapping thread: prepares one batch at a time (the sandbox is single-threaded).
+  struct PreparedRecord {
+    store::InboxRecord rec;
+    std::vector<Prepared> flows;
+  };
+  void map_loop();
+  std::thread mapper_;
+  std::mutex map_mu_;
+  std::condition_variable map_cv_;
+  std::vector<store::InboxRecord> map_in_;
+  std::vector<PreparedRecord> map_out_;
+  bool map_pending_ = false, map_ready_ = false, map_stop_ = false;
+  int64_t taken_seq_ = 0;  // inbox records up to here are being prepared or committed
 };
 
 }  // namespace weft::pipeline

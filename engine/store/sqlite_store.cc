@@ -194,12 +194,13 @@ class SqliteStore final : public Store {
     return true;
   }
 
-  std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant) override {
+  std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant, int64_t after_seq) override {
     auto q = stmt(
         "SELECT seq, tenant, connection, message_id, correlation_id, payload, received_ms, entity, flow "
-        "FROM inbox WHERE done = 0 AND (?2 = '' OR tenant = ?2) ORDER BY seq LIMIT ?1");
+        "FROM inbox WHERE done = 0 AND seq > ?3 AND (?2 = '' OR tenant = ?2) ORDER BY seq LIMIT ?1");
     q.bind(1, static_cast<int64_t>(limit));
     q.bind(2, tenant);
+    q.bind(3, after_seq);
     std::vector<InboxRecord> out;
     while (q.executeStep()) {
       InboxRecord r;
@@ -363,14 +364,17 @@ class SqliteStore final : public Store {
   }
 
   int64_t plan(Operation& op, const std::vector<int64_t>& in_flight) override {
-    // The entity's newest waiting operation, if it is not being sent right now, is replaced.
-    auto newest = stmt("SELECT id, attempts, first_attempt_ms, next_attempt_ms, last_error FROM outbox "
-                        "WHERE entity_id = ? ORDER BY id DESC LIMIT 1");
+    // The entity's newest waiting operation, if it came from the same record and flow (so
+    // the new one carries its changes) and is not being sent right now, is replaced.
+    // Operations without an entity (append-only events) are never replaced.
+    auto newest = stmt("SELECT id, attempts, first_attempt_ms, next_attempt_ms, last_error, flow, record_key "
+                       "FROM outbox WHERE entity_id = ? ORDER BY id DESC LIMIT 1");
     newest.bind(1, op.entity_id);
     int64_t replace = 0;
-    if (newest.executeStep()) {
+    if (op.entity_id != 0 && newest.executeStep()) {
       int64_t id = newest.getColumn(0).getInt64();
-      if (std::find(in_flight.begin(), in_flight.end(), id) == in_flight.end()) {
+      bool same_record = newest.getColumn(5).getString() == op.flow && newest.getColumn(6).getString() == op.record_key;
+      if (same_record && std::find(in_flight.begin(), in_flight.end(), id) == in_flight.end()) {
         replace = id;
         op.attempts = newest.getColumn(1).getInt();
         op.first_attempt_ms = newest.getColumn(2).getInt64();
@@ -417,7 +421,7 @@ class SqliteStore final : public Store {
     // Oldest first; an operation is due only if no older one for its entity is waiting.
     auto q = stmt(
         "SELECT " OP_COLUMNS " FROM outbox o WHERE tenant = ? AND connection = ? AND next_attempt_ms <= ? "
-        "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity_id = o.entity_id AND p.id < o.id) "
+        "AND (o.entity_id = 0 OR NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity_id = o.entity_id AND p.id < o.id)) "
         "ORDER BY next_attempt_ms, id LIMIT ?");
     q.bind(1, tenant);
     q.bind(2, connection);
@@ -426,7 +430,7 @@ class SqliteStore final : public Store {
     std::vector<Operation> out;
     while (q.executeStep() && out.size() < limit) {
       Operation op = read_op(q);
-      if (std::find(busy.begin(), busy.end(), op.entity_id) != busy.end()) continue;
+      if (op.entity_id != 0 && std::find(busy.begin(), busy.end(), op.entity_id) != busy.end()) continue;
       out.push_back(std::move(op));
     }
     return out;

@@ -131,8 +131,9 @@ class Store {
   // Adds a received record; false (and nothing written) if this tenant + connection +
   // message id is already in the inbox. Sets r.seq when added.
   virtual bool inbox_add(InboxRecord& r) = 0;
-  // The oldest records not yet marked done, at most `limit` (of one tenant, if given).
-  virtual std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant = "") = 0;
+  // The oldest records not yet marked done, at most `limit` (of one tenant, if given), after
+  // `after_seq` (records already taken but not yet done).
+  virtual std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant = "", int64_t after_seq = 0) = 0;
   virtual void inbox_done(int64_t seq) = 0;
   virtual int64_t inbox_backlog() = 0;
 
@@ -154,7 +155,8 @@ class Store {
   // Links the key to the entity (replacing nothing: a key already linked elsewhere stays).
   virtual void link_identity(const std::string& tenant, const std::string& connection, const std::string& kind,
                              const std::string& value, int64_t entity_id) = 0;
-  // The keys linked to an entity: kind -> value (one per kind; the newest).
+  // Every key linked to an entity, as (kind, value), by kind and then oldest first (an
+  // entity keeps the old email it was found by when the source changes it).
   virtual std::vector<std::pair<std::string, std::string>> identity_keys(int64_t entity_id) = 0;
   virtual int64_t create_entity(const std::string& tenant, const std::string& connection) = 0;
   virtual Entity entity(int64_t id) = 0;
@@ -163,9 +165,11 @@ class Store {
   virtual ShadowState shadow(int64_t entity_id) = 0;
   virtual void set_shadow(int64_t entity_id, const std::string& fields_json) = 0;
 
-  // Outbox. plan() supersedes the entity's newest operation when it is not in flight
-  // (its changes are recomputed against the same shadow, so the newer one carries them),
-  // keeping its attempts and next attempt time so a Retry-After still holds.
+  // Outbox. plan() supersedes the entity's newest operation when it came from the same flow
+  // and record and is not in flight (its changes were computed against the same shadow, so
+  // the newer one carries them), keeping its attempts and next attempt time so a Retry-After
+  // still holds; returns the replaced id or 0. Operations without an entity (events) are
+  // never replaced, and are not ordered among themselves.
   virtual int64_t plan(Operation& op, const std::vector<int64_t>& in_flight) = 0;
   // Operations due at now_ms for a destination connection: per entity only the oldest
   // (ordering), skipping entities in `busy`; at most `limit`.

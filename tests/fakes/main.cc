@@ -73,6 +73,12 @@ int main(int argc, char** argv) {
   std::string omnisend_key = "test-key", ct_project = "acme-shop", ct_client_id = "client-id",
               ct_client_secret = "client-secret", report;
   weft::fakes::Faults faults;
+  std::string customers_file;
+  app.add_option("--customers-file", customers_file,
+                 "seed commercetools with the customers of this NDJSON file (e.g. from "
+                 "shared/bench/gen_customers.py); their id and lastModifiedAt are kept")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
   app.add_option("--customers", customers, "seed commercetools with sample customers 0..N-1 (id "
                                            "00000000-0000-0000-0000-<i, 12 digits>, email c<i>@x.se)")
       ->type_name("N")
@@ -136,6 +142,23 @@ int main(int argc, char** argv) {
   }
   omnisend.set_faults(faults);
   if (customers > 0) ct.put_customers_bulk(0, customers);
+  if (!customers_file.empty()) {
+    std::ifstream in(customers_file);
+    std::string line;
+    size_t n = 0;
+    while (std::getline(in, line)) {
+      ++n;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      std::error_code ec;
+      boost::json::value v = boost::json::parse(line, ec);
+      if (ec || !v.is_object()) {
+        std::fprintf(stderr, "weft-fakes: %s:%zu: not a JSON object\n", customers_file.c_str(), n);
+        return 2;
+      }
+      v.as_object().erase("version");  // the fake numbers versions from 1
+      ct.put_customer(std::move(v.as_object()));
+    }
+  }
 
   json::object ready{
       {"commercetools", json::object{{"url", ct.url()},
