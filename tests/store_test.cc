@@ -136,7 +136,7 @@ Operation op_for(int64_t entity_id, int64_t next_attempt_ms, const std::string& 
   op.correlation_id = "cid-" + body;
   op.script_version = "v1";
   op.version = {1, ""};
-  op.source = R"({"id":"src"})";
+  op.inbox_seq = 42;
   op.next_attempt_ms = next_attempt_ms;
   return op;
 }
@@ -347,7 +347,7 @@ TEST_CASE("store: due gives the oldest operation per entity, skips busy entities
   CHECK(later[0].correlation_id == "cid-b1");
   CHECK(later[0].script_version == "v1");
   CHECK(later[0].version.number == 1);
-  CHECK(later[0].source == R"({"id":"src"})");
+  CHECK(later[0].inbox_seq == 42);
   CHECK(later[0].created_ms > 0);
 
   s->delivered(a2.id);

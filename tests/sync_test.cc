@@ -13,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "engine/store/store.h"
 #include "tests/fakes/commercetools.h"
 #include "tests/fakes/omnisend.h"
 #include "tests/test_util.h"
@@ -324,4 +325,54 @@ TEST_CASE("sync: killed with SIGKILL at random moments and restarted, nothing is
   // A last run finds nothing left to do.
   r = w.sync();
   CHECK(num(w.summary(r), "planned") == 0);
+}
+
+TEST_CASE("sync: subscription notifications in the inbox are resolved, fetched when they carry no payload",
+          "[sync][notifications]") {
+  World w;
+  for (int i = 0; i < 5; ++i) w.ct.put_customer(customer(i));
+  REQUIRE(w.sync().code == 0);  // all five delivered, cursor at the end
+  // Changes arrive as notifications instead (as a webhook would store them).
+  for (int i = 0; i < 4; ++i) w.ct.put_customer(customer(i, "Changed" + std::to_string(i)));
+  json::object bad{{"notificationType", "Message"}, {"type", "CustomerCreated"}};  // no resource
+  {
+    auto store = weft::store::open_sqlite(w.db());
+    store->begin();
+    auto add = [&](const std::string& id, const json::object& n) {
+      weft::store::InboxRecord r;
+      r.tenant = "acme";
+      r.connection = "ct";
+      r.entity = "customer";
+      r.message_id = id;
+      r.correlation_id = "corr-" + id;
+      r.payload = json::serialize(n);
+      CHECK(store->inbox_add(r));
+    };
+    auto id = [](int i) { return std::string(sample_customer(i).at("id").as_string()); };
+    add("n0", w.ct.notification(id(0), "Message", "CustomerCreated"));              // carries the customer
+    add("n1", w.ct.notification(id(1), "Message", "CustomerFirstNameSet", true));    // payloadNotIncluded
+    add("n2", w.ct.notification(id(2), "ResourceUpdated"));                         // change notification
+    add("n3", w.ct.notification(id(3), "Message", "CustomerFirstNameSet"));         // partial message
+    add("n4", w.ct.notification(id(4), "ResourceDeleted"));
+    add("n5", bad);
+    store->commit();
+  }
+  // The pull finds the same changes too: the notifications' versions make them stale or vice versa.
+  RunResult r = w.sync();
+  INFO(r.err);
+  CHECK(r.code == 1);  // the malformed one is rejected
+  auto s = w.summary(r);
+  CHECK(num(s, "rejected") == 1);
+  CHECK(num(s, "skipped") == 1);
+  for (int i = 0; i < 4; ++i)
+    CHECK(w.om.contact_by_email("c" + std::to_string(i) + "@x.se")->at("firstName") == json::value("Changed" + std::to_string(i)));
+  CHECK(w.om.order_violations() == 0);
+  RunResult list = run_weft("replay --workspace " + w.ws + " --tenant acme --list");
+  CHECK(list.out.find("without resource.id") != std::string::npos);
+  CHECK(list.out.find("\"stage\":\"receive\"") != std::string::npos);
+  // The trace of one notification: taken from the inbox, delivered or found already applied.
+  auto store = weft::store::open_sqlite(w.db());
+  auto trace = store->trace("corr-n1");
+  REQUIRE_FALSE(trace.empty());
+  CHECK(trace.front().detail.find("received from ct") != std::string::npos);
 }

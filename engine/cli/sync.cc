@@ -161,7 +161,9 @@ int run_sync(const SyncOptions& o) {
   ws::Secrets secrets;
   std::unique_ptr<pipeline::Runner> runner;
   try {
-    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, flows);
+    std::string path = o.db.empty() ? default_db(o.workspace) : o.db;
+    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, flows,
+                                                [path] { return store::open_sqlite(path); });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: tenant %s: %s\n", o.tenant.c_str(), secrets.redact(e.what()).c_str());
     return kConfigError;
@@ -229,7 +231,8 @@ int run_replay(const ReplayOptions& o) {
   ws::Secrets secrets;
   std::unique_ptr<pipeline::Runner> runner;
   try {
-    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, std::vector<std::string>{});
+    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, std::vector<std::string>{},
+                                                [db] { return store::open_sqlite(db); });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: tenant %s: %s\n", o.tenant.c_str(), secrets.redact(e.what()).c_str());
     return kConfigError;
@@ -241,15 +244,21 @@ int run_replay(const ReplayOptions& o) {
     store->begin();
     for (const auto& p : items) {
       if (p.replayed_ms) continue;
-      if (!version->flow(p.flow)) {
+      store::InboxRecord r;
+      r.tenant = o.tenant;
+      if (p.flow.empty()) {  // refused on arrival, before any flow took it: as received
+        json::value d = json::parse(p.detail);
+        r.connection = json::value_to<std::string>(d.at("connection"));
+        r.entity = json::value_to<std::string>(d.at("entity"));
+      } else if (const ws::Flow* f = version->flow(p.flow)) {
+        r.connection = f->source_connection;
+        r.entity = f->source_entity;
+        r.flow = p.flow;
+      } else {
         std::fprintf(stderr, "warning: parked record %lld is for flow %s, which no longer exists; left as it is\n",
                      static_cast<long long>(p.id), p.flow.c_str());
         continue;
       }
-      store::InboxRecord r;
-      r.tenant = o.tenant;
-      r.connection = version->flow(p.flow)->source_connection;
-      r.flow = p.flow;
       r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
       r.correlation_id = p.correlation_id;
       r.payload = p.source;

@@ -11,11 +11,12 @@ namespace weft::delivery {
 namespace json = boost::json;
 
 Worker::Worker(WorkerConfig config, Factory factory, store::Store& store, std::mutex& store_mu,
-               const workspace::Secrets& secrets)
+               const workspace::Secrets& secrets, std::unique_ptr<store::Store> reader)
     : config_(std::move(config)),
       factory_(std::move(factory)),
       store_(store),
       store_mu_(store_mu),
+      reader_(std::move(reader)),
       secrets_(secrets),
       limiter_(config_.rate_requests, config_.rate_per_ms) {
   model_dest_ = factory_();
@@ -87,17 +88,22 @@ void Worker::dispatch_loop() {
 
     std::vector<store::Operation> ops;
     if (want > 0) {
-      std::lock_guard<std::mutex> lock(store_mu_);
+      // With a reader of its own, no lock: it sees the last committed state. An operation it
+      // takes may be superseded by a batch committing meanwhile; then it is sent, and its
+      // successor after it (the entity stays busy until the answer is recorded).
+      std::unique_lock<std::mutex> lock(store_mu_, std::defer_lock);
+      if (!reader_) lock.lock();
+      store::Store& db = reader_ ? *reader_ : store_;
       int64_t now = util::now_ms();
-      ops = store_.due(config_.tenant, config_.connection, now, want, busy);
+      ops = db.due(config_.tenant, config_.connection, now, want, busy);
       std::vector<Job> jobs;
       for (auto& op : ops) {
         Job j;
-        j.remote_id = store_.entity(op.entity_id).remote_id;
+        j.remote_id = db.entity(op.entity_id).remote_id;
         j.op = std::move(op);
         jobs.push_back(std::move(j));
       }
-      auto next = store_.next_due(config_.tenant, config_.connection);
+      auto next = db.next_due(config_.tenant, config_.connection);
       next_retry_ms_ = next && *next > now ? *next : 0;
       // Claimed under the store lock: the pipeline sees them as in flight before it plans.
       std::lock_guard<std::mutex> l2(mu_);
@@ -221,7 +227,7 @@ void Worker::record(std::vector<Job>& done) {
             p2.error = res.status ? "http " + std::to_string(res.status) : "no answer";
             p2.reason = message;
             p2.detail = json::serialize(json::object{{"operation", op.kind}, {"body", op.body}});
-            p2.source = op.source;
+            p2.inbox_seq = op.inbox_seq;
             p2.version = op.version;
             p2.attempts = attempts;
             store_.park(p2, op.id);
@@ -241,7 +247,7 @@ void Worker::record(std::vector<Job>& done) {
           p2.error = "http " + std::to_string(res.status);
           p2.reason = message;
           p2.detail = json::serialize(json::object{{"operation", op.kind}, {"body", op.body}});
-          p2.source = op.source;
+          p2.inbox_seq = op.inbox_seq;
           p2.version = op.version;
           p2.attempts = op.attempts + 1;
           store_.park(p2, op.id);

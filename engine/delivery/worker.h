@@ -43,9 +43,11 @@ struct DeliveryCounts {
 class Worker {
  public:
   using Factory = std::function<std::unique_ptr<Destination>()>;
-  // `store_mu` guards `store` (shared with the pipeline). `secrets` redacts stored errors.
+  // `store_mu` guards `store` (shared with the pipeline). `reader`, if given, is a second
+  // connection to the same database that only this worker uses, to find due operations
+  // without waiting for the pipeline's transaction. `secrets` redacts stored errors.
   Worker(WorkerConfig config, Factory factory, store::Store& store, std::mutex& store_mu,
-         const workspace::Secrets& secrets);
+         const workspace::Secrets& secrets, std::unique_ptr<store::Store> reader = nullptr);
   ~Worker();
 
   void start();
@@ -78,6 +80,7 @@ class Worker {
   Factory factory_;
   store::Store& store_;
   std::mutex& store_mu_;
+  std::unique_ptr<store::Store> reader_;
   const workspace::Secrets& secrets_;
   RateLimiter limiter_;
   std::unique_ptr<Destination> model_dest_;  // for its model

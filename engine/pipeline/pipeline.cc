@@ -186,7 +186,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   op.correlation_id = rec.correlation_id;
   op.script_version = r.script_version;
   op.version = r.version;
-  op.source = rec.payload;
+  op.inbox_seq = rec.seq;
   op.next_attempt_ms = now;
   op.idempotency_key = tenant + "/" + flow.name + "/" + r.key + "/" + std::to_string(r.version.number) +
                        (r.version.text.empty() ? "" : "/" + r.version.text);

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "connectors/commercetools/notifications.h"
 #include "connectors/registry.h"
 #include "engine/util/ids.h"
 #include "engine/util/time.h"
@@ -28,7 +29,8 @@ std::string origin(const store::InboxRecord& rec) {
 }  // namespace
 
 Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store, std::mutex& store_mu,
-               workspace::Secrets& secrets, std::vector<std::string> flows)
+               workspace::Secrets& secrets, std::vector<std::string> flows,
+               std::function<std::unique_ptr<store::Store>()> open_reader)
     : tenant_(std::move(tenant)), store_(store), store_mu_(store_mu), secrets_(secrets), flows_(std::move(flows)) {
   if (flows_.empty())
     for (const auto& [name, f] : tenant_->flows)
@@ -60,7 +62,8 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
     // Fails here, before anything runs, if the connection cannot be used.
     connectors::make_destination(conn, cfg, entity, *sec);
     auto factory = [conn, cfg, entity, sec] { return connectors::make_destination(conn, cfg, entity, *sec); };
-    workers_[conn] = std::make_unique<delivery::Worker>(wc, factory, store_, store_mu_, secrets_);
+    workers_[conn] = std::make_unique<delivery::Worker>(wc, factory, store_, store_mu_, secrets_,
+                                                        open_reader ? open_reader() : nullptr);
   }
 }
 
@@ -170,9 +173,12 @@ void Runner::map_loop() {
     out.reserve(in.size());
     for (auto& rec : in) {
       PreparedRecord pr;
-      Options opts;
-      for (const workspace::Flow* flow : pipeline_->flows_for(rec)) pr.flows.push_back(pipeline_->prepare(*flow, rec, opts));
       pr.rec = std::move(rec);
+      resolve(pr);
+      Options opts;
+      if (pr.stop.empty())
+        for (const workspace::Flow* flow : pipeline_->flows_for(pr.rec))
+          pr.flows.push_back(pipeline_->prepare(*flow, pr.rec, opts));
       out.push_back(std::move(pr));
     }
     {
@@ -181,6 +187,66 @@ void Runner::map_loop() {
       map_ready_ = true;
     }
     map_cv_.notify_all();
+  }
+}
+
+void Runner::resolve(PreparedRecord& pr) {
+  store::InboxRecord& rec = pr.rec;
+  if (rec.message_id.rfind("pull:", 0) == 0) return;
+  const json::object& conns = tenant_->config.at("connections").as_object();
+  auto* conn = conns.if_contains(rec.connection);
+  if (!conn || !conn->is_object()) {
+    pr.stop = "reject";
+    pr.stop_reason = "no connection " + rec.connection + " in tenant.json";
+    return;
+  }
+  auto* system = conn->as_object().if_contains("system");
+  if (!system || *system != "commercetools") return;  // other sources: records as received
+  using connectors::commercetools::Notification;
+  Notification n = connectors::commercetools::parse_notification(rec.payload);
+  switch (n.kind) {
+    case Notification::Kind::resource:
+      if (n.what != "resource") rec.payload = std::move(n.payload);
+      return;
+    case Notification::Kind::deleted:
+      pr.stop = "skip";
+      pr.stop_reason = n.type_id + " " + n.id + " was deleted at the source (" + n.what + ")";
+      return;
+    case Notification::Kind::invalid:
+      pr.stop = "reject";
+      pr.stop_reason = "not a commercetools record or notification: " + n.reason;
+      return;
+    case Notification::Kind::fetch:
+      break;
+  }
+  if (n.type_id != "customer") {
+    pr.stop = "reject";
+    pr.stop_reason = n.what + " for " + n.type_id + " " + n.id + ": weft can fetch only customers yet";
+    return;
+  }
+  auto& source = sources_[rec.connection];
+  std::string text;
+  connectors::commercetools::Error err;
+  bool ok = false;
+  try {
+    if (!source) source = connectors::make_commercetools(rec.connection, conn->as_object(), secrets_);
+    for (int attempt = 0; attempt < 3 && !ok; ++attempt) {
+      ok = source->customer(n.id, &text, &err);
+      if (!ok && (!err.transient || err.status == 404)) break;
+      if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(200 << attempt));
+    }
+  } catch (const std::exception& e) {
+    err.message = e.what();
+  }
+  if (ok) {
+    rec.payload = std::move(text);
+  } else if (err.status == 404) {
+    pr.stop = "skip";
+    pr.stop_reason = "customer " + n.id + " is gone at the source (" + n.what + ", fetch answered 404)";
+  } else {
+    pr.stop = "reject";
+    pr.stop_reason = "fetching customer " + n.id + " for " + n.what + " failed: " + secrets_.redact(err.message) +
+                     " (replay it once the source answers)";
   }
 }
 
@@ -225,6 +291,26 @@ size_t Runner::process_batch(size_t batch) {
       for (auto& pr : ready) {
         const store::InboxRecord& rec = pr.rec;
         opts.replay = rec.message_id.rfind("replay:", 0) == 0;  // see weft replay
+        if (pr.stop == "skip") {
+          counts_.skipped++;
+          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "skipped", pr.stop_reason + " [" + origin(rec) + "]", 0});
+        } else if (pr.stop == "reject") {
+          store::Parked p;
+          p.kind = "rejection";
+          p.tenant = rec.tenant;
+          p.flow = rec.flow;
+          p.stage = "receive";
+          p.record_key = rec.message_id;
+          p.correlation_id = rec.correlation_id;
+          p.script_version = tenant_->code.version;
+          p.error = "source";
+          p.reason = pr.stop_reason;
+          p.detail = json::serialize(json::object{{"connection", rec.connection}, {"entity", rec.entity}});
+          p.source = rec.payload;
+          store_.park(p);
+          counts_.rejected++;
+          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "rejected", "receive: " + pr.stop_reason, 0});
+        }
         for (Prepared& p : pr.flows) {
           RecordResult r = pipeline_->commit(p, opts);
           using S = RecordResult::Status;

@@ -6,12 +6,14 @@
 #include <condition_variable>
 #include <thread>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "connectors/commercetools/client.h"
 #include "engine/delivery/worker.h"
 #include "engine/pipeline/pipeline.h"
 #include "engine/store/store.h"
@@ -29,8 +31,11 @@ class Runner {
  public:
   // `flows`: the flows to run (empty: every enabled flow). Throws connectors::ConfigError
   // (a connection that cannot be used) or std::runtime_error (a script that does not build).
+  // `open_reader`, if given, opens another connection to the store's database for each
+  // delivery worker (see delivery::Worker).
   Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store, std::mutex& store_mu,
-         workspace::Secrets& secrets, std::vector<std::string> flows);
+         workspace::Secrets& secrets, std::vector<std::string> flows,
+         std::function<std::unique_ptr<store::Store>()> open_reader = {});
   ~Runner();
 
   void start_delivery();
@@ -70,8 +75,14 @@ class Runner {
   struct PreparedRecord {
     store::InboxRecord rec;
     std::vector<Prepared> flows;
+    std::string stop;         // "skip" or "reject": the record goes no further (see resolve)
+    std::string stop_reason;
   };
   void map_loop();
+  // Turns a received notification into the record it is about (fetching it when the
+  // notification does not carry it); pulled records pass through.
+  void resolve(PreparedRecord& pr);
+  std::map<std::string, std::unique_ptr<connectors::commercetools::Source>> sources_;  // mapping thread only
   std::thread mapper_;
   std::mutex map_mu_;
   std::condition_variable map_cv_;

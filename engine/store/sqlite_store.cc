@@ -87,7 +87,7 @@ const char* const kMigrations[] = {
       script_version TEXT NOT NULL,
       version_number INTEGER NOT NULL,
       version_text TEXT NOT NULL,
-      source TEXT NOT NULL,
+      inbox_seq INTEGER NOT NULL,
       attempts INTEGER NOT NULL DEFAULT 0,
       first_attempt_ms INTEGER NOT NULL DEFAULT 0,
       next_attempt_ms INTEGER NOT NULL,
@@ -149,7 +149,7 @@ const char* const kMigrations[] = {
 };
 #define OP_COLUMNS                                                                                       \
   "id, tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, correlation_id, " \
-  "script_version, version_number, version_text, source, attempts, first_attempt_ms, next_attempt_ms, "       \
+  "script_version, version_number, version_text, inbox_seq, attempts, first_attempt_ms, next_attempt_ms, "    \
   "last_error, created_ms"
 #define PARKED_COLUMNS                                                                                   \
   "id, kind, tenant, flow, stage, record_key, correlation_id, script_version, error, reason, location, " \
@@ -165,10 +165,14 @@ class SqliteStore final : public Store {
     db_.exec("PRAGMA journal_mode=WAL");
     db_.exec("PRAGMA synchronous=NORMAL");  // WAL + NORMAL: durable at commit, no fsync per record
     db_.exec("PRAGMA foreign_keys=ON");
+    // Checkpoint every ~16 MiB of log rather than 4 MiB: pages the pipeline rewrites batch
+    // after batch (outbox, inbox) are copied back once instead of four times.
+    db_.exec("PRAGMA wal_autocheckpoint=4000");
     db_.setBusyTimeout(5000);
     migrate();
     // Done inbox rows are kept a week for idempotency of late duplicates, then dropped.
-    auto q = stmt("DELETE FROM inbox WHERE done = 1 AND received_ms < ?");
+    auto q = stmt("DELETE FROM inbox WHERE done = 1 AND received_ms < ? "
+                  "AND seq NOT IN (SELECT inbox_seq FROM outbox)");
     q.bind(1, static_cast<int64_t>(util::now_ms() - int64_t{7} * 86400000));
     q.exec();
   }
@@ -390,7 +394,7 @@ class SqliteStore final : public Store {
     }
     auto q = stmt(
         "INSERT INTO outbox (tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, "
-        "correlation_id, script_version, version_number, version_text, source, attempts, first_attempt_ms, "
+        "correlation_id, script_version, version_number, version_text, inbox_seq, attempts, first_attempt_ms, "
         "next_attempt_ms, last_error, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     q.bind(1, op.tenant);
     q.bind(2, op.flow);
@@ -405,7 +409,7 @@ class SqliteStore final : public Store {
     q.bind(11, op.script_version);
     q.bind(12, op.version.number);
     q.bind(13, op.version.text);
-    q.bind(14, op.source);
+    q.bind(14, op.inbox_seq);
     q.bind(15, op.attempts);
     q.bind(16, op.first_attempt_ms);
     q.bind(17, op.next_attempt_ms);
@@ -473,6 +477,11 @@ class SqliteStore final : public Store {
   int64_t outbox_total() override { return scalar("SELECT count(*) FROM outbox"); }
 
   int64_t park(Parked& p, int64_t op_id) override {
+    if (p.source.empty() && p.inbox_seq) {  // the outbox keeps only a reference to its record
+      auto src = stmt("SELECT payload FROM inbox WHERE seq = ?");
+      src.bind(1, p.inbox_seq);
+      if (src.executeStep()) p.source = src.getColumn(0).getString();
+    }
     auto q = stmt(
         "INSERT INTO parked (kind, tenant, flow, stage, record_key, correlation_id, script_version, error, reason, "
         "location, detail, source, version_number, version_text, attempts, created_ms) "
@@ -704,7 +713,7 @@ class SqliteStore final : public Store {
     op.script_version = q.getColumn(11).getString();
     op.version.number = q.getColumn(12).getInt64();
     op.version.text = q.getColumn(13).getString();
-    op.source = q.getColumn(14).getString();
+    op.inbox_seq = q.getColumn(14).getInt64();
     op.attempts = q.getColumn(15).getInt();
     op.first_attempt_ms = q.getColumn(16).getInt64();
     op.next_attempt_ms = q.getColumn(17).getInt64();

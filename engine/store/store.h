@@ -73,7 +73,7 @@ struct Operation {
   std::string idempotency_key;
   std::string correlation_id, script_version;
   Version version;
-  std::string source;                     // the source record (replays map it again)
+  int64_t inbox_seq = 0;                  // the source record, kept in the inbox (replays map it again)
   int attempts = 0;
   int64_t first_attempt_ms = 0, next_attempt_ms = 0, created_ms = 0;
   std::string last_error;
@@ -88,7 +88,8 @@ struct Parked {
   std::string record_key, correlation_id, script_version;
   std::string error, reason, location;
   std::string detail;          // JSON: reject() fields, schema errors, the API's answer
-  std::string source;          // the source record
+  std::string source;          // the source record (park() reads it from the inbox when empty)
+  int64_t inbox_seq = 0;       // where the source record is, when `source` is not given
   Version version;
   int attempts = 0;
   int64_t created_ms = 0, replayed_ms = 0;
