@@ -400,3 +400,182 @@ TEST_CASE("fake omnisend: update_contact changes a contact as Omnisend's UI woul
   CHECK(contact_id(*fake.contact_by_email("b@x.se")) != id);
   CHECK(fake.written_versions("new@x.se").empty());  // not a write by a client
 }
+
+namespace {
+// GET path -> parsed answer (status checked by the caller through `status`).
+json::object got(httplib::Client& cli, const std::string& path, int* status) {
+  auto r = cli.Get(path.c_str(), key());
+  REQUIRE(r);
+  *status = r->status;
+  return json::parse(r->body).as_object();
+}
+}  // namespace
+
+TEST_CASE("fake omnisend: batches process each item as its own request, polled asynchronously", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  CHECK(post(cli, "/v3/contacts", versioned("old@x.se", 5)) == 201);
+  std::string old_id = contact_id(*fake.contact_by_email("old@x.se"));
+
+  std::string batch = R"({"method":"POST","endpoint":"contacts","origin":"api","items":[)"
+                      R"({"identifiers":[{"type":"email","id":"no-at.x.se"}]},)" +
+                      versioned("new@x.se", 1) + "," + versioned("old@x.se", 3) + "]}";
+  auto denied = cli.Post("/v3/batches", key("wrong"), batch, "application/json");
+  REQUIRE(denied);
+  CHECK(denied->status == 401);
+  CHECK(fake.batch_count() == 0);
+  CHECK(cli.Get("/v3/batches/ba7c00000000000000000001", key("wrong"))->status == 401);
+
+  auto created = cli.Post("/v3/batches", key(), batch, "application/json");
+  REQUIRE(created);
+  REQUIRE(created->status == 201);
+  auto c = json::parse(created->body).as_object();
+  CHECK(c.size() == 2);
+  CHECK(c.at("totalCount") == 3);
+  std::string id(c.at("batchID").as_string());
+  CHECK(id.size() == 24);
+  CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(fake.batch_count() == 1);
+
+  // Processed at once: the contacts are there, with their write history.
+  CHECK(fake.contact_count() == 2);
+  REQUIRE(fake.contact_by_email("new@x.se"));
+  CHECK(contact_id(*fake.contact_by_email("old@x.se")) == old_id);
+  CHECK(fake.contact_by_email("old@x.se")->at("customProperties").at("commercetoolsVersion") == 3);
+  CHECK(fake.written_versions("old@x.se") == std::vector<int64_t>{5, 3});
+  CHECK(fake.written_versions("new@x.se") == std::vector<int64_t>{1});
+  CHECK(fake.order_violations() == 1);
+
+  // The first GET sees it in progress, the next one finished.
+  int status = 0;
+  auto first = got(cli, "/v3/batches/" + id, &status);
+  CHECK(status == 200);
+  CHECK(first.at("status") == "inProgress");
+  CHECK(first.at("finishedCount") == 0);
+  CHECK(first.at("batchID") == id.c_str());
+  CHECK(first.at("method") == "POST");
+  CHECK(first.at("endpoint") == "contacts");
+  CHECK(first.at("totalCount") == 3);
+  CHECK(first.at("createdAt").is_string());
+  auto second = got(cli, "/v3/batches/" + id, &status);
+  CHECK(status == 200);
+  CHECK(second.at("status") == "finished");
+  CHECK(second.at("finishedCount") == 3);
+  CHECK(second.at("errorsCount") == 1);
+  CHECK(second.at("endedAt").is_string());
+  CHECK_FALSE(second.contains("responses"));
+
+  auto items = got(cli, "/v3/batches/" + id + "/items", &status);
+  CHECK(status == 200);
+  CHECK(items.at("status") == "finished");
+  CHECK(items.at("batchID") == id.c_str());
+  const auto& responses = items.at("responses").as_array();
+  const auto& errors = items.at("errors").as_array();
+  REQUIRE(responses.size() == 2);
+  REQUIRE(errors.size() == 1);
+  CHECK(responses[0].at("responseCode") == 201);
+  CHECK(responses[0].at("response").at("contactID") == contact_id(*fake.contact_by_email("new@x.se")).c_str());
+  CHECK(responses[0].at("request") == json::parse(versioned("new@x.se", 1)));
+  CHECK(responses[1].at("responseCode") == 200);
+  CHECK(responses[1].at("response").at("contactID") == old_id.c_str());
+  CHECK(responses[1].at("status") == "finished");
+  CHECK(responses[0].at("itemID").as_string().size() == 24);
+  CHECK(responses[0].at("itemID") != responses[1].at("itemID"));
+  CHECK(errors[0].at("responseCode") == 400);
+  CHECK(errors[0].at("response").at("status") == 400);
+  CHECK(errors[0].at("response").at("errors").at(0).at("field") == "identifiers[0].id");
+  CHECK(errors[0].at("status") == "finished");
+
+  // A 409 per item, as POST /v3/contacts answers it; nothing is written.
+  std::string conflict = R"({"method":"PUT","endpoint":"contacts","items":[{"identifiers":[{"type":"email","id":"new@x.se"},{"type":"email","id":"old@x.se"}],"customProperties":{"commercetoolsVersion":0}}]})";
+  auto c2 = cli.Post("/v3/batches", key(), conflict, "application/json");
+  REQUIRE(c2);
+  REQUIRE(c2->status == 201);
+  std::string id2(json::parse(c2->body).at("batchID").as_string());
+  CHECK(id2 != id);
+  got(cli, "/v3/batches/" + id2 + "/items", &status);  // the first GET: in progress
+  auto items2 = got(cli, "/v3/batches/" + id2 + "/items", &status);
+  CHECK(items2.at("responses").as_array().empty());
+  REQUIRE(items2.at("errors").as_array().size() == 1);
+  CHECK(items2.at("errors").at(0).at("responseCode") == 409);
+  CHECK(fake.written_versions("old@x.se") == std::vector<int64_t>{5, 3});
+  CHECK(fake.order_violations() == 1);
+
+  // Events, processed (and deduplicated) like POST /v3/events.
+  std::string ev = R"({"eventName":"placed order","eventID":"o1","eventTime":"2024-01-01T00:00:00Z","origin":"api","contact":{"email":"a@x.se"}})";
+  auto c3 = cli.Post("/v3/batches", key(), R"({"method":"POST","endpoint":"events","items":[)" + ev + "," + ev + R"(,{"eventName":"x"}]})",
+                     "application/json");
+  REQUIRE(c3);
+  CHECK(c3->status == 201);
+  CHECK(fake.events().size() == 1);
+  CHECK(fake.batch_count() == 3);
+
+  // Invalid batches: 400 problem JSON, nothing created.
+  std::string many = R"({"method":"POST","endpoint":"contacts","items":[)";
+  for (int i = 0; i < 101; ++i) many += (i ? "," : "") + contact("m" + std::to_string(i) + "@x.se");
+  many += "]}";
+  auto too_many = cli.Post("/v3/batches", key(), many, "application/json");
+  REQUIRE(too_many);
+  CHECK(too_many->status == 400);
+  CHECK(json::parse(too_many->body).at("errors").at(0).at("field") == "items");
+  CHECK(post(cli, "/v3/batches", R"({"method":"POST","endpoint":"contacts","items":[]})") == 400);
+  CHECK(post(cli, "/v3/batches", R"({"method":"DELETE","endpoint":"contacts","items":[{}]})") == 400);
+  CHECK(post(cli, "/v3/batches", R"({"method":"POST","endpoint":"orders","items":[{}]})") == 400);
+  CHECK(post(cli, "/v3/batches", "not json") == 400);
+  CHECK(fake.batch_count() == 3);
+  CHECK(fake.contact_count() == 2);
+
+  // Unknown batch: 404 problem JSON.
+  auto unknown = cli.Get("/v3/batches/ffffffffffffffffffffffff", key());
+  REQUIRE(unknown);
+  CHECK(unknown->status == 404);
+  CHECK(json::parse(unknown->body).at("status") == 404);
+  auto unknown_items = cli.Get("/v3/batches/nope/items", key());
+  REQUIRE(unknown_items);
+  CHECK(unknown_items->status == 404);
+  CHECK(json::parse(unknown_items->body).at("status") == 404);
+}
+
+TEST_CASE("fake omnisend: faults apply to a batch as a whole", "[fake_omnisend]") {
+  FakeOmnisend fake;
+  httplib::Client cli("127.0.0.1", fake.port());
+  std::string batch = R"({"method":"POST","endpoint":"contacts","items":[)" + contact("a@x.se") + "," + contact("b@x.se") + "]}";
+  OmnisendFaults limited;
+  limited.rate_limited = 1;
+  limited.retry_after_s = 1;
+  fake.set_faults(limited);
+  CHECK(post(cli, "/v3/batches", batch) == 429);
+  CHECK(fake.batch_count() == 0);
+  CHECK(fake.contact_count() == 0);
+  fake.set_faults({});
+  // Each item's contact was told to wait: another batch without them is fine, a batch or a
+  // single write of one of them before the wait is over is a violation (once per request).
+  std::string other = R"({"method":"POST","endpoint":"contacts","items":[)" + contact("c@x.se") + "]}";
+  CHECK(post(cli, "/v3/batches", other) == 201);
+  CHECK(fake.retry_after_violations() == 0);
+  CHECK(post(cli, "/v3/batches", batch) == 201);  // retried at once
+  CHECK(fake.retry_after_violations() == 1);
+  CHECK(fake.contact_count() == 3);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  fake.set_faults(limited);
+  CHECK(post(cli, "/v3/batches", batch) == 429);
+  fake.set_faults({});
+  CHECK(post(cli, "/v3/contacts", contact("b@x.se")) == 200);  // one of its contacts on its own, at once
+  CHECK(fake.retry_after_violations() == 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  CHECK(post(cli, "/v3/batches", batch) == 201);  // after the wait
+  CHECK(fake.retry_after_violations() == 2);
+
+  OmnisendFaults errors;
+  errors.server_error = 1;
+  fake.set_faults(errors);
+  CHECK(post(cli, "/v3/batches", batch) >= 500);
+  CHECK(fake.batch_count() == 3);
+  auto log = fake.requests();
+  REQUIRE(log.size() == 7);
+  CHECK(log[0].path == "/v3/batches");
+  CHECK(log[0].status == 429);
+  CHECK(log[1].status == 201);
+  CHECK(log[6].status >= 500);
+}

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <regex>
@@ -23,6 +24,31 @@ struct StoredContact {
   std::vector<int64_t> versions;  // customProperties.commercetoolsVersion of each write
   int64_t max_version = INT64_MIN;
 };
+
+// One batch (POST /v3/batches), processed when it was created.
+struct Batch {
+  std::string id, method, endpoint, created_at, ended_at;
+  json::array responses, errors;  // BatchItems answered 2xx / not
+  size_t total = 0;
+  bool polled = false;  // the first GET saw it in progress; later ones see it finished
+};
+
+// A hex id of 24 digits (like Omnisend's ObjectIDs) with a prefix per kind of object.
+std::string hex_id(uint32_t prefix, uint64_t n) {
+  char id[32];
+  std::snprintf(id, sizeof id, "%08x%016llx", prefix, static_cast<unsigned long long>(n));
+  return id;
+}
+
+// Now, as ISO 8601 UTC ("2024-05-01T10:07:28Z").
+std::string now_iso() {
+  std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return out;
+}
 }  // namespace
 
 struct FakeOmnisend::State {
@@ -42,6 +68,8 @@ struct FakeOmnisend::State {
   int64_t order_violations = 0;
   std::map<std::string, Clock::time_point> not_before;  // request key -> end of its 429 wait
   int64_t retry_after_violations = 0;
+  std::map<std::string, Batch> batches;  // batchID -> batch
+  uint64_t next_batch_id = 1, next_item_id = 1;
 
   // The contact an identifier key belongs to, or nullptr.
   StoredContact* find(const std::string& key) {
@@ -51,18 +79,27 @@ struct FakeOmnisend::State {
   void index_add(const std::string& id, const json::object& contact);
   void index_remove(const std::string& id, const json::object& contact);
   void record_write(StoredContact& stored, const json::object& body);
+  // POST /v3/contacts and POST /v3/events on a parsed body, with `mu` held: the status and
+  // the JSON answer (a contact, {} or problem JSON). A batch runs its items through these.
+  std::pair<int, json::value> post_contact(const json::value& body);
+  std::pair<int, json::value> post_event(const json::value& body);
 };
 
 namespace {
 
 // RFC 9457 problem JSON, as Omnisend answers errors.
-std::string problem(int status, const std::string& title, const std::string& detail, json::array errors = {},
-                    int retry_after = 0) {
+json::object problem_json(int status, const std::string& title, const std::string& detail, json::array errors = {},
+                          int retry_after = 0) {
   json::object p{{"type", "about:blank"}, {"title", title}, {"status", status}, {"detail", detail},
                  {"instance", ""}};
   if (!errors.empty()) p["errors"] = std::move(errors);
   if (retry_after > 0) p["retryAfter"] = retry_after;
-  return json::serialize(p);
+  return p;
+}
+
+std::string problem(int status, const std::string& title, const std::string& detail, json::array errors = {},
+                    int retry_after = 0) {
+  return json::serialize(problem_json(status, title, detail, std::move(errors), retry_after));
 }
 
 void answer(httplib::Response& res, int status, const std::string& body) {
@@ -177,23 +214,43 @@ std::optional<int64_t> commercetools_version(const json::object& body) {
   return std::nullopt;
 }
 
-// The key a 429's wait applies to: the email of the contact or event a request writes, else
-// its method and path.
-std::string retry_key(const httplib::Request& req) {
+// The email a contact or event body writes ("" if none).
+std::string written_email(const json::value& body) {
+  if (!body.is_object()) return "";
+  const json::object& o = body.as_object();
+  if (const json::value* ids = o.if_contains("identifiers"); ids && ids->is_array())
+    for (const auto& i : ids->as_array())
+      if (i.is_object() && i.as_object().if_contains("type") && i.at("type") == "email" &&
+          i.as_object().if_contains("id") && i.at("id").is_string())
+        return std::string(i.at("id").as_string());
+  if (const json::value* c = o.if_contains("contact"); c && c->is_object())
+    if (const json::value* e = c->as_object().if_contains("email"); e && e->is_string())
+      return std::string(e->as_string());
+  return "";
+}
+
+// The keys a 429's wait applies to: the email of the contact or event a request writes
+// (path + email); for a batch, that of each item, as if it had been sent to its endpoint
+// alone (so a contact retried in another batch, or on its own, is still checked); else the
+// request's method and path.
+std::vector<std::string> retry_keys(const httplib::Request& req) {
   std::error_code ec;
   json::value body = req.body.empty() ? json::value() : json::parse(req.body, ec);
   if (!ec && body.is_object()) {
     const json::object& o = body.as_object();
-    if (const json::value* ids = o.if_contains("identifiers"); ids && ids->is_array())
-      for (const auto& i : ids->as_array())
-        if (i.is_object() && i.as_object().if_contains("type") && i.at("type") == "email" &&
-            i.as_object().if_contains("id") && i.at("id").is_string())
-          return req.path + " " + std::string(i.at("id").as_string());
-    if (const json::value* c = o.if_contains("contact"); c && c->is_object())
-      if (const json::value* e = c->as_object().if_contains("email"); e && e->is_string())
-        return req.path + " " + std::string(e->as_string());
+    const json::value* items = o.if_contains("items");
+    const json::value* endpoint = o.if_contains("endpoint");
+    if (req.path == "/v3/batches" && items && items->is_array() && endpoint && endpoint->is_string()) {
+      std::vector<std::string> keys;
+      for (const auto& item : items->as_array())
+        if (std::string email = written_email(item); !email.empty())
+          keys.push_back("/v3/" + std::string(endpoint->as_string()) + " " + email);
+      if (!keys.empty()) return keys;
+    } else if (std::string email = written_email(body); !email.empty()) {
+      return {req.path + " " + email};
+    }
   }
-  return req.method + " " + req.path;
+  return {req.method + " " + req.path};
 }
 
 }  // namespace
@@ -215,6 +272,54 @@ void FakeOmnisend::State::record_write(StoredContact& stored, const json::object
   if (*v < stored.max_version) ++order_violations;
   stored.versions.push_back(*v);
   stored.max_version = std::max(stored.max_version, *v);
+}
+
+std::pair<int, json::value> FakeOmnisend::State::post_contact(const json::value& body) {
+  json::array errors = validate_contact(body);
+  if (!errors.empty()) return {400, problem_json(400, "Bad Request", "validation failed", errors)};
+  const json::object& update = body.as_object();
+  // Two contacts never share an identifier: every identifier must point at one contact.
+  std::string found;
+  for (const auto& key : identifier_keys(update)) {
+    auto it = index.find(key);
+    if (it == index.end()) continue;
+    if (!found.empty() && found != it->second)
+      return {409, problem_json(409, "Conflict", "identifiers belong to different contacts")};
+    found = it->second;
+  }
+  if (found.empty()) {
+    char id[32];
+    std::snprintf(id, sizeof id, "%024llx", static_cast<unsigned long long>(next_id++));
+    StoredContact& stored = contacts[id];
+    stored.contact = update;
+    stored.contact["contactID"] = id;
+    index_add(id, stored.contact);
+    record_write(stored, update);
+    return {201, stored.contact};
+  }
+  StoredContact& stored = contacts.at(found);
+  merge_contact(stored.contact, update);
+  index_add(found, stored.contact);
+  record_write(stored, update);
+  return {200, stored.contact};
+}
+
+std::pair<int, json::value> FakeOmnisend::State::post_event(const json::value& body) {
+  const json::object* o = body.if_object();
+  if (!o) return {400, problem_json(400, "Bad Request", "body must be a JSON object")};
+  json::array errors;
+  if (!o->contains("eventName")) errors.push_back(json::object{{"field", "eventName"}, {"code", "required"}, {"message", "is required"}});
+  if (!o->contains("origin")) errors.push_back(json::object{{"field", "origin"}, {"code", "required"}, {"message", "is required"}});
+  if (!o->contains("contact")) errors.push_back(json::object{{"field", "contact"}, {"code", "required"}, {"message", "is required"}});
+  if (!errors.empty()) return {400, problem_json(400, "Bad Request", "validation failed", errors)};
+  // Deduplicated only when both eventID and eventTime are present.
+  if (o->contains("eventID") && o->contains("eventTime")) {
+    std::string key = json::serialize(o->at("eventID")) + "|" + json::serialize(o->at("eventTime"));
+    if (event_keys[key]) return {200, json::object{}};
+    event_keys[key] = true;
+  }
+  events.push_back(*o);
+  return {200, json::object{}};
 }
 
 FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>()) {
@@ -243,20 +348,23 @@ FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>
   auto route = [S](std::function<void(const httplib::Request&, httplib::Response&)> handler) {
     return [S, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
       Clock::time_point arrived = Clock::now();
-      std::string key;
+      std::vector<std::string> keys;
       bool waits;
       {
         std::lock_guard<std::mutex> lock(S->mu);
         waits = !S->not_before.empty();
       }
       if (waits) {
-        key = retry_key(req);
+        keys = retry_keys(req);
         std::lock_guard<std::mutex> lock(S->mu);
-        auto it = S->not_before.find(key);
-        if (it != S->not_before.end()) {
-          if (arrived < it->second) ++S->retry_after_violations;
+        bool early = false;  // one violation per request, however many of its keys came early
+        for (const auto& key : keys) {
+          auto it = S->not_before.find(key);
+          if (it == S->not_before.end()) continue;
+          if (arrived < it->second) early = true;
           else S->not_before.erase(it);
         }
+        if (early) ++S->retry_after_violations;
       }
       auto body = [](int status, const std::string& detail, int retry_after) {
         return problem(status, status == 429 ? "Too Many Requests" : "Server Error", detail, {}, retry_after);
@@ -264,10 +372,10 @@ FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>
       FaultOutcome outcome;
       if (!S->faults.apply(res, body, &outcome)) return handler(req, res);
       if (outcome.status == 429) {
-        if (key.empty()) key = retry_key(req);
+        if (keys.empty()) keys = retry_keys(req);
         auto until = Clock::now() + std::chrono::milliseconds(outcome.retry_after_s * 1000 - 20);
         std::lock_guard<std::mutex> lock(S->mu);
-        S->not_before[key] = until;
+        for (const auto& key : keys) S->not_before[key] = until;
       }
     };
   };
@@ -276,34 +384,9 @@ FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>
     std::error_code ec;
     json::value body = json::parse(req.body, ec);
     if (ec) return answer(res, 400, problem(400, "Bad Request", "body is not valid JSON"));
-    json::array errors = validate_contact(body);
-    if (!errors.empty()) return answer(res, 400, problem(400, "Bad Request", "validation failed", errors));
-    const json::object& update = body.as_object();
     std::lock_guard<std::mutex> lock(S->mu);
-    // Two contacts never share an identifier: every identifier must point at one contact.
-    std::string found;
-    for (const auto& key : identifier_keys(update)) {
-      auto it = S->index.find(key);
-      if (it == S->index.end()) continue;
-      if (!found.empty() && found != it->second)
-        return answer(res, 409, problem(409, "Conflict", "identifiers belong to different contacts"));
-      found = it->second;
-    }
-    if (found.empty()) {
-      char id[32];
-      std::snprintf(id, sizeof id, "%024llx", static_cast<unsigned long long>(S->next_id++));
-      StoredContact& stored = S->contacts[id];
-      stored.contact = update;
-      stored.contact["contactID"] = id;
-      S->index_add(id, stored.contact);
-      S->record_write(stored, update);
-      return answer(res, 201, json::serialize(stored.contact));
-    }
-    StoredContact& stored = S->contacts.at(found);
-    merge_contact(stored.contact, update);
-    S->index_add(found, stored.contact);
-    S->record_write(stored, update);
-    answer(res, 200, json::serialize(stored.contact));
+    auto [status, out] = S->post_contact(body);
+    answer(res, status, json::serialize(out));
   }));
 
   S->server.Get(R"(/v3/contacts/([0-9a-f]+))", route([S](const httplib::Request& req, httplib::Response& res) {
@@ -355,22 +438,87 @@ FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>
   S->server.Post("/v3/events", route([S](const httplib::Request& req, httplib::Response& res) {
     std::error_code ec;
     json::value body = json::parse(req.body, ec);
-    json::array errors;
+    if (ec) return answer(res, 400, problem(400, "Bad Request", "body must be a JSON object"));
+    std::lock_guard<std::mutex> lock(S->mu);
+    auto [status, out] = S->post_event(body);
+    answer(res, status, json::serialize(out));
+  }));
+
+  // Batches: up to 100 POST/PUT operations on contacts or events, each item processed as
+  // its own request would be, results kept per item. Processed at once, but the first GET
+  // of a batch sees it still in progress (a client must poll, as with the real API).
+  S->server.Post("/v3/batches", route([S](const httplib::Request& req, httplib::Response& res) {
+    std::error_code ec;
+    json::value body = json::parse(req.body, ec);
     const json::object* o = ec ? nullptr : body.if_object();
     if (!o) return answer(res, 400, problem(400, "Bad Request", "body must be a JSON object"));
-    if (!o->contains("eventName")) errors.push_back(json::object{{"field", "eventName"}, {"code", "required"}, {"message", "is required"}});
-    if (!o->contains("origin")) errors.push_back(json::object{{"field", "origin"}, {"code", "required"}, {"message", "is required"}});
-    if (!o->contains("contact")) errors.push_back(json::object{{"field", "contact"}, {"code", "required"}, {"message", "is required"}});
+    json::array errors;
+    auto err = [&](const std::string& field, const std::string& message) {
+      errors.push_back(json::object{{"field", field}, {"code", "invalid"}, {"message", message}});
+    };
+    const json::value* method = o->if_contains("method");
+    const json::value* endpoint = o->if_contains("endpoint");
+    const json::value* items = o->if_contains("items");
+    if (!method || !method->is_string() || (method->as_string() != "POST" && method->as_string() != "PUT"))
+      err("method", "must be POST or PUT");
+    if (!endpoint || !endpoint->is_string() || (endpoint->as_string() != "contacts" && endpoint->as_string() != "events"))
+      err("endpoint", "must be contacts or events");
+    if (!items || !items->is_array() || items->as_array().empty() || items->as_array().size() > 100)
+      err("items", "must be an array of 1 to 100 items");
     if (!errors.empty()) return answer(res, 400, problem(400, "Bad Request", "validation failed", errors));
+
     std::lock_guard<std::mutex> lock(S->mu);
-    // Deduplicated only when both eventID and eventTime are present.
-    if (o->contains("eventID") && o->contains("eventTime")) {
-      std::string key = json::serialize(o->at("eventID")) + "|" + json::serialize(o->at("eventTime"));
-      if (S->event_keys[key]) return answer(res, 200, "{}");
-      S->event_keys[key] = true;
+    Batch b;
+    b.id = hex_id(0xba7c0000u, S->next_batch_id++);
+    b.method = std::string(method->as_string());
+    b.endpoint = std::string(endpoint->as_string());
+    b.created_at = now_iso();
+    b.total = items->as_array().size();
+    bool contacts = b.endpoint == "contacts";
+    for (const auto& item : items->as_array()) {
+      auto [status, out] = contacts ? S->post_contact(item) : S->post_event(item);
+      json::object bi{{"itemID", hex_id(0x17e30000u, S->next_item_id++)},
+                      {"request", item},
+                      {"responseCode", status},
+                      {"response", std::move(out)},
+                      {"status", "finished"}};
+      (status >= 200 && status < 300 ? b.responses : b.errors).push_back(std::move(bi));
     }
-    S->events.push_back(*o);
-    answer(res, 200, "{}");
+    b.ended_at = now_iso();
+    json::object created{{"batchID", b.id}, {"totalCount", b.total}};
+    S->batches.emplace(b.id, std::move(b));
+    answer(res, 201, json::serialize(created));
+  }));
+
+  // The batch as GET /v3/batches/{id} shows it (and its items, for /items); the first GET of
+  // either kind sees it in progress.
+  auto batch_view = [S](const std::string& id, bool with_items, httplib::Response& res) {
+    std::lock_guard<std::mutex> lock(S->mu);
+    auto it = S->batches.find(id);
+    if (it == S->batches.end()) return answer(res, 404, problem(404, "Not Found", "no such batch"));
+    Batch& b = it->second;
+    bool finished = b.polled;
+    b.polled = true;
+    json::object out{{"batchID", b.id},
+                     {"method", b.method},
+                     {"endpoint", b.endpoint},
+                     {"status", finished ? "finished" : "inProgress"},
+                     {"totalCount", b.total},
+                     {"finishedCount", finished ? b.total : 0},
+                     {"errorsCount", finished ? b.errors.size() : 0},
+                     {"createdAt", b.created_at},
+                     {"endedAt", finished ? json::value(b.ended_at) : json::value(nullptr)}};
+    if (with_items) {
+      out["responses"] = finished ? b.responses : json::array{};
+      out["errors"] = finished ? b.errors : json::array{};
+    }
+    answer(res, 200, json::serialize(out));
+  };
+  S->server.Get(R"(/v3/batches/([^/]+))", route([batch_view](const httplib::Request& req, httplib::Response& res) {
+    batch_view(req.matches[1], false, res);
+  }));
+  S->server.Get(R"(/v3/batches/([^/]+)/items)", route([batch_view](const httplib::Request& req, httplib::Response& res) {
+    batch_view(req.matches[1], true, res);
   }));
 
   S->port = S->server.bind_to_any_port("127.0.0.1");
@@ -462,6 +610,11 @@ std::vector<int64_t> FakeOmnisend::written_versions(const std::string& email) co
 int64_t FakeOmnisend::order_violations() const {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->order_violations;
+}
+
+size_t FakeOmnisend::batch_count() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->batches.size();
 }
 
 int64_t FakeOmnisend::retry_after_violations() const {

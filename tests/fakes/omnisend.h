@@ -14,6 +14,12 @@
 // For tests of the sync engine it also checks how it is used: the commercetoolsVersion
 // each write carried (order_violations: an older version written after a newer one), and
 // whether a client waited as long as a 429 told it to (retry_after_violations).
+//
+// Batches (POST /v3/batches, up to 100 POST/PUT items on contacts or events) are processed
+// when created, each item exactly as its own request would be (validation, conflicts,
+// merge, write history), and kept per item; the first GET of a batch (GET
+// /v3/batches/{id} or .../items) still sees it "inProgress", later ones "finished".
+// Faults apply to the batch request as a whole; a 429 on it asks each of its items to wait.
 #include <boost/json.hpp>
 #include <cstdint>
 #include <functional>
@@ -73,8 +79,11 @@ class FakeOmnisend {
   int64_t order_violations() const;
   // Requests that came before the wait a 429 asked for was over (retry_after_s, minus
   // 20 ms of tolerance), counted per key: the email identifier in the body (a contact) or
-  // the event's contact.email, else method + path.
+  // the event's contact.email, else method + path. A batch has the keys of its items (as if
+  // each had been sent to its endpoint alone) and counts once if any of them came early.
   int64_t retry_after_violations() const;
+  // Batches created by POST /v3/batches (answered 201).
+  size_t batch_count() const;
 
   struct State;
 
