@@ -56,8 +56,25 @@ const delivery::Model kOmnisendEvent = [] {
 
 class OmnisendDestination final : public delivery::Destination {
  public:
-  OmnisendDestination(omnisend::Settings s, const delivery::Model& model)
-      : settings_(s), model_(model), client_(std::move(s)) {}
+  OmnisendDestination(omnisend::Settings s, const delivery::Model& model, size_t batch)
+      : settings_(s), model_(model), client_(std::move(s)), batch_(batch) {}
+
+  size_t max_batch(const std::string& kind) const override { return kind == "contact.upsert" ? batch_ : 1; }
+  int batch_requests() const override { return 3; }  // create, poll (at least once), results
+
+  std::vector<delivery::Answer> send_batch(const std::vector<const store::Operation*>& ops) override {
+    std::vector<std::string> bodies;
+    for (const auto* op : ops) bodies.push_back(op->body);
+    std::vector<delivery::Answer> out;
+    for (auto& b : client_.upsert_contacts(bodies)) {
+      delivery::Answer a;
+      a.result = std::move(b.result);
+      a.remote_id = std::move(b.contact_id);
+      a.record_json = std::move(b.answer);
+      out.push_back(std::move(a));
+    }
+    return out;
+  }
 
   const delivery::Model& model() const override { return model_; }
 
@@ -84,6 +101,7 @@ class OmnisendDestination final : public delivery::Destination {
   omnisend::Settings settings_;
   const delivery::Model& model_;
   omnisend::Destination client_;
+  size_t batch_;
 };
 
 }  // namespace
@@ -97,6 +115,11 @@ const delivery::Model* destination_model(const std::string& system, const std::s
 int connection_timeout_ms(const json::object& c) {
   auto* v = c.if_contains("timeout_ms");
   return v && v->is_int64() ? static_cast<int>(v->as_int64()) : 10000;
+}
+
+int connection_batch(const json::object& c) {
+  auto* v = c.if_contains("batch");
+  return v && v->is_int64() ? static_cast<int>(v->as_int64()) : 100;
 }
 
 int connection_concurrency(const json::object& c) {
@@ -129,7 +152,7 @@ std::unique_ptr<delivery::Destination> make_destination(const std::string& name,
   s.api_key = setting(name, c, "api_key", "", secrets, true, display);
   s.timeout_ms = connection_timeout_ms(c);
   try {
-    return std::make_unique<OmnisendDestination>(s, *model);
+    return std::make_unique<OmnisendDestination>(s, *model, static_cast<size_t>(connection_batch(c)));
   } catch (const std::invalid_argument& e) {
     throw ConfigError("connection " + name + ": " + e.what());
   }

@@ -36,6 +36,9 @@ std::unique_ptr<commercetools::Source> make_commercetools(const std::string& nam
 // A connection's optional settings, with defaults per system.
 int connection_timeout_ms(const boost::json::object& connection);   // "timeout_ms", default 10000
 int connection_concurrency(const boost::json::object& connection);  // "concurrency", default 4
+// "batch": operations per batch request where the API has batches (Omnisend contacts: up to
+// 100, the default); 1 sends every operation on its own.
+int connection_batch(const boost::json::object& connection);
 // "rate_limit": {"requests","per_seconds"} or "off"; Omnisend defaults to 400 per 60 s.
 // Returns requests <= 0 for no limit.
 std::pair<int, int64_t> connection_rate_limit(const boost::json::object& connection);

@@ -1,9 +1,13 @@
 #include "connectors/omnisend/client.h"
 
 #include <boost/json.hpp>
+#include <chrono>
+#include <map>
 #include <stdexcept>
+#include <thread>
 
 #include "connectors/omnisend/errors.h"
+#include "engine/util/time.h"
 
 namespace weft::connectors::omnisend {
 
@@ -37,6 +41,124 @@ delivery::SendResult Destination::send_event(const std::string& event_json, int6
   auto result = classify(r.status, r.header("Retry-After"), r.body, now_ms);
   if (r.status == 0) result.message = "no answer from Omnisend: " + r.error;
   return result;
+}
+
+namespace {
+
+namespace json = boost::json;
+
+// The identifier a contact is matched by in batch results: its first one, as "type:id".
+std::string identity_of(const json::value& contact) {
+  if (!contact.is_object()) return "";
+  auto* ids = contact.as_object().if_contains("identifiers");
+  if (!ids || !ids->is_array() || ids->as_array().empty()) return "";
+  const auto& first = ids->as_array()[0];
+  if (!first.is_object()) return "";
+  auto* type = first.as_object().if_contains("type");
+  auto* id = first.as_object().if_contains("id");
+  if (!type || !id || !type->is_string() || !id->is_string()) return "";
+  return std::string(type->as_string()) + ":" + std::string(id->as_string());
+}
+
+}  // namespace
+
+std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::vector<std::string>& contacts,
+                                                                   int64_t wait_ms) {
+  std::vector<BatchResult> out(contacts.size());
+  auto fail_all = [&](const delivery::SendResult& r) {
+    for (auto& b : out) b.result = r;
+    return out;
+  };
+  http::Headers auth{{"X-API-KEY", settings_.api_key}};
+  json::array items;
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < contacts.size(); ++i) {
+    json::value c = json::parse(contacts[i]);
+    index[identity_of(c)] = i;
+    items.push_back(std::move(c));
+  }
+  json::object body{{"method", "POST"}, {"endpoint", "contacts"}, {"origin", "api"}, {"items", std::move(items)}};
+  auto created = client_.post("/batches", json::serialize(body), "application/json", auth);
+  auto r = classify(created.status, created.header("Retry-After"), created.body, util::now_ms());
+  if (created.status == 0) r.message = "no answer from Omnisend: " + created.error;
+  if (r.kind != delivery::SendResult::Kind::ok) return fail_all(r);
+  std::error_code ec;
+  json::value made = json::parse(created.body, ec);
+  std::string batch_id;
+  if (!ec && made.is_object())
+    if (auto* id = made.as_object().if_contains("batchID"); id && id->is_string()) batch_id = std::string(id->as_string());
+  if (batch_id.empty())
+    return fail_all({delivery::SendResult::Kind::transient, created.status, std::nullopt,
+                     "Omnisend created a batch without a batchID: " + created.body.substr(0, 200)});
+
+  // Batches are asynchronous: wait for it to finish, backing off from 20 ms to 1 s.
+  int64_t deadline = util::now_ms() + wait_ms;
+  for (int64_t pause = 20;; pause = std::min<int64_t>(pause * 2, 1000)) {
+    auto st = client_.get("/batches/" + batch_id, auth);
+    auto sr = classify(st.status, st.header("Retry-After"), st.body, util::now_ms());
+    if (sr.kind == delivery::SendResult::Kind::ok) {
+      json::value b = json::parse(st.body, ec);
+      std::string status;
+      if (!ec && b.is_object())
+        if (auto* s = b.as_object().if_contains("status"); s && s->is_string()) status = std::string(s->as_string());
+      if (status == "finished" || status == "stopped") break;
+    }
+    // A poll that was refused (429, 5xx) waits at least as long as Omnisend asked.
+    int64_t wait = std::max<int64_t>(pause, sr.retry_after_ms.value_or(0));
+    if (util::now_ms() + wait > deadline)
+      return fail_all({delivery::SendResult::Kind::transient, 0, std::nullopt,
+                       "Omnisend batch " + batch_id + " did not finish within " + std::to_string(wait_ms) + " ms"});
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait));
+  }
+
+  // The results, read again (after any wait asked for) if the read is refused.
+  http::Response got;
+  delivery::SendResult gr;
+  for (int attempt = 0;; ++attempt) {
+    got = client_.get("/batches/" + batch_id + "/items", auth);
+    gr = classify(got.status, got.header("Retry-After"), got.body, util::now_ms());
+    if (gr.kind != delivery::SendResult::Kind::transient || attempt == 4) break;
+    int64_t wait = std::max<int64_t>(100 << attempt, gr.retry_after_ms.value_or(0));
+    if (util::now_ms() + wait > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait));
+  }
+  if (gr.kind != delivery::SendResult::Kind::ok) {
+    gr.kind = delivery::SendResult::Kind::transient;  // the batch ran; only its results are missing
+    gr.message = "reading the results of Omnisend batch " + batch_id + ": " + gr.message;
+    return fail_all(gr);
+  }
+  json::value res = json::parse(got.body, ec);
+  std::vector<bool> seen(contacts.size(), false);
+  if (!ec && res.is_object()) {
+    for (const char* list : {"responses", "errors"}) {
+      auto* arr = res.as_object().if_contains(list);
+      if (!arr || !arr->is_array()) continue;
+      for (const auto& item : arr->as_array()) {
+        if (!item.is_object()) continue;
+        const auto& io = item.as_object();
+        auto* req = io.if_contains("request");
+        auto it = req ? index.find(identity_of(*req)) : index.end();
+        if (it == index.end()) continue;
+        BatchResult& b = out[it->second];
+        int code = 0;
+        if (auto* c = io.if_contains("responseCode"); c && c->is_int64()) code = static_cast<int>(c->as_int64());
+        std::string answer = io.contains("response") ? json::serialize(io.at("response")) : std::string("{}");
+        b.result = classify(code, "", answer, util::now_ms());
+        if (b.result.kind == delivery::SendResult::Kind::ok) {
+          if (auto* resp = io.if_contains("response"); resp && resp->is_object())
+            if (auto* id = resp->as_object().if_contains("contactID"); id && id->is_string())
+              b.contact_id = std::string(id->as_string());
+          b.answer = std::move(answer);
+        }
+        seen[it->second] = true;
+      }
+    }
+  }
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!seen[i])
+      out[i].result = {delivery::SendResult::Kind::transient, 0, std::nullopt,
+                       "Omnisend batch " + batch_id + " has no result for this contact"};
+  return out;
 }
 
 }  // namespace weft::connectors::omnisend

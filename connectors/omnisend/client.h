@@ -3,6 +3,7 @@
 // and events, each answer classified by errors.h for the delivery workers.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/delivery/send_result.h"
 #include "engine/http/client.h"
@@ -25,6 +26,17 @@ class Destination {
                                       std::string* answer = nullptr);
   // POST /events: deduplicated by Omnisend when the event has both eventID and eventTime.
   delivery::SendResult send_event(const std::string& event_json, int64_t now_ms);
+
+  // One contact's result in a batch.
+  struct BatchResult {
+    delivery::SendResult result;
+    std::string contact_id, answer;  // on success: the contactID and the contact as held
+  };
+  // POST /batches with up to 100 contacts, then polls GET /batches/{id} until it has finished
+  // and reads GET /batches/{id}/items. Results are matched to the contacts by their first
+  // identifier; a batch that fails, or does not finish within `wait_ms`, fails every contact
+  // the same way (transient: they are sent again, which an upsert makes harmless).
+  std::vector<BatchResult> upsert_contacts(const std::vector<std::string>& contacts_json, int64_t wait_ms = 120000);
 
  private:
   Settings settings_;

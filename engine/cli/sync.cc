@@ -4,6 +4,7 @@
 #include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -81,6 +82,36 @@ struct Progress {
   void done() {
     if (tty) std::fprintf(stderr, "\r\033[K");
   }
+};
+
+// Checkpoints the database's log from a connection of its own while a run lasts.
+class Checkpointer {
+ public:
+  explicit Checkpointer(const std::string& path) {
+    thread_ = std::thread([this, path] {
+      try {
+        auto db = store::open_sqlite(path);
+        std::unique_lock<std::mutex> lock(mu_);
+        while (!cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_; })) db->checkpoint();
+      } catch (const std::exception&) {
+        // Only an optimization: the writer checkpoints by itself too.
+      }
+    });
+  }
+  ~Checkpointer() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
 };
 
 // Processes the inbox and delivers until everything is delivered, parked, or `g_stop`;
@@ -174,6 +205,7 @@ int run_sync(const SyncOptions& o) {
   Progress progress;
   runner->start_delivery();
 
+  Checkpointer checkpointer(o.db.empty() ? default_db(o.workspace) : o.db);
   std::atomic<bool> pulling{true};
   std::string failure;
   std::thread puller([&] {

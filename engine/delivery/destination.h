@@ -45,6 +45,19 @@ class Destination {
   // The request `send` would make. With `redact`, credentials are shown as "***".
   virtual Request request(const store::Operation& op, const std::string& remote_id, bool redact) const = 0;
   virtual Answer send(const store::Operation& op, const std::string& remote_id) = 0;
+  // How many operations of this kind one send_batch may carry; 1: the API has no batches.
+  virtual size_t max_batch(const std::string& kind) const {
+    (void)kind;
+    return 1;
+  }
+  // HTTP requests one send_batch costs against the rate limit (create, poll, results).
+  virtual int batch_requests() const { return 1; }
+  // Several operations of one kind in one exchange; one Answer per operation, in order.
+  virtual std::vector<Answer> send_batch(const std::vector<const store::Operation*>& ops) {
+    std::vector<Answer> out;
+    for (const auto* op : ops) out.push_back(send(*op, ""));
+    return out;
+  }
 };
 
 }  // namespace weft::delivery

@@ -71,7 +71,8 @@ const RetryPolicy& Worker::policy(const std::string& flow) const {
 }
 
 void Worker::dispatch_loop() {
-  const size_t window = static_cast<size_t>(config_.concurrency) * 64;
+  // Enough queued for every sender to fill a batch.
+  const size_t window = static_cast<size_t>(config_.concurrency) * 200;
   while (true) {
     std::vector<Job> done;
     size_t want = 0;
@@ -130,6 +131,7 @@ void Worker::dispatch_loop() {
 void Worker::send_loop(std::unique_ptr<Destination> dest) {
   while (true) {
     Job job;
+    std::vector<Job> batch;  // more jobs of the same kind, sent with `job` in one batch
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -147,21 +149,57 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       }
       job = std::move(queue_.front());
       queue_.pop_front();
+      // A backlog goes in batches where the API has them (a batch costs a few requests and
+      // some latency, so a lone operation goes on its own).
+      size_t max = dest->max_batch(job.op.kind);
+      if (max > 1 && queue_.size() >= kMinBatch - 1) {
+        for (auto it = queue_.begin(); it != queue_.end() && batch.size() + 1 < max;) {
+          if (it->op.kind == job.op.kind) {
+            batch.push_back(std::move(*it));
+            it = queue_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      }
     }
     // The connection's rate limit, in short sleeps so a stop is not held up.
-    while (true) {
+    int tokens = batch.empty() ? 1 : dest->batch_requests();
+    while (tokens > 0) {
       int64_t wait = limiter_.acquire(util::now_ms());
-      if (wait == 0) break;
+      if (wait == 0) {
+        --tokens;
+        continue;
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (stopping_) break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(wait, 100)));
     }
-    job.answer = dest->send(job.op, job.remote_id);
+    if (batch.empty()) {
+      job.answer = dest->send(job.op, job.remote_id);
+    } else {
+      batch.insert(batch.begin(), std::move(job));
+      std::vector<const store::Operation*> ops;
+      for (const auto& j : batch) ops.push_back(&j.op);
+      std::vector<Answer> answers = dest->send_batch(ops);
+      for (size_t i = 0; i < batch.size(); ++i) batch[i].answer = std::move(answers[i]);
+    }
+    // What the destination says it holds, flattened here rather than under the store lock.
+    const Model& model = dest->model();
+    auto flatten_answer = [&](Job& j) {
+      if (!model.merge || j.answer.result.kind != SendResult::Kind::ok || j.answer.record_json.empty()) return;
+      std::error_code ec;
+      json::value a = json::parse(j.answer.record_json, ec);
+      if (!ec && a.is_object()) j.answered = pipeline::flatten(a.as_object(), model.atomic);
+    };
+    if (batch.empty()) flatten_answer(job);
+    for (auto& j : batch) flatten_answer(j);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      answered_.push_back(std::move(job));
+      if (batch.empty()) answered_.push_back(std::move(job));
+      for (auto& j : batch) answered_.push_back(std::move(j));
     }
     done_cv_.notify_all();
   }
@@ -189,13 +227,7 @@ void Worker::record(std::vector<Job>& done) {
             json::value fields = json::parse(op.fields_json);
             pipeline::Flat sent;
             for (const auto& kv : fields.as_object()) sent[std::string(kv.key())] = kv.value();
-            pipeline::Flat answered;
-            if (!j.answer.record_json.empty()) {
-              std::error_code ec;
-              json::value a = json::parse(j.answer.record_json, ec);
-              if (!ec && a.is_object()) answered = pipeline::flatten(a.as_object(), model.atomic);
-            }
-            pipeline::record_delivery(shadow, sent, answered, now, op.script_version);
+            pipeline::record_delivery(shadow, sent, j.answered, now, op.script_version);
             store_.set_shadow(op.entity_id, json::serialize(shadow));
             if (!j.answer.remote_id.empty() && j.answer.remote_id != j.remote_id)
               store_.set_remote_id(op.entity_id, j.answer.remote_id);

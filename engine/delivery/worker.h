@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "engine/delivery/destination.h"
+#include "engine/pipeline/fields.h"
 #include "engine/delivery/rate_limiter.h"
 #include "engine/delivery/retry.h"
 #include "engine/store/store.h"
@@ -70,7 +71,9 @@ class Worker {
     store::Operation op;
     std::string remote_id;
     Answer answer;
+    pipeline::Flat answered;  // answer.record_json flattened, by the sender (outside the store lock)
   };
+  static constexpr size_t kMinBatch = 4;  // fewer waiting operations go one by one
   void dispatch_loop();
   void send_loop(std::unique_ptr<Destination> dest);
   void record(std::vector<Job>& done);

@@ -93,19 +93,25 @@ bool same(const json::value* a, const json::value& b) { return a != nullptr && *
 }  // namespace
 
 bool path_matches(const std::string& pattern, const std::string& path) {
-  auto ps = segments(pattern), xs = segments(path);
-  if (ps.size() != xs.size()) return false;
-  for (size_t i = 0; i < ps.size(); ++i) {
-    if (ps[i] == "*") continue;
-    if (ps[i].size() > 3 && ps[i].substr(ps[i].size() - 3) == "[*]") {
-      std::string_view pname = ps[i].substr(0, ps[i].size() - 3), xname, xkey;
-      split_key(xs[i], &xname, &xkey);
-      if (pname != xname || xkey.empty()) return false;
-      continue;
+  // Segment by segment, without allocating: this runs for every field of every record.
+  size_t p = 0, x = 0;
+  while (true) {
+    size_t pe = pattern.find('.', p), xe = path.find('.', x);
+    std::string_view ps(pattern.data() + p, (pe == std::string::npos ? pattern.size() : pe) - p);
+    std::string_view xs(path.data() + x, (xe == std::string::npos ? path.size() : xe) - x);
+    if (ps == "*") {
+      // any one segment
+    } else if (ps.size() > 3 && ps.substr(ps.size() - 3) == "[*]") {
+      std::string_view xname, xkey;
+      split_key(xs, &xname, &xkey);
+      if (ps.substr(0, ps.size() - 3) != xname || xkey.empty()) return false;
+    } else if (ps != xs) {
+      return false;
     }
-    if (ps[i] != xs[i]) return false;
+    if (pe == std::string::npos || xe == std::string::npos) return pe == xe;
+    p = pe + 1;
+    x = xe + 1;
   }
-  return true;
 }
 
 Flat flatten(const json::object& payload, const std::vector<std::string>& atomic) {

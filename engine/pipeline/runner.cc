@@ -31,7 +31,12 @@ std::string origin(const store::InboxRecord& rec) {
 Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store, std::mutex& store_mu,
                workspace::Secrets& secrets, std::vector<std::string> flows,
                std::function<std::unique_ptr<store::Store>()> open_reader)
-    : tenant_(std::move(tenant)), store_(store), store_mu_(store_mu), secrets_(secrets), flows_(std::move(flows)) {
+    : tenant_(std::move(tenant)),
+      store_(store),
+      store_mu_(store_mu),
+      secrets_(secrets),
+      flows_(std::move(flows)),
+      open_reader_(open_reader) {
   if (flows_.empty())
     for (const auto& [name, f] : tenant_->flows)
       if (f.enabled) flows_.push_back(name);
@@ -140,6 +145,7 @@ void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, i
         }
         if (page.cursor != cursor) store_.set_cursor(tenant_->tenant, flow_name, page.cursor);
         store_.commit();
+        inbox_writes_++;
       } catch (...) {
         store_.rollback();
         throw;
@@ -160,32 +166,55 @@ void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, i
   }
 }
 
+std::vector<store::InboxRecord> Runner::read_inbox(store::Store* reader, int64_t after, size_t limit) {
+  if (reader) return reader->inbox_next(limit, tenant_->tenant, after);
+  std::lock_guard<std::mutex> lock(store_mu_);
+  return store_.inbox_next(limit, tenant_->tenant, after);
+}
+
 void Runner::map_loop() {
-  while (true) {
-    std::vector<store::InboxRecord> in;
-    {
-      std::unique_lock<std::mutex> lock(map_mu_);
-      map_cv_.wait(lock, [&] { return map_stop_ || !map_in_.empty(); });
-      if (map_stop_) return;
-      in.swap(map_in_);
+  try {
+    std::unique_ptr<store::Store> reader = open_reader_ ? open_reader_() : nullptr;
+    int64_t after = 0;  // inbox records up to here are prepared or committed
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(map_mu_);
+        map_cv_.wait(lock, [&] { return map_stop_ || prepared_.size() < kAhead; });
+        if (map_stop_) return;
+      }
+      int64_t writes = inbox_writes_.load();
+      std::vector<store::InboxRecord> in = read_inbox(reader.get(), after, batch_size_);
+      if (in.empty()) {
+        std::unique_lock<std::mutex> lock(map_mu_);
+        map_idle_ = true;
+        idle_seen_writes_ = writes;
+        map_cv_.notify_all();
+        map_cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return map_stop_; });
+        continue;
+      }
+      after = in.back().seq;
+      std::vector<PreparedRecord> out;
+      out.reserve(in.size());
+      for (auto& rec : in) {
+        PreparedRecord pr;
+        pr.rec = std::move(rec);
+        resolve(pr);
+        Options opts;
+        if (pr.stop.empty())
+          for (const workspace::Flow* flow : pipeline_->flows_for(pr.rec))
+            pr.flows.push_back(pipeline_->prepare(*flow, pr.rec, opts));
+        out.push_back(std::move(pr));
+      }
+      {
+        std::lock_guard<std::mutex> lock(map_mu_);
+        prepared_.push_back(std::move(out));
+        map_idle_ = false;
+      }
+      map_cv_.notify_all();
     }
-    std::vector<PreparedRecord> out;
-    out.reserve(in.size());
-    for (auto& rec : in) {
-      PreparedRecord pr;
-      pr.rec = std::move(rec);
-      resolve(pr);
-      Options opts;
-      if (pr.stop.empty())
-        for (const workspace::Flow* flow : pipeline_->flows_for(pr.rec))
-          pr.flows.push_back(pipeline_->prepare(*flow, pr.rec, opts));
-      out.push_back(std::move(pr));
-    }
-    {
-      std::lock_guard<std::mutex> lock(map_mu_);
-      map_out_ = std::move(out);
-      map_ready_ = true;
-    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(map_mu_);
+    map_error_ = std::current_exception();
     map_cv_.notify_all();
   }
 }
@@ -251,33 +280,24 @@ void Runner::resolve(PreparedRecord& pr) {
 }
 
 size_t Runner::process_batch(size_t batch) {
-  if (!mapper_.joinable()) mapper_ = std::thread(&Runner::map_loop, this);
-  // The batch being prepared, once it is ready.
+  if (!mapper_.joinable()) {
+    batch_size_ = batch;
+    mapper_ = std::thread(&Runner::map_loop, this);
+  }
+  // The next prepared batch; none when the mapping thread has found the inbox empty since the
+  // last record was added to it.
   std::vector<PreparedRecord> ready;
-  if (map_pending_) {
-    std::unique_lock<std::mutex> lock(map_mu_);
-    map_cv_.wait(lock, [&] { return map_ready_; });
-    ready = std::move(map_out_);
-    map_out_.clear();
-    map_ready_ = map_pending_ = false;
-  }
-  // The next batch goes to the mapping thread while this one is committed.
-  std::vector<store::InboxRecord> next;
   {
-    std::lock_guard<std::mutex> lock(store_mu_);
-    next = store_.inbox_next(batch, tenant_->tenant, taken_seq_);
+    std::unique_lock<std::mutex> lock(map_mu_);
+    map_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] {
+      return !prepared_.empty() || map_error_ || (map_idle_ && idle_seen_writes_ == inbox_writes_.load());
+    });
+    if (map_error_) std::rethrow_exception(map_error_);
+    if (prepared_.empty()) return (map_idle_ && idle_seen_writes_ == inbox_writes_.load()) ? 0 : 1;
+    ready = std::move(prepared_.front());
+    prepared_.pop_front();
   }
-  size_t taken = next.size();
-  if (!next.empty()) {
-    taken_seq_ = next.back().seq;
-    {
-      std::lock_guard<std::mutex> lock(map_mu_);
-      map_in_ = std::move(next);
-      map_pending_ = true;
-    }
-    map_cv_.notify_all();
-  }
-  if (ready.empty()) return taken;
+  map_cv_.notify_all();
 
   {
     std::lock_guard<std::mutex> lock(store_mu_);
@@ -345,7 +365,7 @@ size_t Runner::process_batch(size_t batch) {
     }
   }
   for (auto& [_, w] : workers_) w->wake();
-  return ready.size() + taken;
+  return ready.size();
 }
 
 bool Runner::delivery_drained() {

@@ -4,6 +4,8 @@
 // destination connection. `weft sync` runs it to completion; `weft serve` will keep it running.
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <exception>
 #include <thread>
 #include <cstdint>
 #include <functional>
@@ -79,17 +81,25 @@ class Runner {
     std::string stop_reason;
   };
   void map_loop();
+  std::vector<store::InboxRecord> read_inbox(store::Store* reader, int64_t after, size_t limit);
   // Turns a received notification into the record it is about (fetching it when the
   // notification does not carry it); pulled records pass through.
   void resolve(PreparedRecord& pr);
   std::map<std::string, std::unique_ptr<connectors::commercetools::Source>> sources_;  // mapping thread only
+  // The mapping thread reads the inbox on a connection of its own (when open_reader is
+  // given) and prepares batches up to kAhead ahead of the commits.
+  static constexpr size_t kAhead = 3;
+  std::function<std::unique_ptr<store::Store>()> open_reader_;
+  size_t batch_size_ = 500;
   std::thread mapper_;
   std::mutex map_mu_;
   std::condition_variable map_cv_;
-  std::vector<store::InboxRecord> map_in_;
-  std::vector<PreparedRecord> map_out_;
-  bool map_pending_ = false, map_ready_ = false, map_stop_ = false;
-  int64_t taken_seq_ = 0;  // inbox records up to here are being prepared or committed
+  std::deque<std::vector<PreparedRecord>> prepared_;
+  bool map_stop_ = false;
+  bool map_idle_ = false;         // the last read found nothing new...
+  int64_t idle_seen_writes_ = 0;  // ...and started after this many inbox writes
+  std::atomic<int64_t> inbox_writes_{0};  // commits that added inbox records (pulls)
+  std::exception_ptr map_error_;
 };
 
 }  // namespace weft::pipeline

@@ -659,6 +659,8 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  void checkpoint() override { db_.exec("PRAGMA wal_checkpoint(PASSIVE)"); }
+
   int schema_version() override { return db_.execAndGet("PRAGMA user_version").getInt(); }
 
  private:

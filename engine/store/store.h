@@ -199,6 +199,11 @@ class Store {
 
   virtual std::vector<FlowStatus> status() = 0;
 
+  // Copies committed log pages back into the database without blocking writers (SQLite:
+  // a PASSIVE checkpoint). `weft sync` runs it from a thread of its own so the writer does
+  // not pay for it inside its transactions.
+  virtual void checkpoint() = 0;
+
   virtual int schema_version() = 0;
 };
 
