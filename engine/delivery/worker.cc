@@ -193,6 +193,16 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       std::error_code ec;
       json::value a = json::parse(j.answer.record_json, ec);
       if (!ec && a.is_object()) j.answered = pipeline::flatten(a.as_object(), model.atomic);
+      // What was sent: the operation's own list, or else its body (the changes plus what
+      // the destination finds the record by).
+      json::value sent = json::parse(j.op.fields_json.empty() ? j.op.body : j.op.fields_json, ec);
+      if (!ec && sent.is_object()) {
+        if (j.op.fields_json.empty()) {
+          j.sent = pipeline::flatten(sent.as_object(), model.atomic);
+        } else {
+          for (const auto& kv : sent.as_object()) j.sent[std::string(kv.key())] = kv.value();
+        }
+      }
     };
     if (batch.empty()) flatten_answer(job);
     for (auto& j : batch) flatten_answer(j);
@@ -224,10 +234,7 @@ void Worker::record(std::vector<Job>& done) {
             store::ShadowState sh = store_.shadow(op.entity_id);
             json::value shadow_v = json::parse(sh.fields_json);
             json::object& shadow = shadow_v.as_object();
-            json::value fields = json::parse(op.fields_json);
-            pipeline::Flat sent;
-            for (const auto& kv : fields.as_object()) sent[std::string(kv.key())] = kv.value();
-            pipeline::record_delivery(shadow, sent, j.answered, now, op.script_version);
+            pipeline::record_delivery(shadow, j.sent, j.answered, now, op.script_version);
             store_.set_shadow(op.entity_id, json::serialize(shadow));
             if (!j.answer.remote_id.empty() && j.answer.remote_id != j.remote_id)
               store_.set_remote_id(op.entity_id, j.answer.remote_id);

@@ -72,6 +72,7 @@ class Worker {
     std::string remote_id;
     Answer answer;
     pipeline::Flat answered;  // answer.record_json flattened, by the sender (outside the store lock)
+    pipeline::Flat sent;      // the fields the operation wrote
   };
   static constexpr size_t kMinBatch = 4;  // fewer waiting operations go one by one
   void dispatch_loop();

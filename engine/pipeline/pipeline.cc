@@ -245,9 +245,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
     break;
   }
   op.body = json::serialize(unflatten(body_fields));
-  json::object changed;
-  for (const auto& [path, v] : m.changes) changed[path] = v;
-  op.fields_json = json::serialize(changed);
+  op.fields_json = "";  // what it changes is the body flattened (see delivery::Worker)
   r.superseded = store_.plan(op, opts.in_flight);
   r.status = Status::planned;
   return r;

@@ -50,6 +50,12 @@ const char* const kMigrations[] = {
     R"sql(
     ALTER TABLE inbox ADD COLUMN entity TEXT NOT NULL DEFAULT '';
     ALTER TABLE inbox ADD COLUMN flow TEXT NOT NULL DEFAULT '';
+    -- The record itself, apart: marking an inbox row done then rewrites a small row, not
+    -- the record (inbox.payload stays for rows written before this migration).
+    CREATE TABLE inbox_payload (
+      seq INTEGER PRIMARY KEY,
+      payload TEXT NOT NULL
+    );
     CREATE TABLE entities (
       id INTEGER PRIMARY KEY,
       tenant TEXT NOT NULL,
@@ -171,9 +177,16 @@ class SqliteStore final : public Store {
     db_.setBusyTimeout(5000);
     migrate();
     // Done inbox rows are kept a week for idempotency of late duplicates, then dropped.
+    int64_t cutoff = util::now_ms() - int64_t{7} * 86400000;
+    {
+      auto q = stmt("DELETE FROM inbox_payload WHERE seq IN (SELECT seq FROM inbox WHERE done = 1 AND received_ms < ? "
+                    "AND seq NOT IN (SELECT inbox_seq FROM outbox))");
+      q.bind(1, cutoff);
+      q.exec();
+    }
     auto q = stmt("DELETE FROM inbox WHERE done = 1 AND received_ms < ? "
                   "AND seq NOT IN (SELECT inbox_seq FROM outbox)");
-    q.bind(1, static_cast<int64_t>(util::now_ms() - int64_t{7} * 86400000));
+    q.bind(1, cutoff);
     q.exec();
   }
 
@@ -184,24 +197,29 @@ class SqliteStore final : public Store {
   bool inbox_add(InboxRecord& r) override {
     auto q = stmt(
         "INSERT INTO inbox (tenant, connection, message_id, correlation_id, payload, received_ms, entity, flow) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, connection, message_id) DO NOTHING");
+        "VALUES (?, ?, ?, ?, '', ?, ?, ?) ON CONFLICT (tenant, connection, message_id) DO NOTHING");
     q.bind(1, r.tenant);
     q.bind(2, r.connection);
     q.bind(3, r.message_id);
     q.bind(4, r.correlation_id);
-    q.bind(5, r.payload);
-    q.bind(6, r.received_ms ? r.received_ms : util::now_ms());
-    q.bind(7, r.entity);
-    q.bind(8, r.flow);
+    if (!r.received_ms) r.received_ms = util::now_ms();
+    q.bind(5, r.received_ms);
+    q.bind(6, r.entity);
+    q.bind(7, r.flow);
     if (q.exec() == 0) return false;
     r.seq = db_.getLastInsertRowid();
+    auto body = stmt("INSERT INTO inbox_payload (seq, payload) VALUES (?, ?)");
+    body.bind(1, r.seq);
+    body.bind(2, r.payload);
+    body.exec();
     return true;
   }
 
   std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant, int64_t after_seq) override {
     auto q = stmt(
-        "SELECT seq, tenant, connection, message_id, correlation_id, payload, received_ms, entity, flow "
-        "FROM inbox WHERE done = 0 AND seq > ?3 AND (?2 = '' OR tenant = ?2) ORDER BY seq LIMIT ?1");
+        "SELECT i.seq, tenant, connection, message_id, correlation_id, coalesce(p.payload, i.payload), received_ms, "
+        "entity, flow FROM inbox i LEFT JOIN inbox_payload p ON p.seq = i.seq "
+        "WHERE done = 0 AND i.seq > ?3 AND (?2 = '' OR tenant = ?2) ORDER BY i.seq LIMIT ?1");
     q.bind(1, static_cast<int64_t>(limit));
     q.bind(2, tenant);
     q.bind(3, after_seq);
@@ -478,7 +496,8 @@ class SqliteStore final : public Store {
 
   int64_t park(Parked& p, int64_t op_id) override {
     if (p.source.empty() && p.inbox_seq) {  // the outbox keeps only a reference to its record
-      auto src = stmt("SELECT payload FROM inbox WHERE seq = ?");
+      auto src = stmt("SELECT coalesce(p.payload, i.payload) FROM inbox i LEFT JOIN inbox_payload p "
+                      "ON p.seq = i.seq WHERE i.seq = ?");
       src.bind(1, p.inbox_seq);
       if (src.executeStep()) p.source = src.getColumn(0).getString();
     }

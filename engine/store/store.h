@@ -69,7 +69,7 @@ struct Operation {
   int64_t entity_id = 0;                  // the destination record (ordering is per entity)
   std::string kind;                       // "contact.upsert", "event.send"
   std::string body;                       // the request body, secrets-free
-  std::string fields_json;                // the flattened fields it changes (for the shadow)
+  std::string fields_json;                // the flattened fields it changes; "": the body's fields
   std::string idempotency_key;
   std::string correlation_id, script_version;
   Version version;
