@@ -91,10 +91,10 @@ struct Fixture {
   void deliver(const pipeline::RecordResult& r, const json::object& destination_holds, int64_t at_ms) {
     store->delivered(r.op.id);
     json::object shadow = json::parse(store->shadow(r.entity_id).fields_json).as_object();
-    pipeline::Flat sent;
-    json::value fields = json::parse(r.op.fields_json);
-    for (const auto& kv : fields.as_object()) sent[std::string(kv.key())] = kv.value();
     static const std::vector<std::string> atomic = {"identifiers[*].channels.*", "tags"};
+    // What was sent: the body's fields (the changes and the identifier), as the worker reads it.
+    json::value body = json::parse(r.op.body);
+    pipeline::Flat sent = pipeline::flatten(body.as_object(), atomic);
     pipeline::record_delivery(shadow, sent, pipeline::flatten(destination_holds, atomic), at_ms, "v1");
     store->set_shadow(r.entity_id, json::serialize(shadow));
   }
