@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -375,4 +376,73 @@ TEST_CASE("sync: subscription notifications in the inbox are resolved, fetched w
   auto trace = store->trace("corr-n1");
   REQUIRE_FALSE(trace.empty());
   CHECK(trace.front().detail.find("received from ct") != std::string::npos);
+}
+
+TEST_CASE("sync: a destination that hangs does not hold up another connection's deliveries", "[sync][isolation]") {
+  // Two Omnisend brands; the second answers nothing for 1.5 s (longer than its timeout)
+  // on every request. The first must get everything, in the time its own work takes.
+  FakeCommercetools ct{"acme-shop", "client-id", kCtSecret};
+  FakeOmnisend good{kOmniKey};
+  FakeOmnisend slow{kOmniKey};
+  Faults hang;
+  hang.timeout = 1.0;
+  hang.timeout_ms = 1500;
+  slow.set_faults(hang);
+  TempDir dir;
+  setenv("SYNC_T_CT_SECRET", kCtSecret, 1);
+  setenv("SYNC_T_OMNI_KEY", kOmniKey, 1);
+  for (const auto& e : std::filesystem::directory_iterator(std::string(WEFT_SOURCE_DIR) + "/scripts/lib"))
+    dir.write("lib/" + e.path().filename().string(), World::read(e.path().string()));
+  std::string script = World::read(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua");
+  dir.write("acme/customers.lua", script);
+  dir.write("acme/customers_b.lua", script);
+  auto omni = [](const FakeOmnisend& o) {
+    return R"({ "system": "omnisend", "api_url": ")" + o.base_url() +
+           R"(", "api_key": "${SYNC_T_OMNI_KEY}", "timeout_ms": 300, "rate_limit": "off" })";
+  };
+  // The slow brand's operations need at least 5 timed-out attempts of 300 ms: 1.5 s.
+  auto flow = [](const std::string& conn, const std::string& script_file) {
+    return R"({ "source": { "connection": "ct", "entity": "customer" },
+                "destination": { "connection": ")" + conn + R"(", "entity": "contact" },
+                "script": ")" + script_file + R"(", "context": { "region": "SE" },
+                "retry": { "max_attempts": 5, "base_ms": 100, "max_ms": 400 } })";
+  };
+  dir.write("acme/tenant.json", R"({
+  "tenant": "acme",
+  "connections": {
+    "ct": { "system": "commercetools", "project": "acme-shop", "auth_url": ")" + ct.url() +
+                                    R"(", "api_url": ")" + ct.url() + R"(",
+            "client_id": "client-id", "client_secret": "${SYNC_T_CT_SECRET}" },
+    "good": )" + omni(good) + R"(,
+    "slow": )" + omni(slow) + R"(
+  },
+  "flows": { "to_good": )" + flow("good", "customers.lua") + R"(, "to_slow": )" +
+                                    flow("slow", "customers_b.lua") + R"( }
+})");
+  for (int i = 0; i < 300; ++i) ct.put_customer(customer(i));
+  // When the good brand had everything, and when the run ended.
+  std::atomic<bool> running{true};
+  std::chrono::steady_clock::time_point good_done{};
+  std::thread watch([&] {
+    while (running) {
+      if (good_done == std::chrono::steady_clock::time_point{} && good.contact_count() == 300)
+        good_done = std::chrono::steady_clock::now();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  RunResult r = run_weft("sync --workspace " + dir.path().string() + " --tenant acme");
+  auto ended = std::chrono::steady_clock::now();
+  running = false;
+  watch.join();
+  INFO(r.err);
+  CHECK(r.code == 1);  // the slow brand's records end as dead letters
+  CHECK(good.contact_count() == 300);
+  CHECK(slow.contact_count() == 0);
+  auto s = json::parse(r.out.substr(0, r.out.find('\n'))).as_object();
+  CHECK(num(s, "delivered") == 300);
+  CHECK(num(s, "dead_lettered") == 300);
+  // The good brand's contacts did not wait for the slow one: all of them had arrived while
+  // the slow brand was still timing out (it needs at least 1.5 s after its first attempt).
+  REQUIRE(good_done != std::chrono::steady_clock::time_point{});
+  CHECK(std::chrono::duration<double>(ended - good_done).count() > 0.8);
 }
