@@ -187,15 +187,10 @@ MergeResult merge(const Flat& next, const json::object& shadow, const std::map<s
     d.owner = owner_of(owners, path);
     d.next = n;
     // Absent: never sent / never seen. Present, even as null: a known value.
-    const json::value* sent = nullptr;
-    const json::value* held = nullptr;
-    int64_t held_at = 0;
-    if (auto* f = shadow.if_contains(path); f && f->is_object()) {
-      const auto& fo = f->as_object();
-      sent = fo.if_contains("sent");
-      held = fo.if_contains("held");
-      if (auto* a = fo.if_contains("at"); a && a->is_int64()) held_at = a->as_int64();
-    }
+    ShadowField sf = shadow_field(shadow, path);
+    const json::value* sent = sf.sent;
+    const json::value* held = sf.held;
+    int64_t held_at = sf.at;
     if (sent) d.sent = *sent;
     if (held) d.held = *held;
 
@@ -242,27 +237,56 @@ MergeResult merge(const Flat& next, const json::object& shadow, const std::map<s
   return r;
 }
 
+ShadowField shadow_field(const json::object& shadow, const std::string& path) {
+  ShadowField f;
+  auto* e = shadow.if_contains(path);
+  if (!e || !e->is_object()) return f;
+  const auto& o = e->as_object();
+  if (auto* v = o.if_contains("v")) {
+    f.sent = f.held = v;
+  } else {
+    f.sent = o.if_contains("s");
+    if (!f.sent) f.sent = o.if_contains("sent");
+    f.held = o.if_contains("h");
+    if (!f.held) f.held = o.if_contains("held");
+  }
+  const json::value* at = o.if_contains("t");
+  if (!at) at = o.if_contains("at");
+  if (at && at->is_int64()) f.at = at->as_int64();
+  const json::value* by = o.if_contains("b");
+  if (!by) by = o.if_contains("by");
+  if (by && by->is_string()) f.by = std::string(by->as_string());
+  return f;
+}
+
+namespace {
+json::object encode_field(const json::value* sent, const json::value* held, int64_t at, const std::string& by) {
+  json::object e;
+  if (sent && held && *sent == *held) {
+    e["v"] = *sent;
+  } else {
+    if (sent) e["s"] = *sent;
+    if (held) e["h"] = *held;
+  }
+  e["t"] = at;
+  e["b"] = by;
+  return e;
+}
+}  // namespace
+
 void record_delivery(json::object& shadow, const Flat& sent, const Flat& answered, int64_t at_ms,
                      const std::string& script_version) {
   for (const auto& [path, v] : sent) {
-    json::object f;
-    f["sent"] = v;
     auto a = answered.find(path);
-    f["held"] = a != answered.end() ? a->second : v;
-    f["at"] = at_ms;
-    f["by"] = script_version;
-    shadow[path] = std::move(f);
+    shadow[path] = encode_field(&v, a != answered.end() ? &a->second : &v, at_ms, script_version);
   }
   for (const auto& [path, v] : answered) {
     if (sent.count(path)) continue;
-    json::value& slot = shadow[path];
-    if (!slot.is_object()) slot = json::object();  // seen at the destination, never sent
-    json::object& f = slot.as_object();
-    auto* held = f.if_contains("held");
-    if (held && *held == v) continue;
-    f["held"] = v;
-    f["at"] = at_ms;
-    f["by"] = "destination";
+    ShadowField f = shadow_field(shadow, path);
+    if (f.held && *f.held == v) continue;  // unchanged at the destination: keep when and by whom
+    json::value old_sent = f.sent ? *f.sent : json::value();
+    bool had_sent = f.sent != nullptr;
+    shadow[path] = encode_field(had_sent ? &old_sent : nullptr, &v, at_ms, "destination");
   }
 }
 

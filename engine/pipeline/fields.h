@@ -42,11 +42,23 @@ struct MergeResult {
   bool has_conflict() const;
 };
 
-// Three-way merge of the mapped payload against the shadow state ({"path": {"sent","held",
-// "at","by"}}) under the owners; `record_ms` is the source record's modification time
+// Three-way merge of the mapped payload against the shadow state ({"path": field}, see
+// ShadowField) under the owners; `record_ms` is the source record's modification time
 // (for "latest").
 MergeResult merge(const Flat& next, const boost::json::object& shadow, const std::map<std::string, std::string>& owners,
                   int64_t record_ms);
+
+// One field of the shadow state, decoded. Stored compactly: {"v": x} when what was sent and
+// what is held are the same, else {"s": sent, "h": held} (each left out when unknown), with
+// "t" (when held took its value, epoch ms) and "b" (the script version, or "destination");
+// the long form {"sent", "held", "at", "by"} is read too.
+struct ShadowField {
+  const boost::json::value* sent = nullptr;  // nullptr: never sent
+  const boost::json::value* held = nullptr;  // nullptr: not known
+  int64_t at = 0;
+  std::string by;
+};
+ShadowField shadow_field(const boost::json::object& shadow, const std::string& path);
 
 // After a confirmed write: the sent fields become sent + held; what the destination answered
 // with (its whole record, flattened; may be empty) updates held where it differs.
