@@ -1,9 +1,6 @@
 // weft-fakes: the fake commercetools project and the fake Omnisend API in one process, for
 // the sync benchmark and the README's demo (the tests use the fakes in-process instead).
-//
-// Every file of tests/fakes/ is also built into the weft_fakes library, so this one only
-// has content where the weft_fakes_server target defines WEFT_FAKES_SERVER_MAIN.
-#ifdef WEFT_FAKES_SERVER_MAIN
+// (CMakeLists.txt keeps it out of the weft_fakes library the tests link.)
 
 #include <CLI/CLI.hpp>
 #include <pthread.h>
@@ -195,4 +192,3 @@ int main(int argc, char** argv) {
   return 0;
 }
 
-#endif  // WEFT_FAKES_SERVER_MAIN
