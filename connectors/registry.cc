@@ -56,8 +56,7 @@ const delivery::Model kOmnisendEvent = [] {
 
 class OmnisendDestination final : public delivery::Destination {
  public:
-  OmnisendDestination(omnisend::Settings s, const delivery::Model& model, size_t batch)
-      : settings_(s), model_(model), client_(std::move(s)), batch_(batch) {}
+  OmnisendDestination(omnisend::Settings s, size_t batch) : settings_(s), client_(std::move(s)), batch_(batch) {}
 
   size_t max_batch(const std::string& kind) const override { return kind == "contact.upsert" ? batch_ : 1; }
   int batch_requests() const override { return 3; }  // create, poll (at least once), results
@@ -66,7 +65,13 @@ class OmnisendDestination final : public delivery::Destination {
     std::vector<std::string> bodies;
     for (const auto* op : ops) bodies.push_back(op->body);
     std::vector<delivery::Answer> out;
-    for (auto& b : client_.upsert_contacts(bodies)) {
+    bool refused = false;
+    auto results = client_.upsert_contacts(bodies, 120000, &refused);
+    if (refused) {  // the batch as a whole was refused: each contact gets its own answer
+      for (const auto* op : ops) out.push_back(send(*op, ""));
+      return out;
+    }
+    for (auto& b : results) {
       delivery::Answer a;
       a.result = std::move(b.result);
       a.remote_id = std::move(b.contact_id);
@@ -76,7 +81,11 @@ class OmnisendDestination final : public delivery::Destination {
     return out;
   }
 
-  const delivery::Model& model() const override { return model_; }
+  const delivery::Model* model_for(const std::string& kind) const override {
+    if (kind == kOmnisendContact.kind) return &kOmnisendContact;
+    if (kind == kOmnisendEvent.kind) return &kOmnisendEvent;
+    return nullptr;
+  }
 
   delivery::Request request(const store::Operation& op, const std::string&, bool redact) const override {
     delivery::Request r;
@@ -99,7 +108,6 @@ class OmnisendDestination final : public delivery::Destination {
 
  private:
   omnisend::Settings settings_;
-  const delivery::Model& model_;
   omnisend::Destination client_;
   size_t batch_;
 };
@@ -152,7 +160,7 @@ std::unique_ptr<delivery::Destination> make_destination(const std::string& name,
   s.api_key = setting(name, c, "api_key", "", secrets, true, display);
   s.timeout_ms = connection_timeout_ms(c);
   try {
-    return std::make_unique<OmnisendDestination>(s, *model, static_cast<size_t>(connection_batch(c)));
+    return std::make_unique<OmnisendDestination>(s, static_cast<size_t>(connection_batch(c)));
   } catch (const std::invalid_argument& e) {
     throw ConfigError("connection " + name + ": " + e.what());
   }

@@ -218,3 +218,54 @@ TEST_CASE("pipeline: merge policies decide what is sent; consent changed at the 
   CHECK(f.store->outbox_total() == 0);
   CHECK(f.store->conflicts("t", false, 10).size() == 1);  // recorded once, not per version
 }
+
+TEST_CASE("pipeline: a change back while an older operation waits or is being sent is not lost",
+          "[pipeline][order]") {
+  Fixture f;
+  auto v1 = f.run("customers", customer("c1", 1, "a@x.se", "Rob"));
+  f.deliver(v1, {}, 1000);  // the destination holds "Rob"
+
+  SECTION("waiting: the older operation is dropped, nothing is sent") {
+    auto v2 = f.run("customers", customer("c1", 2, "a@x.se", "Bob"));
+    REQUIRE(v2.status == Status::planned);
+    auto v3 = f.run("customers", customer("c1", 3, "a@x.se", "Rob"));
+    CHECK(v3.status == Status::unchanged);
+    CHECK(v3.superseded == v2.op.id);
+    CHECK(f.store->outbox_total() == 0);
+  }
+  SECTION("being sent: the change back is planned to go after it") {
+    auto v2 = f.run("customers", customer("c1", 2, "a@x.se", "Bob"));
+    REQUIRE(v2.status == Status::planned);
+    store::InboxRecord r;
+    r.tenant = "t";
+    r.connection = "ct";
+    r.flow = "customers";
+    r.message_id = "m-v3";
+    r.correlation_id = "corr-v3";
+    r.payload = json::serialize(customer("c1", 3, "a@x.se", "Rob"));
+    pipeline::Options opts;
+    opts.in_flight = {v2.op.id};
+    auto v3 = f.pipe->process(*f.version->flow("customers"), r, opts);
+    REQUIRE(v3.status == Status::planned);
+    CHECK(v3.superseded == 0);
+    CHECK(json::parse(v3.op.body).at("firstName") == "Rob");
+    CHECK(f.store->outbox_total() == 2);  // "Bob" being sent, then "Rob"
+  }
+}
+
+TEST_CASE("pipeline: an email change is not sent as a new contact; it is a conflict", "[pipeline][identity]") {
+  Fixture f;
+  auto v1 = f.run("customers", customer("c1", 1, "old@x.se", "Anna"));
+  f.deliver(v1, json::parse(R"({"identifiers":[{"type":"email","id":"old@x.se"}],"firstName":"Anna"})").as_object(),
+            1000);
+  auto v2 = f.run("customers", customer("c1", 2, "new@x.se", "Anne"));
+  REQUIRE(v2.status == Status::planned);
+  json::object body = json::parse(v2.op.body).as_object();
+  // Sent to the contact Omnisend holds, found by the email it knows.
+  CHECK(body.at("identifiers").as_array()[0].at("id") == "old@x.se");
+  CHECK(body.at("firstName") == "Anne");
+  auto conflicts = f.store->conflicts("t", false, 10);
+  REQUIRE(conflicts.size() == 1);
+  CHECK(conflicts[0].field == "identifiers[email].id");
+  CHECK(conflicts[0].detail.find("new@x.se") != std::string::npos);
+}

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "engine/store/store.h"
@@ -445,4 +446,38 @@ TEST_CASE("sync: a destination that hangs does not hold up another connection's 
   // the slow brand was still timing out (it needs at least 1.5 s after its first attempt).
   REQUIRE(good_done != std::chrono::steady_clock::time_point{});
   CHECK(std::chrono::duration<double>(ended - good_done).count() > 0.8);
+}
+
+TEST_CASE("sync: events are sent once each, with an eventID and eventTime for Omnisend's dedupe", "[sync][events]") {
+  World w;
+  w.dir.write("acme/customer_events.lua", R"(local M = {}
+function M.map(rec)
+  return { eventName = "customer synced", origin = "api", contact = { email = rec.email },
+           properties = { customerId = rec.id } }
+end
+return M
+)");
+  std::string tenant = World::read(w.ws + "/acme/tenant.json");
+  auto at = tenant.find("\"customers\": {");
+  REQUIRE(at != std::string::npos);
+  tenant.insert(at, R"("customer_events": {
+      "source": { "connection": "ct", "entity": "customer" },
+      "destination": { "connection": "omnisend", "entity": "event" },
+      "script": "customer_events.lua" },
+    )");
+  w.dir.write("acme/tenant.json", tenant);
+  for (int i = 0; i < 40; ++i) w.ct.put_customer(customer(i));
+  RunResult r = w.sync();
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto events = w.om.events();
+  CHECK(events.size() == 40);
+  std::set<std::string> ids;
+  for (const auto& e : events) {
+    REQUIRE(e.contains("eventID"));
+    CHECK(e.contains("eventTime"));
+    ids.insert(std::string(e.at("eventID").as_string()));
+  }
+  CHECK(ids.size() == 40);
+  CHECK(w.om.contact_count() == 40);  // the contacts flow ran beside it
 }

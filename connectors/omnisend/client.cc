@@ -63,7 +63,8 @@ std::string identity_of(const json::value& contact) {
 }  // namespace
 
 std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::vector<std::string>& contacts,
-                                                                   int64_t wait_ms) {
+                                                                   int64_t wait_ms, bool* refused) {
+  if (refused) *refused = false;
   std::vector<BatchResult> out(contacts.size());
   auto fail_all = [&](const delivery::SendResult& r) {
     for (auto& b : out) b.result = r;
@@ -81,6 +82,7 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
   auto created = client_.post("/batches", json::serialize(body), "application/json", auth);
   auto r = classify(created.status, created.header("Retry-After"), created.body, util::now_ms());
   if (created.status == 0) r.message = "no answer from Omnisend: " + created.error;
+  if (r.kind == delivery::SendResult::Kind::permanent && refused) *refused = true;
   if (r.kind != delivery::SendResult::Kind::ok) return fail_all(r);
   std::error_code ec;
   json::value made = json::parse(created.body, ec);

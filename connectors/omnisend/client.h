@@ -36,7 +36,10 @@ class Destination {
   // and reads GET /batches/{id}/items. Results are matched to the contacts by their first
   // identifier; a batch that fails, or does not finish within `wait_ms`, fails every contact
   // the same way (transient: they are sent again, which an upsert makes harmless).
-  std::vector<BatchResult> upsert_contacts(const std::vector<std::string>& contacts_json, int64_t wait_ms = 120000);
+  // *refused is set when Omnisend refused the batch request itself as invalid (a 4xx):
+  // then no contact was looked at, and the caller may send them one by one.
+  std::vector<BatchResult> upsert_contacts(const std::vector<std::string>& contacts_json, int64_t wait_ms = 120000,
+                                           bool* refused = nullptr);
 
  private:
   Settings settings_;

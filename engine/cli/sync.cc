@@ -34,17 +34,30 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
 // Opens the store, creating its folder. Prints the error and returns nullptr on failure.
-std::unique_ptr<store::Store> open_store(const std::string& path, bool create) {
+std::unique_ptr<store::Store> open_store(const std::string& path, bool create, bool prune = true) {
   try {
-    if (!create && path != ":memory:" && !fs::exists(path)) {
+    if (path == ":memory:" || path.empty()) {
+      std::fprintf(stderr, "error: --db must be a file: the pipeline's threads each open it\n");
+      return nullptr;
+    }
+    if (!create && !fs::exists(path)) {
       std::fprintf(stderr, "error: --db %s: no such database (nothing has run against it yet)\n", path.c_str());
       return nullptr;
     }
-    if (path != ":memory:") {
-      fs::path parent = fs::path(path).parent_path();
-      if (!parent.empty()) fs::create_directories(parent);
+    fs::path parent = fs::path(path).parent_path();
+    if (!parent.empty()) fs::create_directories(parent);
+    auto store = store::open_sqlite(path);
+    if (!prune) return store;
+    // Done inbox records older than a week go (they are kept so late duplicates are
+    // recognized), in chunks so nothing else waits long for the lock.
+    int64_t cutoff = util::now_ms() - int64_t{7} * 86400000;
+    for (int chunk = 0; chunk < 200; ++chunk) {
+      store->begin();
+      int64_t n = store->prune(cutoff, 5000);
+      store->commit();
+      if (n < 5000) break;
     }
-    return store::open_sqlite(path);
+    return store;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return nullptr;
@@ -145,6 +158,7 @@ void print_summary(const pipeline::Runner& r, int64_t elapsed_ms, bool pulled) {
   o["retried"] = r.retried();
   o["dead_lettered"] = r.dead_lettered();
   o["conflicts"] = c.conflicts.load();
+  o["deferred"] = c.deferred.load();
   o["seconds"] = static_cast<double>(elapsed_ms) / 1000.0;
   std::string s = json::serialize(o);
   std::printf("%s\n", s.c_str());
@@ -165,7 +179,9 @@ int finish(pipeline::Runner& runner, Progress& progress, int64_t start, bool pul
   }
   bool parked = runner.counts().rejected.load() + runner.api_rejected() + runner.dead_lettered() > 0;
   if (parked) std::fprintf(stderr, "some records were rejected or dead-lettered: see weft status, weft replay --list\n");
-  return parked ? kRejected : kOk;
+  if (runner.counts().deferred.load() > 0)
+    std::fprintf(stderr, "some records wait in the inbox (their source did not answer): run again later\n");
+  return parked || runner.counts().deferred.load() > 0 ? kRejected : kOk;
 }
 
 }  // namespace
@@ -207,12 +223,12 @@ int run_sync(const SyncOptions& o) {
 
   Checkpointer checkpointer(o.db.empty() ? default_db(o.workspace) : o.db);
   std::atomic<bool> pulling{true};
-  std::string failure;
+  std::string pull_failure, failure;  // one per thread; read after the join
   std::thread puller([&] {
     try {
       for (const auto& f : runner->flows()) runner->pull(f, g_stop);
     } catch (const std::exception& e) {
-      failure = e.what();
+      pull_failure = e.what();
     }
     pulling = false;
   });
@@ -220,9 +236,10 @@ int run_sync(const SyncOptions& o) {
     drive(*runner, pulling, progress);
   } catch (const std::exception& e) {
     g_stop = true;
-    if (failure.empty()) failure = e.what();
+    failure = e.what();
   }
   puller.join();
+  if (failure.empty()) failure = pull_failure;
   return finish(*runner, progress, start, true, failure, secrets);
 }
 
@@ -334,7 +351,7 @@ int run_status(const StatusOptions& o) {
                    {"conflicts", s.conflicts}};
     flows.push_back(std::move(f));
   }
-  json::object out{{"database", db}, {"inbox_backlog", store->inbox_backlog()}, {"flows", std::move(flows)}};
+  json::object out{{"database", db}, {"inbox_backlog", store->inbox_backlog(o.tenant)}, {"flows", std::move(flows)}};
   if (o.conflicts) {
     json::array list;
     for (const auto& c : store->conflicts(o.tenant, false, 1000)) {

@@ -41,7 +41,9 @@ struct Answer {
 class Destination {
  public:
   virtual ~Destination() = default;
-  virtual const Model& model() const = 0;
+  // The payload model of an operation kind this destination sends (one connection may
+  // carry several: Omnisend contacts and events); nullptr for a kind it does not know.
+  virtual const Model* model_for(const std::string& kind) const = 0;
   // The request `send` would make. With `redact`, credentials are shown as "***".
   virtual Request request(const store::Operation& op, const std::string& remote_id, bool redact) const = 0;
   virtual Answer send(const store::Operation& op, const std::string& remote_id) = 0;

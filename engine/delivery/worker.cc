@@ -1,7 +1,10 @@
 #include "engine/delivery/worker.h"
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <stdexcept>
 
 #include "engine/pipeline/fields.h"
 #include "engine/util/time.h"
@@ -56,9 +59,15 @@ std::vector<int64_t> Worker::in_flight() const {
   return busy_ops_;
 }
 
+std::string Worker::fatal() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return fatal_;
+}
+
 bool Worker::drained() {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!fatal_.empty()) throw std::runtime_error(fatal_);
     if (!busy_ops_.empty()) return false;
   }
   std::lock_guard<std::mutex> lock(store_mu_);
@@ -76,47 +85,93 @@ void Worker::dispatch_loop() {
   while (true) {
     std::vector<Job> done;
     size_t want = 0;
-    std::vector<int64_t> busy;
+    std::vector<int64_t> busy_entities, busy_ops;
     {
       std::unique_lock<std::mutex> lock(mu_);
       done.swap(answered_);
       bool stopping = stopping_;
       if (stopping && done.empty() && busy_ops_.empty()) return;
       if (!stopping && queue_.size() < window) want = window - queue_.size();
-      busy = busy_entities_;
+      busy_entities = busy_entities_;
+      busy_ops = busy_ops_;
     }
-    if (!done.empty()) record(done);
+    if (!done.empty()) {
+      try {
+        record(done);
+        record_failures_ = 0;
+      } catch (const std::exception& e) {
+        // The store refused (busy past its timeout, disk full): the answers are kept and
+        // recorded again; the operations stay claimed meanwhile, so nothing is sent twice.
+        // After ten failures in a row the worker gives up: the run ends with the error, and
+        // the operations, still in the outbox, are sent again by the next one.
+        std::string why = secrets_.redact(e.what());
+        std::fprintf(stderr, "weft: recording %zu answers from %s failed: %s\n", done.size(),
+                     config_.connection.c_str(), why.c_str());
+        std::unique_lock<std::mutex> lock(mu_);
+        if (++record_failures_ >= 10) {
+          fatal_ = "connection " + config_.connection + ": answers cannot be recorded: " + why;
+          stopping_ = true;
+          busy_ops_.clear();
+          busy_entities_.clear();
+          queue_.clear();
+          work_cv_.notify_all();
+          return;
+        }
+        for (auto& j : done) answered_.push_back(std::move(j));
+        done_cv_.wait_for(lock, std::chrono::milliseconds(500));
+        continue;
+      }
+    }
 
-    std::vector<store::Operation> ops;
+    size_t taken = 0;
     if (want > 0) {
-      // With a reader of its own, no lock: it sees the last committed state. An operation it
-      // takes may be superseded by a batch committing meanwhile; then it is sent, and its
-      // successor after it (the entity stays busy until the answer is recorded).
-      std::unique_lock<std::mutex> lock(store_mu_, std::defer_lock);
-      if (!reader_) lock.lock();
-      store::Store& db = reader_ ? *reader_ : store_;
+      // Read with a connection of its own, without the store lock (it sees the last commit).
+      std::vector<store::Operation> ops;
       int64_t now = util::now_ms();
-      ops = db.due(config_.tenant, config_.connection, now, want, busy);
-      std::vector<Job> jobs;
-      for (auto& op : ops) {
-        Job j;
-        j.remote_id = db.entity(op.entity_id).remote_id;
-        j.op = std::move(op);
-        jobs.push_back(std::move(j));
+      {
+        std::unique_lock<std::mutex> lock(store_mu_, std::defer_lock);
+        if (!reader_) lock.lock();
+        store::Store& db = reader_ ? *reader_ : store_;
+        ops = db.due(config_.tenant, config_.connection, now, want + busy_ops.size(), busy_entities);
+        auto next = db.next_due(config_.tenant, config_.connection);
+        next_retry_ms_ = next && *next > now ? *next : 0;
       }
-      auto next = db.next_due(config_.tenant, config_.connection);
-      next_retry_ms_ = next && *next > now ? *next : 0;
-      // Claimed under the store lock: the pipeline sees them as in flight before it plans.
-      std::lock_guard<std::mutex> l2(mu_);
-      for (auto& j : jobs) {
-        busy_ops_.push_back(j.op.id);
-        busy_entities_.push_back(j.op.entity_id);
-        queue_.push_back(std::move(j));
+      // Operations already claimed (events have no entity to keep them apart) are skipped.
+      ops.erase(std::remove_if(ops.begin(), ops.end(),
+                               [&](const store::Operation& op) {
+                                 return std::find(busy_ops.begin(), busy_ops.end(), op.id) != busy_ops.end();
+                               }),
+                ops.end());
+      if (ops.size() > want) ops.resize(want);
+      if (!ops.empty()) {
+        // Claimed under the store lock, after checking they still exist there: a batch that
+        // committed after the read may have replaced some, and the pipeline's next batch
+        // must see these as in flight before it plans.
+        std::lock_guard<std::mutex> lock(store_mu_);
+        std::vector<int64_t> ids;
+        for (const auto& op : ops) ids.push_back(op.id);
+        std::vector<int64_t> live = store_.existing_ops(ids);
+        std::vector<Job> jobs;
+        for (auto& op : ops) {
+          if (std::find(live.begin(), live.end(), op.id) == live.end()) continue;
+          Job j;
+          j.remote_id = store_.entity(op.entity_id).remote_id;
+          j.op = std::move(op);
+          jobs.push_back(std::move(j));
+        }
+        std::lock_guard<std::mutex> l2(mu_);
+        if (!stopping_) {  // once stopping, nothing new is claimed: it stays in the outbox
+          for (auto& j : jobs) {
+            busy_ops_.push_back(j.op.id);
+            busy_entities_.push_back(j.op.entity_id);
+            queue_.push_back(std::move(j));
+            ++taken;
+          }
+        }
+        if (taken) work_cv_.notify_all();
       }
-      if (!jobs.empty()) work_cv_.notify_all();
-      ops.resize(jobs.size());
     }
-    if (!done.empty() || !ops.empty()) continue;
+    if (!done.empty() || taken) continue;
 
     // Nothing to record or take: sleep until an answer, a wake-up, or the next retry is due.
     std::unique_lock<std::mutex> lock(mu_);
@@ -165,7 +220,8 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
     }
     // The connection's rate limit, in short sleeps so a stop is not held up.
     int tokens = batch.empty() ? 1 : dest->batch_requests();
-    while (tokens > 0) {
+    bool stopped = false;
+    while (tokens > 0 && !stopped) {
       int64_t wait = limiter_.acquire(util::now_ms());
       if (wait == 0) {
         --tokens;
@@ -173,32 +229,53 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_) break;
+        stopped = stopping_;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(wait, 100)));
+      if (!stopped) std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(wait, 100)));
     }
-    if (batch.empty()) {
-      job.answer = dest->send(job.op, job.remote_id);
-    } else {
-      batch.insert(batch.begin(), std::move(job));
-      std::vector<const store::Operation*> ops;
-      for (const auto& j : batch) ops.push_back(&j.op);
-      std::vector<Answer> answers = dest->send_batch(ops);
-      for (size_t i = 0; i < batch.size(); ++i) batch[i].answer = std::move(answers[i]);
+    if (!batch.empty()) batch.insert(batch.begin(), std::move(job));
+    if (stopped) {
+      // Not sent: the operations stay in the outbox for the next run.
+      std::lock_guard<std::mutex> lock(mu_);
+      auto release = [&](const Job& j) {
+        busy_ops_.erase(std::find(busy_ops_.begin(), busy_ops_.end(), j.op.id));
+        busy_entities_.erase(std::find(busy_entities_.begin(), busy_entities_.end(), j.op.entity_id));
+      };
+      if (batch.empty()) release(job);
+      for (const auto& j : batch) release(j);
+      done_cv_.notify_all();
+      continue;
+    }
+    try {
+      if (batch.empty()) {
+        job.answer = dest->send(job.op, job.remote_id);
+      } else {
+        std::vector<const store::Operation*> ops;
+        for (const auto& j : batch) ops.push_back(&j.op);
+        std::vector<Answer> answers = dest->send_batch(ops);
+        for (size_t i = 0; i < batch.size(); ++i) batch[i].answer = std::move(answers[i]);
+      }
+    } catch (const std::exception& e) {
+      // A connector fault (an answer it could not read): retried like a transient error.
+      SendResult failed{SendResult::Kind::transient, 0, std::nullopt, std::string("connector error: ") + e.what()};
+      if (batch.empty()) job.answer.result = failed;
+      for (auto& j : batch) j.answer.result = failed;
     }
     // What the destination says it holds, flattened here rather than under the store lock.
-    const Model& model = dest->model();
     auto flatten_answer = [&](Job& j) {
-      if (!model.merge || j.answer.result.kind != SendResult::Kind::ok || j.answer.record_json.empty()) return;
+      const Model* model = dest->model_for(j.op.kind);
+      if (!model || !model->merge || j.op.entity_id == 0 || j.answer.result.kind != SendResult::Kind::ok) return;
       std::error_code ec;
-      json::value a = json::parse(j.answer.record_json, ec);
-      if (!ec && a.is_object()) j.answered = pipeline::flatten(a.as_object(), model.atomic);
+      if (!j.answer.record_json.empty()) {
+        json::value a = json::parse(j.answer.record_json, ec);
+        if (!ec && a.is_object()) j.answered = pipeline::flatten(a.as_object(), model->atomic);
+      }
       // What was sent: the operation's own list, or else its body (the changes plus what
       // the destination finds the record by).
       json::value sent = json::parse(j.op.fields_json.empty() ? j.op.body : j.op.fields_json, ec);
       if (!ec && sent.is_object()) {
         if (j.op.fields_json.empty()) {
-          j.sent = pipeline::flatten(sent.as_object(), model.atomic);
+          j.sent = pipeline::flatten(sent.as_object(), model->atomic);
         } else {
           for (const auto& kv : sent.as_object()) j.sent[std::string(kv.key())] = kv.value();
         }
@@ -217,9 +294,9 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
 
 void Worker::record(std::vector<Job>& done) {
   using Kind = SendResult::Kind;
-  const Model& model = model_dest_->model();
   {
     std::lock_guard<std::mutex> lock(store_mu_);
+    int64_t n_delivered = 0, n_retried = 0, n_dead_lettered = 0, n_rejected = 0;  // counted once committed
     store_.begin();
     try {
       for (auto& j : done) {
@@ -230,7 +307,8 @@ void Worker::record(std::vector<Job>& done) {
         std::string message = secrets_.redact(res.message);
         if (res.kind == Kind::ok) {
           store_.delivered(op.id);
-          if (model.merge) {
+          const Model* model = model_dest_->model_for(op.kind);
+          if (model && model->merge && op.entity_id != 0) {  // a record with a shadow (not an event)
             store::ShadowState sh = store_.shadow(op.entity_id);
             json::value shadow_v = json::parse(sh.fields_json);
             json::object& shadow = shadow_v.as_object();
@@ -242,7 +320,7 @@ void Worker::record(std::vector<Job>& done) {
           ev.stage = "delivered";
           ev.detail = op.kind + " " + std::to_string(res.status) +
                       (j.answer.remote_id.empty() ? "" : " destination id " + j.answer.remote_id);
-          counts_.delivered++;
+          ++n_delivered;
         } else if (res.kind == Kind::transient) {
           const RetryPolicy& p = policy(op.flow);
           int attempts = op.attempts + 1;
@@ -253,7 +331,7 @@ void Worker::record(std::vector<Job>& done) {
             store_.reschedule(op.id, attempts, first, next, error);
             ev.stage = "retry";
             ev.detail = "attempt " + std::to_string(attempts) + ": " + error + "; next at " + util::iso8601_ms(next);
-            counts_.retried++;
+            ++n_retried;
           } else {
             store::Parked p2;
             p2.kind = "dead_letter";
@@ -272,7 +350,7 @@ void Worker::record(std::vector<Job>& done) {
             store_.park(p2, op.id);
             ev.stage = "dead_letter";
             ev.detail = "after " + std::to_string(attempts) + " attempts: " + error;
-            counts_.dead_lettered++;
+            ++n_dead_lettered;
           }
         } else {
           store::Parked p2;
@@ -292,11 +370,15 @@ void Worker::record(std::vector<Job>& done) {
           store_.park(p2, op.id);
           ev.stage = "rejected";
           ev.detail = "the destination refused it: " + std::to_string(res.status) + " " + message;
-          counts_.rejected++;
+          ++n_rejected;
         }
         store_.audit(ev);
       }
       store_.commit();
+      counts_.delivered += n_delivered;
+      counts_.retried += n_retried;
+      counts_.dead_lettered += n_dead_lettered;
+      counts_.rejected += n_rejected;
     } catch (...) {
       store_.rollback();
       throw;

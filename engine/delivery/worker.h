@@ -57,7 +57,10 @@ class Worker {
   // Wakes the worker after operations were planned.
   void wake();
   // True when nothing of this connection is in the outbox or being sent. Takes the store lock.
+  // Throws std::runtime_error once the worker has given up (see fatal()).
   bool drained();
+  // Why the worker stopped on its own (its answers could not be recorded); "" while it runs.
+  std::string fatal() const;
   // Outbox operation ids being sent now (the pipeline must not supersede them). Call with
   // the store lock held, so the answer stays true while the caller plans.
   std::vector<int64_t> in_flight() const;
@@ -98,6 +101,8 @@ class Worker {
   std::vector<Job> answered_;
   std::vector<int64_t> busy_ops_, busy_entities_;
   bool stopping_ = false, woken_ = false;
+  int record_failures_ = 0;  // dispatcher thread only
+  std::string fatal_;
   std::atomic<int64_t> next_retry_ms_{0};
   DeliveryCounts counts_;
   std::thread dispatcher_;

@@ -192,7 +192,20 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
                        (r.version.text.empty() ? "" : "/" + r.version.text);
 
   if (!model->merge) {  // append-only: the whole payload, once per message
-    op.body = r.payload;
+    // Omnisend deduplicates events that carry both eventID and eventTime: a resend after a
+    // timeout or a crash must not count twice, so weft fills them in when the script did not.
+    json::value event = json::parse(r.payload);
+    if (op.kind == "event.send" && event.is_object()) {
+      json::object& e = event.as_object();
+      if (!e.contains("eventID")) e["eventID"] = op.idempotency_key;
+      if (!e.contains("eventTime")) {
+        int64_t at = parse_time_ms(r.version.text);
+        e["eventTime"] = util::iso8601_ms(at >= 0 ? at : rec.received_ms ? rec.received_ms : now);
+      }
+      op.body = json::serialize(event);
+    } else {
+      op.body = r.payload;
+    }
     op.fields_json = "{}";
     r.identity = "none (append-only)";
     r.superseded = 0;
@@ -213,8 +226,52 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
     for (const auto& [field, policy] : spec->owners) owners[resolve_alias(*model, field)] = policy;
   store::ShadowState shadow = store_.shadow(r.entity_id);
   json::value shadow_v = json::parse(shadow.fields_json);
+  const json::object held_shadow = shadow_v.as_object();  // before the overlay below
+  // The entity's operations that will still be sent (being sent now, or another record's)
+  // count as done: a change back to what the shadow holds must still be sent after them.
+  // The newest one, if it is this record's and waiting, is replaced by this plan instead.
+  std::vector<store::Operation> pending = store_.entity_ops(r.entity_id);
+  int64_t replaceable = 0;
+  if (!pending.empty()) {
+    const store::Operation& last = pending.back();
+    if (last.flow == flow.name && last.record_key == r.key &&
+        std::find(opts.in_flight.begin(), opts.in_flight.end(), last.id) == opts.in_flight.end())
+      replaceable = last.id;
+  }
+  for (const auto& op2 : pending) {
+    if (op2.id == replaceable) continue;
+    std::error_code ec;
+    json::value body = json::parse(op2.body, ec);
+    if (ec || !body.is_object()) continue;
+    for (const auto& [path, v] : flatten(body.as_object(), model->atomic))
+      shadow_v.as_object()[path] = json::object{{"v", v}, {"t", now}, {"b", "pending " + std::to_string(op2.id)}};
+  }
   int64_t record_ms = parse_time_ms(r.version.text);
   MergeResult m = merge(flat, shadow_v.as_object(), owners, record_ms >= 0 ? record_ms : now);
+
+  // The destination finds the record by its identifier (Omnisend: the email). A change of
+  // that identifier cannot go in the same request: it would create a second contact. It is
+  // recorded as a conflict, and the rest is sent to the record the destination holds.
+  std::string identify_path;
+  const json::value* identify_value = nullptr;
+  for (const auto& path : model->identify_by) {
+    auto it = flat.find(path);
+    if (it == flat.end()) continue;
+    identify_path = path;
+    identify_value = &it->second;
+    ShadowField held = shadow_field(held_shadow, path);
+    if (held.held && !held.held->is_null() && *held.held != it->second) {
+      identify_value = held.held;
+      m.changes.erase(path);
+      for (auto& d : m.decisions) {
+        if (d.path != path) continue;
+        d.action = FieldDecision::Action::conflict;
+        d.why = "the destination finds the record by this identifier: change it there (or merge the records), "
+                "then replay";
+      }
+    }
+    break;
+  }
   for (const auto& d : m.decisions) {
     if (d.action != FieldDecision::Action::conflict) continue;
     store::Conflict c;
@@ -235,15 +292,15 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   if (m.changes.empty()) {
     r.status = r.conflicts.empty() ? Status::unchanged : Status::conflict;
     r.reason = r.conflicts.empty() ? "nothing changed at the destination" : "only conflicting fields changed";
+    if (replaceable) {  // this record's waiting operation would now write something stale
+      store_.delivered(replaceable);
+      r.superseded = replaceable;
+      r.reason += "; its waiting operation " + std::to_string(replaceable) + " is dropped";
+    }
     return r;
   }
   Flat body_fields = m.changes;
-  for (const auto& path : model->identify_by) {
-    auto it = flat.find(path);
-    if (it == flat.end()) continue;
-    body_fields.emplace(path, it->second);
-    break;
-  }
+  if (identify_value) body_fields[identify_path] = *identify_value;
   op.body = json::serialize(unflatten(body_fields));
   op.fields_json = "";  // what it changes is the body flattened (see delivery::Worker)
   r.superseded = store_.plan(op, opts.in_flight);

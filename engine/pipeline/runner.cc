@@ -64,8 +64,10 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
     std::string entity = entity_of[conn];
     auto* sec = &secrets_;
     json::object cfg = c;
-    // Fails here, before anything runs, if the connection cannot be used.
-    connectors::make_destination(conn, cfg, entity, *sec);
+    // Fails here, before anything runs, if the connection cannot be used for every flow's
+    // entity (one worker sends them all).
+    for (const auto& [name, f] : tenant_->flows)
+      if (f.enabled && f.destination_connection == conn) connectors::make_destination(conn, cfg, f.destination_entity, *sec);
     auto factory = [conn, cfg, entity, sec] { return connectors::make_destination(conn, cfg, entity, *sec); };
     workers_[conn] = std::make_unique<delivery::Worker>(wc, factory, store_, store_mu_, secrets_,
                                                         open_reader ? open_reader() : nullptr);
@@ -158,7 +160,7 @@ void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, i
       int64_t backlog;
       {
         std::lock_guard<std::mutex> lock(store_mu_);
-        backlog = store_.inbox_backlog();
+        backlog = store_.inbox_backlog(tenant_->tenant);
       }
       if (backlog < 20000) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -273,9 +275,10 @@ void Runner::resolve(PreparedRecord& pr) {
     pr.stop = "skip";
     pr.stop_reason = "customer " + n.id + " is gone at the source (" + n.what + ", fetch answered 404)";
   } else {
-    pr.stop = "reject";
+    // The source did not answer: the record stays in the inbox for the next run.
+    pr.stop = "defer";
     pr.stop_reason = "fetching customer " + n.id + " for " + n.what + " failed: " + secrets_.redact(err.message) +
-                     " (replay it once the source answers)";
+                     "; it stays in the inbox for the next run";
   }
 }
 
@@ -306,13 +309,22 @@ size_t Runner::process_batch(size_t batch) {
       auto f = w->in_flight();
       opts.in_flight.insert(opts.in_flight.end(), f.begin(), f.end());
     }
+    // Counted here and added once the batch has committed.
+    int64_t processed = 0, mapped = 0, skipped = 0, stale = 0, rejected = 0, planned = 0, unchanged = 0,
+            conflicts = 0, deferred = 0;
     store_.begin();
     try {
       for (auto& pr : ready) {
         const store::InboxRecord& rec = pr.rec;
         opts.replay = rec.message_id.rfind("replay:", 0) == 0;  // see weft replay
+        if (pr.stop == "defer") {
+          // Not done: the record stays in the inbox and is taken again by the next run.
+          ++deferred;
+          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "deferred", pr.stop_reason + " [" + origin(rec) + "]", 0});
+          continue;
+        }
         if (pr.stop == "skip") {
-          counts_.skipped++;
+          ++skipped;
           store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "skipped", pr.stop_reason + " [" + origin(rec) + "]", 0});
         } else if (pr.stop == "reject") {
           store::Parked p;
@@ -328,8 +340,14 @@ size_t Runner::process_batch(size_t batch) {
           p.detail = json::serialize(json::object{{"connection", rec.connection}, {"entity", rec.entity}});
           p.source = rec.payload;
           store_.park(p);
-          counts_.rejected++;
+          ++rejected;
           store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "rejected", "receive: " + pr.stop_reason, 0});
+        } else if (pr.flows.empty()) {
+          ++skipped;
+          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "skipped",
+                        "no enabled flow takes " + (rec.entity.empty() ? std::string("records") : rec.entity) +
+                            " from " + rec.connection + " [" + origin(rec) + "]",
+                        0});
         }
         for (Prepared& p : pr.flows) {
           RecordResult r = pipeline_->commit(p, opts);
@@ -337,32 +355,41 @@ size_t Runner::process_batch(size_t batch) {
           std::string detail = r.reason;
           switch (r.status) {
             case S::planned:
-              counts_.mapped++;
-              counts_.planned++;
+              ++mapped;
+              ++planned;
               detail = "operation " + std::to_string(r.op.id) + " (" + r.op.kind + "), " + r.identity +
                        (r.superseded ? ", replacing waiting operation " + std::to_string(r.superseded) : "");
               break;
-            case S::unchanged: counts_.mapped++; counts_.unchanged++; break;
-            case S::stale: counts_.stale++; break;
-            case S::skipped: counts_.skipped++; break;
+            case S::unchanged: ++mapped; ++unchanged; break;
+            case S::stale: ++stale; break;
+            case S::skipped: ++skipped; break;
             case S::rejected:
-              counts_.rejected++;
+              ++rejected;
               detail = r.parked.stage + ": " + r.parked.reason;
               break;
-            case S::conflict: counts_.mapped++; counts_.conflicts++; break;
+            case S::conflict: ++mapped; ++conflicts; break;
           }
-          if (!r.conflicts.empty() && r.status != S::conflict) counts_.conflicts++;
+          if (!r.conflicts.empty() && r.status != S::conflict) ++conflicts;
           store_.audit({rec.correlation_id, rec.tenant, p.flow->name, r.key, status_name(r.status),
                         detail + " [" + origin(rec) + ", script " + r.script_version + "]", 0});
         }
         store_.inbox_done(rec.seq);
-        counts_.processed++;
+        ++processed;
       }
       store_.commit();
     } catch (...) {
       store_.rollback();
       throw;
     }
+    counts_.processed += processed;
+    counts_.mapped += mapped;
+    counts_.skipped += skipped;
+    counts_.stale += stale;
+    counts_.rejected += rejected;
+    counts_.planned += planned;
+    counts_.unchanged += unchanged;
+    counts_.conflicts += conflicts;
+    counts_.deferred += deferred;
   }
   for (auto& [_, w] : workers_) w->wake();
   return ready.size();

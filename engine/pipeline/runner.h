@@ -26,7 +26,7 @@ namespace weft::pipeline {
 
 struct RunCounts {
   std::atomic<int64_t> pulled{0}, processed{0}, mapped{0}, skipped{0}, stale{0}, rejected{0}, planned{0},
-      unchanged{0}, conflicts{0};
+      unchanged{0}, conflicts{0}, deferred{0};
 };
 
 class Runner {
@@ -77,7 +77,7 @@ class Runner {
   struct PreparedRecord {
     store::InboxRecord rec;
     std::vector<Prepared> flows;
-    std::string stop;         // "skip" or "reject": the record goes no further (see resolve)
+    std::string stop;         // "skip", "reject" or "defer" (stays in the inbox): see resolve
     std::string stop_reason;
   };
   void map_loop();

@@ -100,6 +100,9 @@ const char* const kMigrations[] = {
       last_error TEXT NOT NULL DEFAULT '',
       created_ms INTEGER NOT NULL
     );
+    CREATE INDEX inbox_by_tenant ON inbox (tenant, done, seq);
+    CREATE INDEX inbox_done_age ON inbox (done, received_ms);
+    CREATE INDEX outbox_by_inbox ON outbox (inbox_seq);
     CREATE INDEX outbox_due ON outbox (tenant, connection, next_attempt_ms);
     CREATE INDEX outbox_entity ON outbox (entity_id, id);
     CREATE INDEX outbox_flow ON outbox (tenant, flow);
@@ -177,18 +180,28 @@ class SqliteStore final : public Store {
     db_.exec("PRAGMA wal_autocheckpoint=20000");
     db_.setBusyTimeout(5000);
     migrate();
-    // Done inbox rows are kept a week for idempotency of late duplicates, then dropped.
-    int64_t cutoff = util::now_ms() - int64_t{7} * 86400000;
+  }
+
+  int64_t prune(int64_t older_than_ms, size_t limit) override {
+    // Done inbox rows no operation refers to, oldest first, in bounded chunks so a writer
+    // never waits long for the lock.
+    std::vector<int64_t> seqs;
     {
-      auto q = stmt("DELETE FROM inbox_payload WHERE seq IN (SELECT seq FROM inbox WHERE done = 1 AND received_ms < ? "
-                    "AND seq NOT IN (SELECT inbox_seq FROM outbox))");
-      q.bind(1, cutoff);
-      q.exec();
+      auto q = stmt("SELECT seq FROM inbox WHERE done = 1 AND received_ms < ? "
+                    "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.inbox_seq = inbox.seq) ORDER BY seq LIMIT ?");
+      q.bind(1, older_than_ms);
+      q.bind(2, static_cast<int64_t>(limit));
+      while (q.executeStep()) seqs.push_back(q.getColumn(0).getInt64());
     }
-    auto q = stmt("DELETE FROM inbox WHERE done = 1 AND received_ms < ? "
-                  "AND seq NOT IN (SELECT inbox_seq FROM outbox)");
-    q.bind(1, cutoff);
-    q.exec();
+    for (int64_t seq : seqs) {
+      auto a = stmt("DELETE FROM inbox_payload WHERE seq = ?");
+      a.bind(1, seq);
+      a.exec();
+      auto b = stmt("DELETE FROM inbox WHERE seq = ?");
+      b.bind(1, seq);
+      b.exec();
+    }
+    return static_cast<int64_t>(seqs.size());
   }
 
   void begin() override { db_.exec("BEGIN IMMEDIATE"); }
@@ -247,7 +260,12 @@ class SqliteStore final : public Store {
     q.exec();
   }
 
-  int64_t inbox_backlog() override { return scalar("SELECT count(*) FROM inbox WHERE done = 0"); }
+  int64_t inbox_backlog(const std::string& tenant) override {
+    auto q = stmt("SELECT count(*) FROM inbox WHERE done = 0 AND (?1 = '' OR tenant = ?1)");
+    q.bind(1, tenant);
+    q.executeStep();
+    return q.getColumn(0).getInt64();
+  }
 
   bool apply_version(const std::string& tenant, const std::string& flow, const std::string& key, const Version& v,
                      bool allow_equal) override {
@@ -465,6 +483,24 @@ class SqliteStore final : public Store {
     q.bind(2, connection);
     if (!q.executeStep() || q.getColumn(0).isNull()) return std::nullopt;
     return q.getColumn(0).getInt64();
+  }
+
+  std::vector<Operation> entity_ops(int64_t entity_id) override {
+    auto q = stmt("SELECT " OP_COLUMNS " FROM outbox WHERE entity_id = ? ORDER BY id");
+    q.bind(1, entity_id);
+    std::vector<Operation> out;
+    while (q.executeStep()) out.push_back(read_op(q));
+    return out;
+  }
+
+  std::vector<int64_t> existing_ops(const std::vector<int64_t>& ids) override {
+    std::vector<int64_t> out;
+    for (int64_t id : ids) {
+      auto q = stmt("SELECT 1 FROM outbox WHERE id = ?");
+      q.bind(1, id);
+      if (q.executeStep()) out.push_back(id);
+    }
+    return out;
   }
 
   void delivered(int64_t op_id) override {

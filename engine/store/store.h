@@ -136,7 +136,12 @@ class Store {
   // `after_seq` (records already taken but not yet done).
   virtual std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant = "", int64_t after_seq = 0) = 0;
   virtual void inbox_done(int64_t seq) = 0;
-  virtual int64_t inbox_backlog() = 0;
+  // Records not yet done (of one tenant, if given).
+  virtual int64_t inbox_backlog(const std::string& tenant = "") = 0;
+  // Drops up to `limit` done inbox records received before `older_than_ms` that no outbox
+  // operation refers to; returns how many. Done records are kept a while so late duplicates
+  // of a message are still recognized.
+  virtual int64_t prune(int64_t older_than_ms, size_t limit) = 0;
 
   // Records `v` as applied for the key and returns true if it is newer than the version
   // applied before; returns false (and changes nothing) for an equal or older version.
@@ -178,6 +183,10 @@ class Store {
                                      size_t limit, const std::vector<int64_t>& busy) = 0;
   // The earliest next_attempt_ms of the connection's operations (nullopt: none waiting).
   virtual std::optional<int64_t> next_due(const std::string& tenant, const std::string& connection) = 0;
+  // The outbox operations of one destination record, oldest first.
+  virtual std::vector<Operation> entity_ops(int64_t entity_id) = 0;
+  // Of these outbox operation ids, the ones still there.
+  virtual std::vector<int64_t> existing_ops(const std::vector<int64_t>& ids) = 0;
   virtual void delivered(int64_t op_id) = 0;
   virtual void reschedule(int64_t op_id, int attempts, int64_t first_attempt_ms, int64_t next_attempt_ms,
                           const std::string& last_error) = 0;
