@@ -292,6 +292,25 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
   }
 }
 
+void Worker::park(const store::Operation& op, const std::string& kind, const std::string& error,
+                  const std::string& reason, int attempts) {
+  store::Parked p;
+  p.kind = kind;
+  p.tenant = op.tenant;
+  p.flow = op.flow;
+  p.stage = "deliver";
+  p.record_key = op.record_key;
+  p.correlation_id = op.correlation_id;
+  p.script_version = op.script_version;
+  p.error = error;
+  p.reason = reason;
+  p.detail = json::serialize(json::object{{"operation", op.kind}, {"body", op.body}});
+  p.inbox_seq = op.inbox_seq;  // the store copies the source record from the inbox
+  p.version = op.version;
+  p.attempts = attempts;
+  store_.park(p, op.id);
+}
+
 void Worker::record(std::vector<Job>& done) {
   using Kind = SendResult::Kind;
   {
@@ -333,41 +352,14 @@ void Worker::record(std::vector<Job>& done) {
             ev.detail = "attempt " + std::to_string(attempts) + ": " + error + "; next at " + util::iso8601_ms(next);
             ++n_retried;
           } else {
-            store::Parked p2;
-            p2.kind = "dead_letter";
-            p2.tenant = op.tenant;
-            p2.flow = op.flow;
-            p2.stage = "deliver";
-            p2.record_key = op.record_key;
-            p2.correlation_id = op.correlation_id;
-            p2.script_version = op.script_version;
-            p2.error = res.status ? "http " + std::to_string(res.status) : "no answer";
-            p2.reason = message;
-            p2.detail = json::serialize(json::object{{"operation", op.kind}, {"body", op.body}});
-            p2.inbox_seq = op.inbox_seq;
-            p2.version = op.version;
-            p2.attempts = attempts;
-            store_.park(p2, op.id);
+            park(op, "dead_letter", res.status ? "http " + std::to_string(res.status) : "no answer", message,
+                 attempts);
             ev.stage = "dead_letter";
             ev.detail = "after " + std::to_string(attempts) + " attempts: " + error;
             ++n_dead_lettered;
           }
         } else {
-          store::Parked p2;
-          p2.kind = "rejection";
-          p2.tenant = op.tenant;
-          p2.flow = op.flow;
-          p2.stage = "deliver";
-          p2.record_key = op.record_key;
-          p2.correlation_id = op.correlation_id;
-          p2.script_version = op.script_version;
-          p2.error = "http " + std::to_string(res.status);
-          p2.reason = message;
-          p2.detail = json::serialize(json::object{{"operation", op.kind}, {"body", op.body}});
-          p2.inbox_seq = op.inbox_seq;
-          p2.version = op.version;
-          p2.attempts = op.attempts + 1;
-          store_.park(p2, op.id);
+          park(op, "rejection", "http " + std::to_string(res.status), message, op.attempts + 1);
           ev.stage = "rejected";
           ev.detail = "the destination refused it: " + std::to_string(res.status) + " " + message;
           ++n_rejected;

@@ -81,6 +81,9 @@ class Worker {
   void dispatch_loop();
   void send_loop(std::unique_ptr<Destination> dest);
   void record(std::vector<Job>& done);
+  // A rejection or dead letter for an operation (which leaves the outbox). Store lock held.
+  void park(const store::Operation& op, const std::string& kind, const std::string& error, const std::string& reason,
+            int attempts);
   const RetryPolicy& policy(const std::string& flow) const;
 
   WorkerConfig config_;
