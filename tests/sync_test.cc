@@ -481,3 +481,35 @@ return M
   CHECK(ids.size() == 40);
   CHECK(w.om.contact_count() == 40);  // the contacts flow ran beside it
 }
+
+TEST_CASE("sync: an unsubscribe made in Omnisend survives later syncs (consent owned by the destination)",
+          "[sync][merge]") {
+  World w;
+  json::object c = customer(1);
+  c["custom"] = json::object{{"type", json::object{{"key", "customer-consent"}}},
+                             {"fields", json::object{{"emailConsent", "subscribed"}}}};
+  w.ct.put_customer(c);
+  REQUIRE(w.sync().code == 0);
+  auto channel = [&] {
+    auto contact = w.om.contact_by_email("c1@x.se");
+    return contact->at("identifiers").as_array()[0].at("channels").at("email").at("status");
+  };
+  REQUIRE(channel() == "subscribed");
+  // The customer unsubscribes in Omnisend.
+  REQUIRE(w.om.update_contact("c1@x.se", [](json::object& contact) {
+    contact["identifiers"].as_array()[0].as_object()["channels"].as_object()["email"].as_object()["status"] =
+        "unsubscribed";
+  }));
+  // Two later changes at commercetools (the second after weft has seen the unsubscribe).
+  for (const char* name : {"Annika", "Anneli"}) {
+    json::object next = *w.ct.customer(std::string(sample_customer(1).at("id").as_string()));
+    next["firstName"] = name;
+    next.erase("lastModifiedAt");
+    w.ct.put_customer(next);
+    RunResult r = w.sync();
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK(w.om.contact_by_email("c1@x.se")->at("firstName") == json::value(name));
+    CHECK(channel() == "unsubscribed");
+  }
+}

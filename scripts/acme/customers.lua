@@ -18,6 +18,15 @@ local M = {}
 M.key = function(rec) return rec.id end
 M.version = function(rec) return rec.version, rec.lastModifiedAt end
 
+-- The Omnisend contact is found by the customer id it was created for, else its email,
+-- else its phone (a guest who registers keeps the contact made for their orders).
+M.match = { "externalId", "email", "phone" }
+
+-- Consent belongs to Omnisend once the contact exists: an unsubscribe made there is never
+-- overwritten by a sync (commercetools sets it only for a new contact). Everything else
+-- follows commercetools.
+M.owners = { ["consent.email"] = "destination", ["consent.sms"] = "destination" }
+
 local NONE = {}  -- stands in for a missing object, so lookups in it read as nil
 
 -- The address the contact's phone and location come from: the customer's default shipping
