@@ -105,7 +105,7 @@ const char* const kMigrations[] = {
     CREATE INDEX outbox_by_inbox ON outbox (inbox_seq);
     CREATE INDEX outbox_due ON outbox (tenant, connection, next_attempt_ms);
     CREATE INDEX outbox_entity ON outbox (entity_id, id);
-    CREATE INDEX outbox_flow ON outbox (tenant, flow);
+    CREATE INDEX outbox_flow ON outbox (tenant, flow, created_ms);
     CREATE TABLE parked (
       id INTEGER PRIMARY KEY AUTOINCREMENT,
       kind TEXT NOT NULL,
@@ -408,7 +408,7 @@ class SqliteStore final : public Store {
     // The entity's newest waiting operation, if it came from the same record and flow (so
     // the new one carries its changes) and is not being sent right now, is replaced.
     // Operations without an entity (append-only events) are never replaced.
-    auto newest = stmt("SELECT id, attempts, first_attempt_ms, next_attempt_ms, last_error, flow, record_key "
+    auto newest = stmt("SELECT id, attempts, first_attempt_ms, next_attempt_ms, last_error, flow, record_key, created_ms "
                        "FROM outbox WHERE entity_id = ? ORDER BY id DESC LIMIT 1");
     newest.bind(1, op.entity_id);
     int64_t replace = 0;
@@ -421,6 +421,7 @@ class SqliteStore final : public Store {
         op.first_attempt_ms = newest.getColumn(2).getInt64();
         op.next_attempt_ms = std::max(op.next_attempt_ms, newest.getColumn(3).getInt64());
         op.last_error = newest.getColumn(4).getString();
+        op.created_ms = newest.getColumn(7).getInt64();  // the change has waited since then
       }
     }
     newest.reset();
