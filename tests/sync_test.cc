@@ -41,6 +41,25 @@ json::object customer(int i, const std::string& first_name = "Anna") {
   return c;
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The example's lib/ into a test workspace, and the secrets its tenant.json names.
+void copy_lib(const TempDir& dir) {
+  setenv("SYNC_T_CT_SECRET", kCtSecret, 1);
+  setenv("SYNC_T_OMNI_KEY", kOmniKey, 1);
+  for (const auto& e : std::filesystem::directory_iterator(std::string(WEFT_SOURCE_DIR) + "/scripts/lib"))
+    dir.write("lib/" + e.path().filename().string(), read_file(e.path().string()));
+}
+
+// The commercetools connection of a test tenant.json, pointed at the fake.
+std::string ct_connection(const FakeCommercetools& ct) {
+  return R"({ "system": "commercetools", "project": "acme-shop", "auth_url": ")" + ct.url() + R"(", "api_url": ")" +
+         ct.url() + R"(", "client_id": "client-id", "client_secret": "${SYNC_T_CT_SECRET}" })";
+}
+
 // A workspace with the acme customers mapping pointed at the fakes. `retry` and
 // `omnisend_extra` are JSON members added to the flow's retry policy / the Omnisend connection.
 struct World {
@@ -52,18 +71,13 @@ struct World {
   explicit World(const std::string& retry = R"("max_attempts": 8, "base_ms": 20, "max_ms": 200)",
                  const std::string& omnisend_extra = R"("rate_limit": "off")", const std::string& script = "") {
     ws = dir.path().string();
-    setenv("SYNC_T_CT_SECRET", kCtSecret, 1);
-    setenv("SYNC_T_OMNI_KEY", kOmniKey, 1);
-    for (const auto& e : std::filesystem::directory_iterator(std::string(WEFT_SOURCE_DIR) + "/scripts/lib"))
-      dir.write("lib/" + e.path().filename().string(), read(e.path().string()));
+    copy_lib(dir);
     dir.write("acme/customers.lua",
               script.empty() ? read(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua") : script);
     dir.write("acme/tenant.json", R"({
   "tenant": "acme",
   "connections": {
-    "ct": { "system": "commercetools", "project": "acme-shop", "auth_url": ")" + ct.url() +
-                                      R"(", "api_url": ")" + ct.url() + R"(",
-            "client_id": "client-id", "client_secret": "${SYNC_T_CT_SECRET}" },
+    "ct": )" + ct_connection(ct) + R"(,
     "omnisend": { "system": "omnisend", "api_url": ")" + om.base_url() +
                                       R"(", "api_key": "${SYNC_T_OMNI_KEY}",
                   "timeout_ms": 400, )" + omnisend_extra + R"( }
@@ -79,10 +93,7 @@ struct World {
   }
 })");
   }
-  static std::string read(const std::string& path) {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
+  static std::string read(const std::string& path) { return read_file(path); }
   std::string db() const { return ws + "/.weft/weft.db"; }
   RunResult sync() const { return run_weft("sync --workspace " + ws + " --tenant acme"); }
   json::object summary(const RunResult& r) const {
@@ -390,10 +401,7 @@ TEST_CASE("sync: a destination that hangs does not hold up another connection's 
   hang.timeout_ms = 1500;
   slow.set_faults(hang);
   TempDir dir;
-  setenv("SYNC_T_CT_SECRET", kCtSecret, 1);
-  setenv("SYNC_T_OMNI_KEY", kOmniKey, 1);
-  for (const auto& e : std::filesystem::directory_iterator(std::string(WEFT_SOURCE_DIR) + "/scripts/lib"))
-    dir.write("lib/" + e.path().filename().string(), World::read(e.path().string()));
+  copy_lib(dir);
   std::string script = World::read(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua");
   dir.write("acme/customers.lua", script);
   dir.write("acme/customers_b.lua", script);
@@ -411,9 +419,7 @@ TEST_CASE("sync: a destination that hangs does not hold up another connection's 
   dir.write("acme/tenant.json", R"({
   "tenant": "acme",
   "connections": {
-    "ct": { "system": "commercetools", "project": "acme-shop", "auth_url": ")" + ct.url() +
-                                    R"(", "api_url": ")" + ct.url() + R"(",
-            "client_id": "client-id", "client_secret": "${SYNC_T_CT_SECRET}" },
+    "ct": )" + ct_connection(ct) + R"(,
     "good": )" + omni(good) + R"(,
     "slow": )" + omni(slow) + R"(
   },
