@@ -45,26 +45,11 @@ run() {  # run N: one sync of N customers; prints "records/s rss_mib seconds"
   ws=$work/ws
   cp -r scripts "$ws"
   rm -rf "$ws/.weft"
-  python3 - "$fakes_json" "$ws/acme/tenant.json" <<'EOF'
-import json, sys
-fakes = json.load(open(sys.argv[1]))
-path = sys.argv[2]
-t = json.load(open(path))
-ct = t["connections"]["ct"]
-ct["auth_url"] = ct["api_url"] = fakes["commercetools"]["url"]
-ct["project"] = fakes["commercetools"]["project"]
-ct["client_id"] = fakes["commercetools"]["client_id"]
-om = t["connections"]["omnisend"]
-om["api_url"] = fakes["omnisend"]["url"]
-om["rate_limit"] = "off"
-json.dump(t, open(path, "w"), indent=2)
-EOF
-  local secret key
-  secret=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commercetools"]["client_secret"])' "$fakes_json")
-  key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["omnisend"]["api_key"])' "$fakes_json")
+  local secrets
+  secrets=$(python3 bench/point_at_fakes.py "$fakes_json" "$ws/acme/tenant.json")
   local rc=0
-  ACME_CT_CLIENT_SECRET=$secret ACME_OMNISEND_API_KEY=$key \
-    /usr/bin/time -f "%e %M" -o "$work/time" "$WEFT" sync --workspace "$ws" --tenant acme \
+  # shellcheck disable=SC2086  # secrets is NAME=value pairs, split on purpose
+  env $secrets /usr/bin/time -f "%e %M" -o "$work/time" "$WEFT" sync --workspace "$ws" --tenant acme \
     > "$work/summary.json" 2> "$work/sync.err" || rc=$?
   exec 9>&-   # EOF on the fakes' stdin: they write the report and stop
   wait "$fakes_pid" 2>/dev/null || true
