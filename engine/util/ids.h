@@ -1,18 +1,24 @@
 #pragma once
 // Correlation ids weft makes when a record arrives without one: 32 lowercase hex digits, the
-// W3C trace-id form, so they can be passed on as `traceparent`.
+// W3C trace-id form, so they can be passed on as `traceparent`. The first 12 digits are the
+// time in milliseconds and the other 20 random: ids made later sort later, so the audit
+// trail's index on them grows at its end instead of at random places (random inserts
+// dirtied a page of the index per record).
 #include <cstdint>
 #include <cstdio>
 #include <random>
 #include <string>
+
+#include "engine/util/time.h"
 
 namespace weft::util {
 
 inline std::string new_correlation_id() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   char buf[33];
-  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
+  uint64_t r = rng();
+  std::snprintf(buf, sizeof buf, "%012llx%04llx%016llx", static_cast<unsigned long long>(now_ms()) & 0xffffffffffffULL,
+                static_cast<unsigned long long>(r >> 48), static_cast<unsigned long long>(rng()));
   return buf;
 }
 
