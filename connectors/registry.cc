@@ -66,7 +66,7 @@ class OmnisendDestination final : public delivery::Destination {
     for (const auto* op : ops) bodies.push_back(op->body);
     std::vector<delivery::Answer> out;
     bool refused = false;
-    auto results = client_.upsert_contacts(bodies, 120000, &refused);
+    auto results = client_.upsert_contacts(bodies, 600000, &refused);
     if (refused) {  // the batch as a whole was refused: each contact gets its own answer
       for (const auto* op : ops) out.push_back(send(*op, ""));
       return out;

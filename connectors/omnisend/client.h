@@ -35,10 +35,11 @@ class Destination {
   // POST /batches with up to 100 contacts, then polls GET /batches/{id} until it has finished
   // and reads GET /batches/{id}/items. Results are matched to the contacts by their first
   // identifier; a batch that fails, or does not finish within `wait_ms`, fails every contact
-  // the same way (transient: they are sent again, which an upsert makes harmless).
+  // the same way (transient: they are sent again, which an upsert makes harmless, unless the
+  // unfinished batch still runs after a newer change was sent: hence a long wait).
   // *refused is set when Omnisend refused the batch request itself as invalid (a 4xx):
   // then no contact was looked at, and the caller may send them one by one.
-  std::vector<BatchResult> upsert_contacts(const std::vector<std::string>& contacts_json, int64_t wait_ms = 120000,
+  std::vector<BatchResult> upsert_contacts(const std::vector<std::string>& contacts_json, int64_t wait_ms = 600000,
                                            bool* refused = nullptr);
 
  private:
