@@ -519,3 +519,17 @@ TEST_CASE("sync: an unsubscribe made in Omnisend survives later syncs (consent o
     CHECK(channel() == "unsubscribed");
   }
 }
+
+TEST_CASE("sync: an unset secret is a configuration error naming the variable, before anything runs",
+          "[sync][secrets]") {
+  World w;
+  w.ct.put_customer(customer(1));
+  unsetenv("SYNC_T_CT_SECRET");
+  RunResult r = w.sync();
+  setenv("SYNC_T_CT_SECRET", kCtSecret, 1);
+  CHECK(r.code == 2);
+  CHECK(r.err.find("SYNC_T_CT_SECRET") != std::string::npos);
+  CHECK(r.out.empty());
+  CHECK(w.ct.requests().empty());
+  CHECK(w.om.request_count() == 0);
+}

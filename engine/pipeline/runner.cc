@@ -41,6 +41,14 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
     for (const auto& [name, f] : tenant_->flows)
       if (f.enabled) flows_.push_back(name);
   pipeline_ = std::make_unique<Pipeline>(tenant_, store_);
+  // Sources fail here too, before anything runs, if they cannot be used (an unset secret).
+  for (const auto& name : flows_) {
+    const workspace::Flow* f = tenant_->flow(name);
+    if (!f) continue;
+    const json::object& c = connection_config(*tenant_, f->source_connection);
+    if (auto* sys = c.if_contains("system"); sys && *sys == "commercetools")
+      connectors::make_commercetools(f->source_connection, c, secrets_);
+  }
 
   // One worker per destination connection, with each flow's retry policy.
   std::map<std::string, delivery::WorkerConfig> configs;
