@@ -1117,7 +1117,7 @@ TEST_CASE("sandbox: C functions cannot run past the CPU or memory limits", "[san
   Tenant t(flow("  if rec.dag then local t = {'x'} for i = 1, 26 do t = {t, t} end return { n = #json.encode(t) } end\n"
                 "  if rec.dagout then local t = {'x'} for i = 1, 26 do t = {t, t} end return { t = t } end\n"
                 "  if rec.decode then return { v = json.decode('[' .. string.rep('1,', 3000000) .. '1]') } end\n"
-                "  if rec.locale then local f = {} for i = 1, 200000 do f[i] = 'x' .. i end return { v = norm.locale({}, 'de', f) } end\n"
+                "  if rec.locale then local f = {} for i = 1, 20000 do f[i] = 'x' .. i end return { v = norm.locale({}, 'de', f) } end\n"
                 "  return { ok = true }"));
   t.mem(16);
   auto box = t.build();
