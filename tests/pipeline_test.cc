@@ -19,6 +19,7 @@ namespace {
 
 const char* kTenant = R"({
   "tenant": "t",
+  "limits": { "cpu_ms": 2000 },
   "connections": {
     "ct": { "system": "commercetools" },
     "om": { "system": "omnisend", "api_key": "${T_OM_KEY}" }

@@ -76,6 +76,7 @@ struct World {
               script.empty() ? read(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua") : script);
     dir.write("acme/tenant.json", R"({
   "tenant": "acme",
+  "limits": { "cpu_ms": 2000 },
   "connections": {
     "ct": )" + ct_connection(ct) + R"(,
     "omnisend": { "system": "omnisend", "api_url": ")" + om.base_url() +
@@ -418,6 +419,7 @@ TEST_CASE("sync: a destination that hangs does not hold up another connection's 
   };
   dir.write("acme/tenant.json", R"({
   "tenant": "acme",
+  "limits": { "cpu_ms": 2000 },
   "connections": {
     "ct": )" + ct_connection(ct) + R"(,
     "good": )" + omni(good) + R"(,

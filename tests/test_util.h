@@ -65,9 +65,12 @@ inline RunResult run_weft(const std::string& args, const std::string& stdin_file
 }
 
 // A minimal valid tenant "t1" with one flow "c" (commercetools customer -> Omnisend contact).
+// Its CPU limit is generous: the tests using it are not about limits, and the limit is wall
+// time, which a busy test machine can eat (the limits have their own tests).
 inline void write_basic_tenant(const TempDir& ws, const std::string& script) {
   ws.write("t1/tenant.json", R"({
   "tenant": "t1",
+  "limits": { "cpu_ms": 2000 },
   "connections": {
     "ct": { "system": "commercetools" },
     "om": { "system": "omnisend", "api_key": "${T1_OMNISEND_KEY}" }

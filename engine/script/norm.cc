@@ -1,3 +1,4 @@
+#include <mutex>
 #include <algorithm>
 #include "engine/script/norm.h"
 
@@ -550,6 +551,17 @@ std::optional<double> money(int64_t cent_amount, int fraction_digits, std::strin
   }
   // Dividing by an exact power of ten gives the double nearest the true decimal (19.99, not 19.990000000000002).
   return static_cast<double>(cent_amount) / kPow10[static_cast<size_t>(fraction_digits)];
+}
+
+void warm_up() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    (void)phone("070-123 45 67", "SE");
+    (void)country("Sweden");
+    (void)lower("WARM");
+    (void)email("warm@example.com");
+    (void)datetime("2024-01-01T00:00:00.000Z");
+  });
 }
 
 }  // namespace weft::norm

@@ -18,6 +18,11 @@ struct Result {
 };
 
 // Surrounding whitespace removed (ASCII whitespace and U+00A0). Never fails on a string.
+// Loads what the functions below load on first use (libphonenumber's metadata, the
+// iso-codes tables, ICU's case data), once per process, so that the first record a script
+// maps does not spend its CPU budget on it. Sandbox::create calls it.
+void warm_up();
+
 std::string trim(std::string_view in);
 // Unicode lowercase (ICU full case mapping, root locale), as JavaScript's toLowerCase does.
 // Fails only on invalid UTF-8.

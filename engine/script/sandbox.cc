@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "engine/script/lua_glue.h"
+#include "engine/script/norm.h"
 #include "engine/util/time.h"
 
 namespace weft::script {
@@ -614,6 +615,7 @@ Sandbox::~Sandbox() {
 }
 
 std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* error) {
+  norm::warm_up();  // outside any call's CPU budget
   auto I = std::make_unique<Impl>();
   I->code = code;
   I->heap_limit = static_cast<size_t>(code.limits.memory_mb) * 1024 * 1024;
