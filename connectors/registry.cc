@@ -75,7 +75,7 @@ class OmnisendDestination final : public delivery::Destination {
       delivery::Answer a;
       a.result = std::move(b.result);
       a.remote_id = std::move(b.contact_id);
-      a.record_json = std::move(b.answer);
+      a.record = std::move(b.answer);
       out.push_back(std::move(a));
     }
     return out;

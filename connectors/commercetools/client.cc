@@ -127,11 +127,17 @@ bool Source::customers_since(const std::string& cursor, int limit, Page* out, Er
     return false;
   }
   out->records.clear();
+  out->versions.clear();
   out->cursor = cursor;
   const auto& results = page.at("results").as_array();
   for (const auto& c : results) {
     out->records.push_back(json::serialize(c));
-    out->cursor = json::value_to<std::string>(c.at("lastModifiedAt")) + "|" + json::value_to<std::string>(c.at("id"));
+    std::string id = json::value_to<std::string>(c.at("id"));
+    std::string modified = json::value_to<std::string>(c.at("lastModifiedAt"));
+    const json::value* version = c.as_object().if_contains("version");
+    out->versions.push_back(id + ":" + (version && version->is_int64() ? std::to_string(version->as_int64()) : "") + "@" +
+                            modified);
+    out->cursor = modified + "|" + id;
   }
   out->more = static_cast<int>(results.size()) == limit;
   return true;

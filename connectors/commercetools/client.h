@@ -26,6 +26,7 @@ struct Settings {
 
 struct Page {
   std::vector<std::string> records;  // each result as JSON text
+  std::vector<std::string> versions; // per record "id:version@lastModifiedAt" (a message id for it)
   std::string cursor;                // after the last record; the input cursor if none
   bool more = false;                 // a full page came back: ask again from `cursor`
 };

@@ -144,13 +144,16 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
         BatchResult& b = out[it->second];
         int code = 0;
         if (auto* c = io.if_contains("responseCode"); c && c->is_int64()) code = static_cast<int>(c->as_int64());
-        std::string answer = io.contains("response") ? json::serialize(io.at("response")) : std::string("{}");
-        b.result = classify(code, "", answer, util::now_ms());
-        if (b.result.kind == delivery::SendResult::Kind::ok) {
-          if (auto* resp = io.if_contains("response"); resp && resp->is_object())
+        const json::value* resp = io.if_contains("response");
+        if (code >= 200 && code < 300) {
+          b.result = {delivery::SendResult::Kind::ok, code, std::nullopt, ""};
+          if (resp && resp->is_object()) {
             if (auto* id = resp->as_object().if_contains("contactID"); id && id->is_string())
               b.contact_id = std::string(id->as_string());
-          b.answer = std::move(answer);
+            b.answer = *resp;
+          }
+        } else {
+          b.result = classify(code, "", resp ? json::serialize(*resp) : std::string("{}"), util::now_ms());
         }
         seen[it->second] = true;
       }

@@ -1,6 +1,7 @@
 #pragma once
 // Omnisend as a destination (v3 API, X-API-KEY): contacts created or updated by identifier
 // and events, each answer classified by errors.h for the delivery workers.
+#include <boost/json/value.hpp>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,7 +31,8 @@ class Destination {
   // One contact's result in a batch.
   struct BatchResult {
     delivery::SendResult result;
-    std::string contact_id, answer;  // on success: the contactID and the contact as held
+    std::string contact_id;          // on success: the contactID...
+    boost::json::value answer;       // ...and the contact as Omnisend holds it
   };
   // POST /batches with up to 100 contacts, then polls GET /batches/{id} until it has finished
   // and reads GET /batches/{id}/items. Results are matched to the contacts by their first

@@ -4,6 +4,7 @@
 //     what every request must carry to find its record), used by plan and dry-run, no I/O;
 //   - the exact HTTP request for an operation (dry-run prints it, secrets redacted);
 //   - send: one request, its answer classified (ok / transient / permanent).
+#include <boost/json/value.hpp>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,8 +35,9 @@ struct Request {
 
 struct Answer {
   SendResult result;
-  std::string remote_id;    // the destination's id for the record, when it says
-  std::string record_json;  // the record as the destination now holds it, when it says
+  std::string remote_id;     // the destination's id for the record, when it says
+  std::string record_json;   // the record as the destination now holds it, when it says...
+  boost::json::value record; // ...or already parsed (batches), then record_json is empty
 };
 
 class Destination {

@@ -266,7 +266,9 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       const Model* model = dest->model_for(j.op.kind);
       if (!model || !model->merge || j.op.entity_id == 0 || j.answer.result.kind != SendResult::Kind::ok) return;
       std::error_code ec;
-      if (!j.answer.record_json.empty()) {
+      if (j.answer.record.is_object()) {
+        j.answered = pipeline::flatten(j.answer.record.as_object(), model->atomic);
+      } else if (!j.answer.record_json.empty()) {
         json::value a = json::parse(j.answer.record_json, ec);
         if (!ec && a.is_object()) j.answered = pipeline::flatten(a.as_object(), model->atomic);
       }

@@ -224,13 +224,14 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
   if (spec)
     for (const auto& [field, policy] : spec->owners) owners[resolve_alias(*model, field)] = policy;
-  store::ShadowState shadow = store_.shadow(r.entity_id);
-  json::value shadow_v = json::parse(shadow.fields_json);
+  // (A record identify just created has neither a shadow nor operations: not looked up.)
+  json::value shadow_v = r.new_entity ? json::value(json::object()) : json::parse(store_.shadow(r.entity_id).fields_json);
   const json::object held_shadow = shadow_v.as_object();  // before the overlay below
   // The entity's operations that will still be sent (being sent now, or another record's)
   // count as done: a change back to what the shadow holds must still be sent after them.
   // The newest one, if it is this record's and waiting, is replaced by this plan instead.
-  std::vector<store::Operation> pending = store_.entity_ops(r.entity_id);
+  std::vector<store::Operation> pending;
+  if (!r.new_entity) pending = store_.entity_ops(r.entity_id);
   int64_t replaceable = 0;
   if (!pending.empty()) {
     const store::Operation& last = pending.back();
@@ -415,6 +416,7 @@ bool Pipeline::identify(const workspace::Flow& flow, const delivery::Model& mode
     return true;
   }
   r.entity_id = store_.create_entity(tenant, conn);
+  r.new_entity = true;
   for (const auto& c : claims) store_.link_identity(tenant, conn, c.kind, c.value, r.entity_id);
   r.identity = "new destination record (record " + std::to_string(r.entity_id) + ")";
   return true;

@@ -23,6 +23,7 @@ struct RecordResult {
   store::Version version;
   std::string identity;                  // how the destination record was resolved
   int64_t entity_id = 0;
+  bool new_entity = false;               // identify created it: no shadow, no operations yet
   std::vector<FieldDecision> decisions;  // the merge, per field
   std::string payload;                   // what the script mapped
   store::Operation op;                   // Status::planned

@@ -130,31 +130,23 @@ void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, i
       std::lock_guard<std::mutex> lock(store_mu_);
       store_.begin();
       try {
-        for (auto& text : page.records) {
-          std::error_code ec;
-          json::value v = json::parse(text, ec);
-          std::string id, version;
-          if (!ec && v.is_object()) {
-            const auto& o = v.as_object();
-            if (auto* i = o.if_contains("id"); i && i->is_string()) id = std::string(i->as_string());
-            if (auto* n = o.if_contains("version"); n && n->is_int64()) version = std::to_string(n->as_int64());
-            if (auto* m = o.if_contains("lastModifiedAt"); m && m->is_string())
-              version += "@" + std::string(m->as_string());
-          }
+        int64_t added = 0;
+        for (size_t i = 0; i < page.records.size(); ++i) {
           store::InboxRecord r;
           r.tenant = tenant_->tenant;
           r.connection = flow->source_connection;
           r.entity = flow->source_entity;
           r.flow = flow_name;
-          r.message_id = "pull:" + flow_name + ":" + id + ":" + version;
+          r.message_id = "pull:" + flow_name + ":" + page.versions[i];
           r.correlation_id = util::new_correlation_id();
-          r.payload = std::move(text);
+          r.payload = std::move(page.records[i]);
           // The pipeline's audit entry says where it came from (one row per stage is the
           // costliest write of the path; "received" is folded into the next).
-          if (store_.inbox_add(r)) counts_.pulled++;
+          if (store_.inbox_add(r)) ++added;
         }
         if (page.cursor != cursor) store_.set_cursor(tenant_->tenant, flow_name, page.cursor);
         store_.commit();
+        counts_.pulled += added;
         inbox_writes_++;
       } catch (...) {
         store_.rollback();
