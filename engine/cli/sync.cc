@@ -64,6 +64,21 @@ std::unique_ptr<store::Store> open_store(const std::string& path, bool create, b
   }
 }
 
+// The tenant's runner over the database at `path` (its threads open their own connections
+// to it). Prints the error, secrets redacted, and returns nullptr when a connection or a
+// script cannot be used.
+std::unique_ptr<pipeline::Runner> make_runner(std::shared_ptr<const ws::TenantVersion> version, store::Store& store,
+                                              std::mutex& store_mu, ws::Secrets& secrets,
+                                              std::vector<std::string> flows, const std::string& path) {
+  try {
+    return std::make_unique<pipeline::Runner>(version, store, store_mu, secrets, std::move(flows),
+                                              [path] { return store::open_sqlite(path); });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: tenant %s: %s\n", version->tenant.c_str(), secrets.redact(e.what()).c_str());
+    return nullptr;
+  }
+}
+
 // Loads the tenant as a reload would: validated, compiled, fixtures passing.
 std::shared_ptr<const ws::TenantVersion> load_checked(const std::string& workspace, const std::string& tenant) {
   std::vector<ws::Problem> problems;
@@ -209,15 +224,8 @@ int run_sync(const SyncOptions& o) {
   if (!store) return kConfigError;
   std::mutex store_mu;
   ws::Secrets secrets;
-  std::unique_ptr<pipeline::Runner> runner;
-  try {
-    std::string path = o.db.empty() ? default_db(o.workspace) : o.db;
-    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, flows,
-                                                [path] { return store::open_sqlite(path); });
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: tenant %s: %s\n", o.tenant.c_str(), secrets.redact(e.what()).c_str());
-    return kConfigError;
-  }
+  auto runner = make_runner(version, *store, store_mu, secrets, flows, o.db.empty() ? default_db(o.workspace) : o.db);
+  if (!runner) return kConfigError;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   int64_t start = util::now_ms();
@@ -281,14 +289,8 @@ int run_replay(const ReplayOptions& o) {
   if (!version) return kConfigError;
   std::mutex store_mu;
   ws::Secrets secrets;
-  std::unique_ptr<pipeline::Runner> runner;
-  try {
-    runner = std::make_unique<pipeline::Runner>(version, *store, store_mu, secrets, std::vector<std::string>{},
-                                                [db] { return store::open_sqlite(db); });
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: tenant %s: %s\n", o.tenant.c_str(), secrets.redact(e.what()).c_str());
-    return kConfigError;
-  }
+  auto runner = make_runner(version, *store, store_mu, secrets, {}, db);
+  if (!runner) return kConfigError;
   // Back into the inbox, marked as replays, so they take the same path through the current
   // script version; the parked rows stay, marked replayed, for the record.
   {
