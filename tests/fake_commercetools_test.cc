@@ -29,6 +29,17 @@ std::string token(httplib::Client& cli, const std::string& id = "client-id", con
 httplib::Headers bearer(const std::string& t) { return {{"Authorization", "Bearer " + t}}; }
 
 json::object customer(int i) { return weft::fakes::sample_customer(i); }
+// The query of one delta page of 500 after (last_time, last_id), the id breaking ties; the
+// first page when last_time is empty. `extra` is one more parameter.
+httplib::Params delta_page(const std::string& last_time, const std::string& last_id,
+                           std::pair<std::string, std::string> extra) {
+  httplib::Params p{{"limit", "500"}, {"sort", "lastModifiedAt asc"}, std::move(extra)};
+  if (!last_time.empty())
+    p.emplace("where", "lastModifiedAt > \"" + last_time + "\" or (lastModifiedAt = \"" + last_time +
+                           "\" and id > \"" + last_id + "\")");
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("fake commercetools: client credentials, expiring tokens", "[fakes][fake_commercetools]") {
@@ -65,10 +76,7 @@ TEST_CASE("fake commercetools: delta pages by lastModifiedAt with an id tie-brea
   std::string last_time, last_id;
   std::vector<std::string> seen;
   for (int pages = 0; pages < 10; ++pages) {
-    httplib::Params p{{"limit", "500"}, {"sort", "lastModifiedAt asc"}, {"withTotal", "false"}};
-    if (!last_time.empty())
-      p.emplace("where", "lastModifiedAt > \"" + last_time + "\" or (lastModifiedAt = \"" + last_time +
-                             "\" and id > \"" + last_id + "\")");
+    httplib::Params p = delta_page(last_time, last_id, {"withTotal", "false"});
     auto r = cli.Get("/acme-shop/customers", p, auth);
     REQUIRE(r);
     REQUIRE(r->status == 200);
@@ -154,10 +162,7 @@ TEST_CASE("fake commercetools: bulk seeding, and paging through 20,000 customers
   std::string last_time, last_id;
   int pages = 0;
   for (; pages < 100; ++pages) {
-    httplib::Params p{{"limit", "500"}, {"sort", "lastModifiedAt asc"}, {"sort", "id asc"}};
-    if (!last_time.empty())
-      p.emplace("where", "lastModifiedAt > \"" + last_time + "\" or (lastModifiedAt = \"" + last_time +
-                             "\" and id > \"" + last_id + "\")");
+    httplib::Params p = delta_page(last_time, last_id, {"sort", "id asc"});
     auto r = cli.Get("/acme-shop/customers", p, auth);
     REQUIRE(r);
     REQUIRE(r->status == 200);
