@@ -1,6 +1,7 @@
 #include "connectors/omnisend/client.h"
 
 #include <boost/json.hpp>
+#include <cctype>
 #include <chrono>
 #include <map>
 #include <stdexcept>
@@ -164,6 +165,56 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
       out[i].result = {delivery::SendResult::Kind::transient, 0, std::nullopt,
                        "Omnisend batch " + batch_id + " has no result for this contact"};
   return out;
+}
+
+bool Destination::find_contact(const std::string& type, const std::string& id, std::string* contact,
+                               delivery::SendResult* error) {
+  contact->clear();
+  auto fail = [&](delivery::SendResult r) {
+    if (error) *error = std::move(r);
+    return false;
+  };
+  if (type != "email" && type != "phone")
+    return fail({delivery::SendResult::Kind::permanent, 0, std::nullopt,
+                 "Omnisend looks contacts up by email or phone, not by '" + type + "'"});
+  auto r = client_.get("/contacts?" + type + "=" + http::url_encode(id), {{"X-API-KEY", settings_.api_key}});
+  auto result = classify(r.status, r.header("Retry-After"), r.body, util::now_ms());
+  if (r.status == 0) result.message = "no answer from Omnisend: " + r.error;
+  if (result.kind != delivery::SendResult::Kind::ok) return fail(std::move(result));
+  // {"contacts":[...],"paging":{...}}: the contact holding the identifier, if any. The
+  // identifier is checked (emails case-insensitively) so that a list that is not an answer
+  // to this filter is never taken for one.
+  std::error_code ec;
+  json::value page = json::parse(r.body, ec);
+  const json::array* list = nullptr;
+  if (!ec && page.is_object())
+    if (auto* c = page.as_object().if_contains("contacts")) list = c->if_array();
+  if (!list)
+    return fail({delivery::SendResult::Kind::transient, r.status, std::nullopt,
+                 "Omnisend answered a contact lookup without a contacts list: " + r.body.substr(0, 200)});
+  auto lower = [](std::string s) {
+    for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
+  };
+  std::string want = type == "email" ? lower(id) : id;
+  for (const auto& c : *list) {
+    const json::object* co = c.if_object();
+    const json::value* ids = co ? co->if_contains("identifiers") : nullptr;
+    if (!ids || !ids->is_array()) continue;
+    for (const auto& i : ids->as_array()) {
+      const json::object* io = i.if_object();
+      if (!io) continue;
+      auto* t = io->if_contains("type");
+      auto* v = io->if_contains("id");
+      if (!t || !v || !t->is_string() || !v->is_string() || t->as_string() != type) continue;
+      std::string have(v->as_string());
+      if ((type == "email" ? lower(have) : have) == want) {
+        *contact = json::serialize(c);
+        return true;
+      }
+    }
+  }
+  return true;
 }
 
 }  // namespace weft::connectors::omnisend

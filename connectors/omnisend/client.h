@@ -44,6 +44,14 @@ class Destination {
   std::vector<BatchResult> upsert_contacts(const std::vector<std::string>& contacts_json, int64_t wait_ms = 600000,
                                            bool* refused = nullptr);
 
+  // GET /contacts?email=.. (or phone=..): the contact Omnisend holds for this identifier
+  // (for reconciliation). Returns true and fills *contact (the contact JSON object text) when
+  // found; true with *contact empty when Omnisend has none; false with *error on failure,
+  // classified like the other calls (transient for 429/5xx/timeouts and 401/403/410, with
+  // Omnisend's retry hint; a `type` other than "email"/"phone" is permanent, sent nowhere).
+  bool find_contact(const std::string& type, const std::string& id, std::string* contact,
+                    delivery::SendResult* error);
+
  private:
   Settings settings_;
   http::Client client_;
