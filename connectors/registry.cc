@@ -148,17 +148,23 @@ std::pair<int, int64_t> connection_rate_limit(const json::object& c) {
   return {0, 0};
 }
 
+omnisend::Settings omnisend_settings(const std::string& name, const json::object& c, workspace::Secrets& secrets,
+                                     bool display) {
+  omnisend::Settings s;
+  s.api_url = setting(name, c, "api_url", "https://api.omnisend.com/v3", secrets, true, display);
+  while (!s.api_url.empty() && s.api_url.back() == '/') s.api_url.pop_back();
+  s.api_key = setting(name, c, "api_key", "", secrets, true, display);
+  s.timeout_ms = connection_timeout_ms(c);
+  return s;
+}
+
 std::unique_ptr<delivery::Destination> make_destination(const std::string& name, const json::object& c,
                                                         const std::string& entity, workspace::Secrets& secrets,
                                                         bool display) {
   std::string system = text(c, "system");
   const delivery::Model* model = destination_model(system, entity);
   if (!model) throw ConfigError("connection " + name + ": weft cannot deliver " + entity + " to " + system + " yet");
-  omnisend::Settings s;
-  s.api_url = setting(name, c, "api_url", "https://api.omnisend.com/v3", secrets, true, display);
-  while (!s.api_url.empty() && s.api_url.back() == '/') s.api_url.pop_back();
-  s.api_key = setting(name, c, "api_key", "", secrets, true, display);
-  s.timeout_ms = connection_timeout_ms(c);
+  omnisend::Settings s = omnisend_settings(name, c, secrets, display);
   try {
     return std::make_unique<OmnisendDestination>(s, static_cast<size_t>(connection_batch(c)));
   } catch (const std::invalid_argument& e) {

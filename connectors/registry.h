@@ -8,6 +8,7 @@
 #include <string>
 
 #include "connectors/commercetools/client.h"
+#include "connectors/omnisend/client.h"
 #include "engine/delivery/destination.h"
 #include "engine/workspace/secrets.h"
 
@@ -28,6 +29,10 @@ const delivery::Model* destination_model(const std::string& system, const std::s
 std::unique_ptr<delivery::Destination> make_destination(const std::string& name, const boost::json::object& connection,
                                                         const std::string& entity, workspace::Secrets& secrets,
                                                         bool display = false);
+
+// An Omnisend connection's settings (secrets resolved; ConfigError when one is unset).
+omnisend::Settings omnisend_settings(const std::string& name, const boost::json::object& connection,
+                                     workspace::Secrets& secrets, bool display = false);
 
 std::unique_ptr<commercetools::Source> make_commercetools(const std::string& name,
                                                           const boost::json::object& connection,

@@ -346,6 +346,65 @@ class Planner {
   std::string error_;
 };
 
+json::object dry_run_record(const ws::TenantVersion& version, script::Sandbox& box, const script::CallContext& context,
+                            Planner& planner, const std::string& flow_name, std::string_view record, size_t n,
+                            bool* rejected) {
+  const ws::Flow& flow = *version.flow(flow_name);
+  std::string schema_name = version.destination_schema(flow);
+  const ws::Schema* schema = ws::Schema::find(schema_name);
+  *rejected = false;
+  json::object out{{"record", n}, {"tenant", version.tenant}, {"flow", flow_name},
+                   {"script_version", version.version}};
+  script::CallContext ctx = context;
+  ctx.correlation_id = "dry-run:" + std::to_string(n);
+  // As text, like weft map: the same parser, limits and invalid_json reasons.
+  script::Outcome res = box.map(flow_name, record, ctx, {true});
+  json::array notes;
+  for (const auto& note : res.notes) notes.push_back(note_json(note));
+  json::value payload;
+  std::error_code ec;
+  if (res.kind == script::Outcome::Kind::ok) payload = json::parse(res.payload, ec, {}, ws::json_parse_options());
+  if (res.kind == script::Outcome::Kind::ok && ec) {
+    // The sandbox's output could not be read back: an engine fault, shown as one.
+    *rejected = true;
+    out["status"] = "rejected";
+    out["error"] = "output";
+    out["reason"] = "the payload could not be read back as JSON (" + ec.message() + ")";
+  } else if (res.kind == script::Outcome::Kind::ok) {
+    json::object validation{{"schema", schema ? json::value(schema_name) : json::value(nullptr)}};
+    json::array errors;
+    std::vector<ws::SchemaIssue> issues;
+    if (schema) issues = schema->validate(payload);
+    for (const auto& issue : issues) errors.push_back(json::object{{"path", issue.path}, {"message", issue.message}});
+    validation["valid"] = errors.empty();
+    validation["errors"] = std::move(errors);
+    if (!schema) validation["note"] = "no schema for " + flow.destination_system + " " + flow.destination_entity;
+    if (issues.empty()) {
+      out["status"] = "ok";
+    } else {
+      *rejected = true;
+      out["status"] = "rejected";
+      out["error"] = "schema";
+      out["reason"] = "payload does not match " + schema_name + ": " + issues[0].path + ": " + issues[0].message +
+                      (issues.size() > 1 ? " (and " + std::to_string(issues.size() - 1) + " more)" : "");
+    }
+    out["payload"] = std::move(payload);
+    out["validation"] = std::move(validation);
+    if (issues.empty()) out["plan"] = planner.plan(flow, record, ctx.correlation_id, n);
+  } else if (res.kind == script::Outcome::Kind::skipped) {
+    out["status"] = "skipped";
+  } else {
+    *rejected = true;
+    out["status"] = "rejected";
+    out["error"] = res.error;
+    out["reason"] = res.reason;
+    if (!res.where.file.empty()) out["where"] = res.where.str();
+    if (!res.fields.empty()) out["fields"] = res.fields;
+  }
+  out["notes"] = std::move(notes);
+  return out;
+}
+
 int run_dry_run(const DryRunOptions& o) {
   Loaded l;
   if (int rc = load_flow(o.workspace, o.tenant, o.flow, o.context, &l); rc != kOk) return rc;
@@ -357,62 +416,12 @@ int run_dry_run(const DryRunOptions& o) {
   std::string text;
   if (!read_input(o.input, &text)) return kConfigError;
   std::vector<std::string_view> records = split_records(text);
-  const ws::Flow& flow = *l.version->flow(o.flow);
-  std::string schema_name = l.version->destination_schema(flow);
-  const ws::Schema* schema = ws::Schema::find(schema_name);
   bool pretty = o.pretty || isatty(STDOUT_FILENO);
   size_t rejected = 0;
   for (size_t i = 0; i < records.size(); ++i) {
-    json::object out{{"record", i + 1}, {"tenant", o.tenant}, {"flow", o.flow},
-                     {"script_version", l.version->version}};
-    script::CallContext ctx = l.context;
-    ctx.correlation_id = "dry-run:" + std::to_string(i + 1);
-    // As text, like weft map: the same parser, limits and invalid_json reasons.
-    script::Outcome res = l.box->map(o.flow, records[i], ctx, {true});
-    json::array notes;
-    for (const auto& n : res.notes) notes.push_back(note_json(n));
-    json::value payload;
-    std::error_code ec;
-    if (res.kind == script::Outcome::Kind::ok) payload = json::parse(res.payload, ec, {}, ws::json_parse_options());
-    if (res.kind == script::Outcome::Kind::ok && ec) {
-      // The sandbox's output could not be read back: an engine fault, shown as one.
-      ++rejected;
-      out["status"] = "rejected";
-      out["error"] = "output";
-      out["reason"] = "the payload could not be read back as JSON (" + ec.message() + ")";
-    } else if (res.kind == script::Outcome::Kind::ok) {
-      json::object validation{{"schema", schema ? json::value(schema_name) : json::value(nullptr)}};
-      json::array errors;
-      std::vector<ws::SchemaIssue> issues;
-      if (schema) issues = schema->validate(payload);
-      for (const auto& issue : issues)
-        errors.push_back(json::object{{"path", issue.path}, {"message", issue.message}});
-      validation["valid"] = errors.empty();
-      validation["errors"] = std::move(errors);
-      if (!schema) validation["note"] = "no schema for " + flow.destination_system + " " + flow.destination_entity;
-      if (issues.empty()) {
-        out["status"] = "ok";
-      } else {
-        ++rejected;
-        out["status"] = "rejected";
-        out["error"] = "schema";
-        out["reason"] = "payload does not match " + schema_name + ": " + issues[0].path + ": " + issues[0].message +
-                        (issues.size() > 1 ? " (and " + std::to_string(issues.size() - 1) + " more)" : "");
-      }
-      out["payload"] = std::move(payload);
-      out["validation"] = std::move(validation);
-      if (issues.empty()) out["plan"] = planner.plan(flow, records[i], ctx.correlation_id, i + 1);
-    } else if (res.kind == script::Outcome::Kind::skipped) {
-      out["status"] = "skipped";
-    } else {
-      ++rejected;
-      out["status"] = "rejected";
-      out["error"] = res.error;
-      out["reason"] = res.reason;
-      if (!res.where.file.empty()) out["where"] = res.where.str();
-      if (!res.fields.empty()) out["fields"] = res.fields;
-    }
-    out["notes"] = std::move(notes);
+    bool bad = false;
+    json::object out = dry_run_record(*l.version, *l.box, l.context, planner, o.flow, records[i], i + 1, &bad);
+    if (bad) ++rejected;
     std::string s = pretty ? pretty_json(out) : json::serialize(out);  // fields in the order above
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fputc('\n', stdout);
@@ -420,6 +429,37 @@ int run_dry_run(const DryRunOptions& o) {
   std::fprintf(stderr, "%zu records: %zu ok, %zu rejected (script version %s)\n", records.size(),
                records.size() - rejected, rejected, l.version->version.c_str());
   return rejected ? kRejected : kOk;
+}
+
+json::array dry_run_json(std::shared_ptr<const ws::TenantVersion> version, const std::string& flow,
+                         const json::object& context, std::string_view text, const std::string& db,
+                         std::string* error) {
+  const ws::Flow* f = version->flow(flow);
+  if (!f) {
+    *error = "tenant " + version->tenant + " has no flow '" + flow + "'";
+    return {};
+  }
+  std::string err;
+  auto box = script::Sandbox::create(version->code, &err);
+  if (!box) {
+    *error = err;
+    return {};
+  }
+  script::CallContext ctx;
+  ctx.fields = f->context;
+  for (const auto& kv : context) ctx.fields[kv.key()] = kv.value();
+  Planner planner(version, db);
+  if (!planner.error().empty()) {
+    *error = planner.error();
+    return {};
+  }
+  json::array out;
+  std::vector<std::string_view> records = split_records(text);
+  for (size_t i = 0; i < records.size(); ++i) {
+    bool bad = false;
+    out.push_back(dry_run_record(*version, *box, ctx, planner, flow, records[i], i + 1, &bad));
+  }
+  return out;
 }
 
 }  // namespace weft::cli

@@ -1,10 +1,17 @@
 #pragma once
 // The weft subcommands. Each returns the process exit code:
 // 0 ok, 1 records rejected / tests failed, 2 usage, configuration or script compile error.
+#include <boost/json.hpp>
 #include <cstddef>
+#include <memory>
+#include <string_view>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+namespace weft::workspace {
+struct TenantVersion;
+}
 
 namespace weft::cli {
 
@@ -34,6 +41,12 @@ struct DryRunOptions {
   std::string db;                 // plan against this store (read-only); empty: an empty store
 };
 int run_dry_run(const DryRunOptions& o);
+// The dry-run of `text` (records as --input takes them) with a loaded version, as JSON: one
+// object per record, the same as `weft dry-run` prints (the admin API's dry-run). Planned
+// against `db` read-only ("" = an empty store). Empty with *error when it cannot run.
+boost::json::array dry_run_json(std::shared_ptr<const workspace::TenantVersion> version, const std::string& flow,
+                                const boost::json::object& context, std::string_view text, const std::string& db,
+                                std::string* error);
 
 struct MapOptions {
   std::string workspace = ".";
@@ -59,6 +72,19 @@ struct SyncOptions {
   std::string db;                 // empty: default_db(workspace)
 };
 int run_sync(const SyncOptions& o);
+
+struct ServeOptions {
+  std::string workspace = ".";
+  std::string db;                          // empty: default_db(workspace)
+  std::string listen = "127.0.0.1:8080";
+  std::string log_format = "text";         // text | json
+  std::string admin_token_env = "WEFT_ADMIN_TOKEN";
+  size_t max_backlog = 100000;             // per tenant; webhooks answer 503 above it
+  size_t max_body_bytes = 5 << 20;         // per webhook request (a connection may set its own)
+  bool no_watch = false;
+  std::string port_file;                   // write the port here once listening (tests, --listen :0)
+};
+int run_serve(const ServeOptions& o);
 
 struct ReplayOptions {
   std::string workspace = ".";

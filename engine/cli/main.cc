@@ -59,6 +59,26 @@ int main(int argc, char** argv) {
                 "longest input line; longer ones are rejected as line_too_long, unread (default 67108864)")
       ->check(CLI::Range(size_t{1}, size_t{1} << 30));
 
+  ServeOptions serve;
+  auto* sv = app.add_subcommand("serve", "The long-running engine: webhooks, scheduled pulls, backfills and reconciliation,\n"
+                                         "live reload of the workspace, the admin API and metrics. SIGHUP reloads;\n"
+                                         "SIGTERM/SIGINT stop gracefully (nothing received is lost).");
+  sv->add_option("--workspace", serve.workspace, "workspace folder (default: .)");
+  sv->add_option("--db", serve.db, "the store (default: <workspace>/.weft/weft.db)");
+  sv->add_option("--listen", serve.listen, "HOST:PORT to listen on (port 0: any free port)")->capture_default_str();
+  sv->add_option("--log-format", serve.log_format, "text (the default) or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
+  sv->add_option("--admin-token-env", serve.admin_token_env,
+                 "environment variable holding the admin API's bearer token (unset: one is made and kept in\n"
+                 "<workspace>/.weft/admin-token)")
+      ->capture_default_str();
+  sv->add_option("--max-backlog", serve.max_backlog, "per tenant: received records waiting before webhooks answer 503")
+      ->capture_default_str();
+  sv->add_option("--max-body-bytes", serve.max_body_bytes, "largest webhook body (a connection may set its own)")
+      ->capture_default_str();
+  sv->add_flag("--no-watch", serve.no_watch, "do not watch the workspace (reload with SIGHUP or POST /api/reload)");
+  sv->add_option("--port-file", serve.port_file, "write the port to this file once listening");
+
   SyncOptions sync;
   auto* sy = app.add_subcommand("sync", "One delta pull and delivery, run to completion: pulls each flow's source from\n"
                                         "its stored cursor, maps, merges and plans, and delivers every planned\n"
@@ -113,6 +133,7 @@ int main(int argc, char** argv) {
   if (*d) return run_dry_run(dry);
   if (*m) return run_map(map);
   if (*sy) return run_sync(sync);
+  if (*sv) return run_serve(serve);
   if (*rp) return run_replay(replay);
   if (*st) return run_status(status);
   return kConfigError;

@@ -318,9 +318,11 @@ void Worker::record(std::vector<Job>& done) {
   {
     std::lock_guard<std::mutex> lock(store_mu_);
     int64_t n_delivered = 0, n_retried = 0, n_dead_lettered = 0, n_rejected = 0;  // counted once committed
+    std::vector<const char*> outcomes(done.size(), "");
     store_.begin();
     try {
-      for (auto& j : done) {
+      for (size_t ji = 0; ji < done.size(); ++ji) {
+        Job& j = done[ji];
         const store::Operation& op = j.op;
         const SendResult& res = j.answer.result;
         int64_t now = util::now_ms();
@@ -342,6 +344,7 @@ void Worker::record(std::vector<Job>& done) {
           ev.detail = op.kind + " " + std::to_string(res.status) +
                       (j.answer.remote_id.empty() ? "" : " destination id " + j.answer.remote_id);
           ++n_delivered;
+          outcomes[ji] = "delivered";
         } else if (res.kind == Kind::transient) {
           const RetryPolicy& p = policy(op.flow);
           int attempts = op.attempts + 1;
@@ -353,18 +356,21 @@ void Worker::record(std::vector<Job>& done) {
             ev.stage = "retry";
             ev.detail = "attempt " + std::to_string(attempts) + ": " + error + "; next at " + util::iso8601_ms(next);
             ++n_retried;
+            outcomes[ji] = "retried";
           } else {
             park(op, "dead_letter", res.status ? "http " + std::to_string(res.status) : "no answer", message,
                  attempts);
             ev.stage = "dead_letter";
             ev.detail = "after " + std::to_string(attempts) + " attempts: " + error;
             ++n_dead_lettered;
+            outcomes[ji] = "dead_lettered";
           }
         } else {
           park(op, "rejection", "http " + std::to_string(res.status), message, op.attempts + 1);
           ev.stage = "rejected";
           ev.detail = "the destination refused it: " + std::to_string(res.status) + " " + message;
           ++n_rejected;
+          outcomes[ji] = "rejected";
         }
         store_.audit(ev);
       }
@@ -373,6 +379,10 @@ void Worker::record(std::vector<Job>& done) {
       counts_.retried += n_retried;
       counts_.dead_lettered += n_dead_lettered;
       counts_.rejected += n_rejected;
+      if (config_.on_answer) {
+        int64_t now = util::now_ms();
+        for (size_t ji = 0; ji < done.size(); ++ji) config_.on_answer(done[ji].op, outcomes[ji], now);
+      }
     } catch (...) {
       store_.rollback();
       throw;

@@ -35,6 +35,9 @@ struct WorkerConfig {
   int rate_requests = 0;     // <= 0: no limit
   int64_t rate_per_ms = 60000;
   std::map<std::string, RetryPolicy> retry;  // per flow; flows not listed use the defaults
+  // Called for each answer once it is committed: outcome is "delivered", "retried",
+  // "dead_lettered" or "rejected" (metrics: counts per flow, delivery latency).
+  std::function<void(const store::Operation& op, const char* outcome, int64_t now_ms)> on_answer;
 };
 
 struct DeliveryCounts {

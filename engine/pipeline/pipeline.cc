@@ -220,10 +220,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   op.entity_id = r.entity_id;
 
   // 5 merge, against the shadow of what the destination holds
-  std::map<std::string, std::string> owners;
-  const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
-  if (spec)
-    for (const auto& [field, policy] : spec->owners) owners[resolve_alias(*model, field)] = policy;
+  std::map<std::string, std::string> owners = owners_of(flow, *model);
   // (A record identify just created has neither a shadow nor operations: not looked up.)
   json::value shadow_v = r.new_entity ? json::value(json::object()) : json::parse(store_.shadow(r.entity_id).fields_json);
   const json::object held_shadow = shadow_v.as_object();  // before the overlay below
@@ -420,6 +417,17 @@ bool Pipeline::identify(const workspace::Flow& flow, const delivery::Model& mode
   for (const auto& c : claims) store_.link_identity(tenant, conn, c.kind, c.value, r.entity_id);
   r.identity = "new destination record (record " + std::to_string(r.entity_id) + ")";
   return true;
+}
+
+}  // namespace weft::pipeline
+
+namespace weft::pipeline {
+
+std::map<std::string, std::string> Pipeline::owners_of(const workspace::Flow& flow, const delivery::Model& model) const {
+  std::map<std::string, std::string> owners;
+  if (const script::FlowSpec* spec = sandbox_->flow_spec(flow.name))
+    for (const auto& [field, policy] : spec->owners) owners[resolve_alias(model, field)] = policy;
+  return owners;
 }
 
 }  // namespace weft::pipeline

@@ -3,6 +3,7 @@
 // map, check, identify, merge, plan. Every write goes to the store inside the caller's
 // transaction, so a batch is all or nothing; dry-run runs the same code and rolls back.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -79,6 +80,8 @@ class Pipeline {
   std::vector<const workspace::Flow*> flows_for(const store::InboxRecord& rec) const;
 
   const workspace::TenantVersion& tenant() const { return *tenant_; }
+  // The flow's M.owners with the destination's aliases resolved to field paths.
+  std::map<std::string, std::string> owners_of(const workspace::Flow& flow, const delivery::Model& model) const;
 
  private:
   bool identify(const workspace::Flow& flow, const delivery::Model& model, const Flat& flat,

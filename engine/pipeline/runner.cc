@@ -1,6 +1,7 @@
 #include "engine/pipeline/runner.h"
 
 #include <boost/json.hpp>
+#include <array>
 #include <chrono>
 #include <stdexcept>
 #include <thread>
@@ -20,9 +21,11 @@ const json::object& connection_config(const workspace::TenantVersion& t, const s
 }
 // Where an inbox record came from, for the audit trail.
 std::string origin(const store::InboxRecord& rec) {
-  std::string how = rec.message_id.rfind("pull:", 0) == 0     ? "pulled"
-                    : rec.message_id.rfind("replay:", 0) == 0 ? "replayed"
-                                                              : "received";
+  std::string how = rec.message_id.rfind("pull:", 0) == 0        ? "pulled"
+                    : rec.message_id.rfind("replay:", 0) == 0    ? "replayed"
+                    : rec.message_id.rfind("backfill:", 0) == 0  ? "backfilled"
+                    : rec.message_id.rfind("reconcile:", 0) == 0 ? "re-queued by reconciliation"
+                                                                 : "received";
   return how + " from " + rec.connection + " at " + util::iso8601_ms(rec.received_ms);
 }
 
@@ -30,12 +33,13 @@ std::string origin(const store::InboxRecord& rec) {
 
 Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store, std::mutex& store_mu,
                workspace::Secrets& secrets, std::vector<std::string> flows,
-               std::function<std::unique_ptr<store::Store>()> open_reader)
+               std::function<std::unique_ptr<store::Store>()> open_reader, util::Metrics* metrics)
     : tenant_(std::move(tenant)),
       store_(store),
       store_mu_(store_mu),
       secrets_(secrets),
       flows_(std::move(flows)),
+      metrics_(metrics),
       open_reader_(open_reader) {
   if (flows_.empty())
     for (const auto& [name, f] : tenant_->flows)
@@ -69,6 +73,18 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
     auto [requests, per_ms] = connectors::connection_rate_limit(c);
     wc.rate_requests = requests;
     wc.rate_per_ms = per_ms;
+    if (metrics_) {
+      util::Metrics* m = metrics_;
+      std::string tenant = tenant_->tenant;
+      wc.on_answer = [m, tenant](const store::Operation& op, const char* outcome, int64_t now) {
+        m->add("weft_deliveries_total", {{"tenant", tenant}, {"flow", op.flow}, {"outcome", outcome}}, 1,
+               "Answers from destinations by outcome: delivered, retried, dead_lettered, rejected");
+        if (std::string_view(outcome) == "delivered" && op.created_ms > 0)
+          m->observe("weft_delivery_latency_seconds", {{"tenant", tenant}, {"flow", op.flow}},
+                     static_cast<double>(now - op.created_ms) / 1000.0,
+                     "From planning an operation to its delivery being recorded");
+      };
+    }
     std::string entity = entity_of[conn];
     auto* sec = &secrets_;
     json::object cfg = c;
@@ -101,71 +117,87 @@ void Runner::stop_delivery() {
 }
 
 void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, int page_size) {
-  const workspace::Flow* flow = tenant_->flow(flow_name);
+  PullSpec spec;
+  spec.cursor_key = flow_name;
+  spec.id_prefix = "pull:" + flow_name + ":";
+  spec.page_size = page_size;
+  pull_flow(*tenant_, flow_name, store_, store_mu_, secrets_, spec, stop, [this](int64_t added) {
+    counts_.pulled += added;
+    inbox_writes_++;
+  });
+}
+
+int64_t pull_flow(const workspace::TenantVersion& tenant, const std::string& flow_name, store::Store& store,
+                  std::mutex& store_mu, workspace::Secrets& secrets, const PullSpec& spec,
+                  const std::atomic<bool>& stop, const std::function<void(int64_t)>& on_page) {
+  const workspace::Flow* flow = tenant.flow(flow_name);
   if (!flow) throw std::runtime_error("no flow " + flow_name);
   if (flow->source_entity != "customer")
     throw connectors::ConfigError("flow " + flow_name + ": weft can pull only commercetools customers yet, not " +
                                   flow->source_entity);
   auto source = connectors::make_commercetools(flow->source_connection,
-                                               connection_config(*tenant_, flow->source_connection), secrets_);
+                                               connection_config(tenant, flow->source_connection), secrets);
   std::string cursor;
   {
-    std::lock_guard<std::mutex> lock(store_mu_);
-    cursor = store_.cursor(tenant_->tenant, flow_name).value_or("");
+    std::lock_guard<std::mutex> lock(store_mu);
+    cursor = store.cursor(tenant.tenant, spec.cursor_key).value_or(spec.start_cursor);
   }
   int failures = 0;
+  int64_t total = 0;
   while (!stop) {
     connectors::commercetools::Page page;
     connectors::commercetools::Error err;
-    if (!source->customers_since(cursor, page_size, &page, &err)) {
+    if (!source->customers_since(cursor, spec.page_size, &page, &err)) {
       if (!err.transient || ++failures > 8)
         throw std::runtime_error("pulling " + flow_name + " from " + flow->source_connection + ": " +
-                                 secrets_.redact(err.message));
+                                 secrets.redact(err.message));
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(250 << failures, 10000)));
       continue;
     }
     failures = 0;
     // The page's records and the cursor after them are durable together.
+    int64_t added = 0;
     {
-      std::lock_guard<std::mutex> lock(store_mu_);
-      store_.begin();
+      std::lock_guard<std::mutex> lock(store_mu);
+      store.begin();
       try {
-        int64_t added = 0;
         for (size_t i = 0; i < page.records.size(); ++i) {
           store::InboxRecord r;
-          r.tenant = tenant_->tenant;
+          r.tenant = tenant.tenant;
           r.connection = flow->source_connection;
           r.entity = flow->source_entity;
           r.flow = flow_name;
-          r.message_id = "pull:" + flow_name + ":" + page.versions[i];
+          r.message_id = spec.id_prefix + page.versions[i];
           r.correlation_id = util::new_correlation_id();
           r.payload = std::move(page.records[i]);
           // The pipeline's audit entry says where it came from (one row per stage is the
           // costliest write of the path; "received" is folded into the next).
-          if (store_.inbox_add(r)) ++added;
+          if (store.inbox_add(r)) ++added;
         }
-        if (page.cursor != cursor) store_.set_cursor(tenant_->tenant, flow_name, page.cursor);
-        store_.commit();
-        counts_.pulled += added;
-        inbox_writes_++;
+        if (page.cursor != cursor) store.set_cursor(tenant.tenant, spec.cursor_key, page.cursor);
+        store.commit();
       } catch (...) {
-        store_.rollback();
+        store.rollback();
         throw;
       }
     }
+    total += added;
+    if (on_page) on_page(added);
     cursor = page.cursor;
     if (!page.more) break;
+    if (spec.pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(spec.pause_ms));
     // Keep the inbox from running far ahead of the pipeline: bounded disk, not memory.
     while (!stop) {
       int64_t backlog;
       {
-        std::lock_guard<std::mutex> lock(store_mu_);
-        backlog = store_.inbox_backlog(tenant_->tenant);
+        std::lock_guard<std::mutex> lock(store_mu);
+        backlog = store.inbox_backlog(tenant.tenant);
       }
-      if (backlog < 20000) break;
+      if (backlog < spec.max_backlog) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
+  return total;
 }
 
 std::vector<store::InboxRecord> Runner::read_inbox(store::Store* reader, int64_t after, size_t limit) {
@@ -223,7 +255,7 @@ void Runner::map_loop() {
 
 void Runner::resolve(PreparedRecord& pr) {
   store::InboxRecord& rec = pr.rec;
-  if (rec.message_id.rfind("pull:", 0) == 0) return;
+  if (!rec.flow.empty()) return;  // pulled (backfilled, re-queued): the record itself
   const json::object& conns = tenant_->config.at("connections").as_object();
   auto* conn = conns.if_contains(rec.connection);
   if (!conn || !conn->is_object()) {
@@ -312,19 +344,26 @@ size_t Runner::process_batch(size_t batch) {
     // Counted here and added once the batch has committed.
     int64_t processed = 0, mapped = 0, skipped = 0, stale = 0, rejected = 0, planned = 0, unchanged = 0,
             conflicts = 0, deferred = 0;
+    std::map<std::pair<std::string, std::string>, int64_t> by_flow;   // (flow, status) -> records
+    std::map<std::array<std::string, 3>, int64_t> rejections;        // (flow, stage, error) -> records
     store_.begin();
     try {
       for (auto& pr : ready) {
         const store::InboxRecord& rec = pr.rec;
-        opts.replay = rec.message_id.rfind("replay:", 0) == 0;  // see weft replay
+        // Replays of parked records, backfills and reconciliation go through again even at
+        // the version already applied (see weft replay, engine/serve/jobs.cc).
+        opts.replay = rec.message_id.rfind("replay:", 0) == 0 || rec.message_id.rfind("backfill:", 0) == 0 ||
+                      rec.message_id.rfind("reconcile:", 0) == 0;
         if (pr.stop == "defer") {
           // Not done: the record stays in the inbox and is taken again by the next run.
           ++deferred;
+          ++by_flow[{rec.flow, "deferred"}];
           store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "deferred", pr.stop_reason + " [" + origin(rec) + "]", 0});
           continue;
         }
         if (pr.stop == "skip") {
           ++skipped;
+          ++by_flow[{rec.flow, "skipped"}];
           store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "skipped", pr.stop_reason + " [" + origin(rec) + "]", 0});
         } else if (pr.stop == "reject") {
           store::Parked p;
@@ -341,9 +380,11 @@ size_t Runner::process_batch(size_t batch) {
           p.source = rec.payload;
           store_.park(p);
           ++rejected;
+          ++rejections[{rec.flow, "receive", "source"}];
           store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "rejected", "receive: " + pr.stop_reason, 0});
         } else if (pr.flows.empty()) {
           ++skipped;
+          ++by_flow[{rec.flow, "skipped"}];
           store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "skipped",
                         "no enabled flow takes " + (rec.entity.empty() ? std::string("records") : rec.entity) +
                             " from " + rec.connection + " [" + origin(rec) + "]",
@@ -365,11 +406,13 @@ size_t Runner::process_batch(size_t batch) {
             case S::skipped: ++skipped; break;
             case S::rejected:
               ++rejected;
+              ++rejections[{p.flow->name, r.parked.stage, r.parked.error}];
               detail = r.parked.stage + ": " + r.parked.reason;
               break;
             case S::conflict: ++mapped; ++conflicts; break;
           }
           if (!r.conflicts.empty() && r.status != S::conflict) ++conflicts;
+          ++by_flow[{p.flow->name, status_name(r.status)}];
           store_.audit({rec.correlation_id, rec.tenant, p.flow->name, r.key, status_name(r.status),
                         detail + " [" + origin(rec) + ", script " + r.script_version + "]", 0});
         }
@@ -390,9 +433,25 @@ size_t Runner::process_batch(size_t batch) {
     counts_.unchanged += unchanged;
     counts_.conflicts += conflicts;
     counts_.deferred += deferred;
+    if (metrics_) {
+      const std::string& t = tenant_->tenant;
+      for (const auto& [k, n] : by_flow)
+        metrics_->add("weft_records_total", {{"tenant", t}, {"flow", k.first}, {"status", k.second}},
+                      static_cast<double>(n),
+                      "Records through the pipeline by result: planned, unchanged, stale, skipped, rejected, conflict");
+      for (const auto& [k, n] : rejections)
+        metrics_->add("weft_rejections_total", {{"tenant", t}, {"flow", k[0]}, {"stage", k[1]}, {"error", k[2]}},
+                      static_cast<double>(n),
+                      "Rejected records by stage and error (script errors and limit hits are stage map)");
+    }
   }
   for (auto& [_, w] : workers_) w->wake();
   return ready.size();
+}
+
+void Runner::notify_inbox() {
+  inbox_writes_++;
+  map_cv_.notify_all();
 }
 
 bool Runner::delivery_drained() {

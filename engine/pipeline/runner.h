@@ -19,6 +19,7 @@
 #include "engine/delivery/worker.h"
 #include "engine/pipeline/pipeline.h"
 #include "engine/store/store.h"
+#include "engine/util/metrics.h"
 #include "engine/workspace/secrets.h"
 #include "engine/workspace/tenant.h"
 
@@ -29,6 +30,23 @@ struct RunCounts {
       unchanged{0}, conflicts{0}, deferred{0};
 };
 
+// How a pull reads a flow's source into the inbox.
+struct PullSpec {
+  std::string cursor_key;      // the cursors row: the flow's name (delta pulls), "<flow>#backfill", ...
+  std::string id_prefix;       // message ids are prefix + "id:version@lastModifiedAt"
+  std::string start_cursor;    // when no cursor is stored ("" = from the beginning)
+  int page_size = 500;
+  int64_t max_backlog = 20000; // waits while the tenant's inbox holds more (bounded disk)
+  int pause_ms = 0;            // between pages (throttling a backfill)
+};
+// Pulls one flow's source from its cursor to the end, each page durable in the inbox
+// together with the cursor after it; `on_page(added)` after each page. Returns the records
+// added. Throws std::runtime_error when the source fails for good (after retries), and
+// connectors::ConfigError when the flow's source cannot be pulled.
+int64_t pull_flow(const workspace::TenantVersion& tenant, const std::string& flow, store::Store& store,
+                  std::mutex& store_mu, workspace::Secrets& secrets, const PullSpec& spec,
+                  const std::atomic<bool>& stop, const std::function<void(int64_t)>& on_page);
+
 class Runner {
  public:
   // `flows`: the flows to run (empty: every enabled flow). Throws connectors::ConfigError
@@ -37,7 +55,7 @@ class Runner {
   // delivery worker (see delivery::Worker).
   Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::Store& store, std::mutex& store_mu,
          workspace::Secrets& secrets, std::vector<std::string> flows,
-         std::function<std::unique_ptr<store::Store>()> open_reader = {});
+         std::function<std::unique_ptr<store::Store>()> open_reader = {}, util::Metrics* metrics = nullptr);
   ~Runner();
 
   void start_delivery();
@@ -51,6 +69,10 @@ class Runner {
   // 0 means the inbox is empty and nothing is being prepared.
   size_t process_batch(size_t batch = 500);
   bool delivery_drained();
+  // Records were added to the inbox by someone else (a webhook): the mapping thread looks now
+  // instead of at its next poll, and process_batch does not report an empty inbox too early.
+  void notify_inbox();
+  const workspace::TenantVersion& version() const { return *tenant_; }
   int64_t next_retry_ms() const;
 
   const std::vector<std::string>& flows() const { return flows_; }
@@ -72,6 +94,7 @@ class Runner {
   std::unique_ptr<Pipeline> pipeline_;
   std::map<std::string, std::unique_ptr<delivery::Worker>> workers_;  // by destination connection
   RunCounts counts_;
+  util::Metrics* metrics_ = nullptr;
 
   // The mapping thread: prepares one batch at a time (the sandbox is single-threaded).
   struct PreparedRecord {

@@ -155,6 +155,23 @@ const char* const kMigrations[] = {
     );
     CREATE INDEX audit_by_correlation ON audit (correlation_id, id);
     )sql",
+    // 3: scheduled and started jobs (weft serve): one row per run.
+    R"sql(
+    CREATE TABLE job_runs (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      tenant TEXT NOT NULL,
+      flow TEXT NOT NULL,
+      job TEXT NOT NULL,
+      trigger TEXT NOT NULL,
+      scheduled_ms INTEGER NOT NULL,
+      started_ms INTEGER NOT NULL,
+      ended_ms INTEGER NOT NULL DEFAULT 0,
+      status TEXT NOT NULL DEFAULT 'running',
+      counts TEXT NOT NULL DEFAULT '{}',
+      error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX job_runs_by_flow ON job_runs (tenant, flow, job, id);
+    )sql",
 };
 #define OP_COLUMNS                                                                                       \
   "id, tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, correlation_id, " \
@@ -714,6 +731,72 @@ class SqliteStore final : public Store {
       out.push_back(std::move(s));
     }
     return out;
+  }
+
+  bool resolve_conflict(int64_t id, const std::string& resolution) override {
+    auto q = stmt("UPDATE conflicts SET resolved_ms = ?, resolution = ? WHERE id = ? AND resolved_ms = 0");
+    q.bind(1, util::now_ms());
+    q.bind(2, resolution);
+    q.bind(3, id);
+    return q.exec() > 0;
+  }
+
+  int64_t job_start(JobRun& r) override {
+    auto q = stmt("INSERT INTO job_runs (tenant, flow, job, trigger, scheduled_ms, started_ms) VALUES (?,?,?,?,?,?)");
+    q.bind(1, r.tenant);
+    q.bind(2, r.flow);
+    q.bind(3, r.job);
+    q.bind(4, r.trigger);
+    q.bind(5, r.scheduled_ms);
+    q.bind(6, r.started_ms ? r.started_ms : util::now_ms());
+    q.exec();
+    return r.id = db_.getLastInsertRowid();
+  }
+
+  void job_end(int64_t id, const std::string& status, const std::string& counts_json,
+               const std::string& error) override {
+    auto q = stmt("UPDATE job_runs SET ended_ms = ?, status = ?, counts = ?, error = ? WHERE id = ?");
+    q.bind(1, util::now_ms());
+    q.bind(2, status);
+    q.bind(3, counts_json);
+    q.bind(4, error);
+    q.bind(5, id);
+    q.exec();
+  }
+
+  std::vector<JobRun> job_runs(const std::string& tenant, const std::string& flow, const std::string& job,
+                               size_t limit) override {
+    auto q = stmt(
+        "SELECT id, tenant, flow, job, trigger, scheduled_ms, started_ms, ended_ms, status, counts, error "
+        "FROM job_runs WHERE tenant = ?1 AND (?2 = '' OR flow = ?2) AND (?3 = '' OR job = ?3) "
+        "ORDER BY id DESC LIMIT ?4");
+    q.bind(1, tenant);
+    q.bind(2, flow);
+    q.bind(3, job);
+    q.bind(4, static_cast<int64_t>(limit));
+    std::vector<JobRun> out;
+    while (q.executeStep()) {
+      JobRun r;
+      r.id = q.getColumn(0).getInt64();
+      r.tenant = q.getColumn(1).getString();
+      r.flow = q.getColumn(2).getString();
+      r.job = q.getColumn(3).getString();
+      r.trigger = q.getColumn(4).getString();
+      r.scheduled_ms = q.getColumn(5).getInt64();
+      r.started_ms = q.getColumn(6).getInt64();
+      r.ended_ms = q.getColumn(7).getInt64();
+      r.status = q.getColumn(8).getString();
+      r.counts_json = q.getColumn(9).getString();
+      r.error = q.getColumn(10).getString();
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  void clear_shadow(int64_t entity_id) override {
+    auto q = stmt("DELETE FROM shadow WHERE entity_id = ?");
+    q.bind(1, entity_id);
+    q.exec();
   }
 
   void checkpoint() override { db_.exec("PRAGMA wal_checkpoint(PASSIVE)"); }

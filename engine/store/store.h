@@ -112,6 +112,17 @@ struct AuditEvent {
   int64_t at_ms = 0;
 };
 
+// One run of a flow's job (weft serve's scheduler): "pull", "backfill" or "reconcile".
+struct JobRun {
+  int64_t id = 0;
+  std::string tenant, flow, job;
+  std::string trigger;             // "schedule", "start" (missed while down), "api", "reload", "resume"
+  int64_t scheduled_ms = 0, started_ms = 0, ended_ms = 0;  // ended 0: running (or cut short by a crash)
+  std::string status = "running";  // running, ok, failed, stopped
+  std::string counts_json = "{}";
+  std::string error;
+};
+
 // Counts for `weft status`, per tenant + flow.
 struct FlowStatus {
   std::string tenant, flow;
@@ -202,6 +213,20 @@ class Store {
 
   virtual int64_t add_conflict(Conflict& c) = 0;
   virtual std::vector<Conflict> conflicts(const std::string& tenant, bool include_resolved, size_t limit) = 0;
+
+  // Marks an open conflict resolved; false if there is none with this id (or it is resolved).
+  virtual bool resolve_conflict(int64_t id, const std::string& resolution) = 0;
+
+  // Job runs, newest first (flow / job "" = any).
+  virtual int64_t job_start(JobRun& r) = 0;
+  virtual void job_end(int64_t id, const std::string& status, const std::string& counts_json,
+                       const std::string& error) = 0;
+  virtual std::vector<JobRun> job_runs(const std::string& tenant, const std::string& flow, const std::string& job,
+                                       size_t limit) = 0;
+
+  // Forgets what weft knows the destination holds for an entity (reconciliation found the
+  // record gone there): the next merge plans every field again.
+  virtual void clear_shadow(int64_t entity_id) = 0;
 
   virtual void audit(const AuditEvent& e) = 0;
   virtual std::vector<AuditEvent> trace(const std::string& correlation_id) = 0;

@@ -1,5 +1,7 @@
 #include "engine/workspace/tenant.h"
 
+#include "engine/sched/schedule.h"
+
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -220,6 +222,17 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
       problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
     if (auto* c = fo.if_contains("context")) f.context = c->get_object();
     if (auto* e = fo.if_contains("enabled")) f.enabled = e->as_bool();
+    // Schedules are checked here so weft check (and a reload) refuses a bad cron expression.
+    for (const char* job : {"pull", "reconcile"}) {
+      auto* spec = fo.if_contains(job);
+      if (!spec || !spec->is_object()) continue;
+      json::object only;
+      for (const char* k : {"every", "cron", "timezone"})
+        if (auto* x = spec->as_object().if_contains(k)) only[k] = *x;
+      if (only.empty()) continue;
+      std::string why;
+      if (!sched::parse_schedule(only, &why)) problems->push_back({shown, 0, base + "." + job, why});
+    }
     // Canonical paths follow symlinks: neither "..", nor an absolute path, nor a link may
     // lead a tenant to read a file outside its own folder.
     std::error_code ec;

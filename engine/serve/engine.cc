@@ -1,0 +1,816 @@
+#include "engine/serve/engine.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <set>
+
+#include "connectors/registry.h"
+#include "engine/serve/jobs.h"
+#include "engine/util/time.h"
+
+namespace weft::serve {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+namespace ws = weft::workspace;
+
+struct Engine::Tenant {
+  std::string name;
+  std::mutex mu;  // guards everything below
+  std::condition_variable cv;
+  std::shared_ptr<const ws::TenantVersion> version;  // running (nullptr: not running)
+  int64_t loaded_ms = 0;
+  std::shared_ptr<pipeline::Runner> runner;
+  std::shared_ptr<pipeline::Runner> next;            // a reload waiting to be swapped in
+  std::shared_ptr<const ws::TenantVersion> next_version;
+  std::string state = "starting";                    // running, stopped (why: last_error)
+  std::string last_error;                            // the pipeline's last failure
+  json::object last_reload;                          // the last reload's report
+  bool stop = false, woken = false;
+  std::thread driver;
+};
+
+struct Engine::Pending {
+  std::vector<store::InboxRecord> records;
+  std::vector<bool> added;
+  bool done = false;
+  std::string error;
+};
+
+namespace {
+json::array problems_json(const std::vector<ws::Problem>& problems) {
+  json::array a;
+  for (const auto& p : problems) {
+    json::object o{{"file", p.file}, {"message", p.message}};
+    if (p.line) o["line"] = p.line;
+    if (!p.path.empty()) o["path"] = p.path;
+    a.push_back(std::move(o));
+  }
+  return a;
+}
+const json::object* connection_of(const ws::TenantVersion& v, const std::string& name) {
+  auto* conns = v.config.if_contains("connections");
+  if (!conns || !conns->is_object()) return nullptr;
+  auto* c = conns->as_object().if_contains(name);
+  return c && c->is_object() ? &c->as_object() : nullptr;
+}
+std::string str_of(const json::object& o, const char* key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+}  // namespace
+
+Engine::Engine(Options o) : opts_(std::move(o)), registry_(opts_.workspace) {
+  db_ = opts_.db.empty() ? (fs::path(opts_.workspace) / ".weft" / "weft.db").string() : opts_.db;
+}
+
+Engine::~Engine() { stop(); }
+
+std::unique_ptr<store::Store> Engine::reader() const { return store::open_sqlite(db_); }
+
+bool Engine::start(std::string* error) {
+  try {
+    fs::path parent = fs::path(db_).parent_path();
+    if (!parent.empty()) fs::create_directories(parent);
+    store_ = store::open_sqlite(db_);
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
+  }
+  ingest_ = std::thread(&Engine::ingest_loop, this);
+  // The log is checkpointed from a connection of its own, so neither the webhook commits
+  // nor the pipeline pay for it inside their transactions (shared/reference/http.md: the
+  // checkpoints make the latency tail).
+  checkpointer_ = std::thread([this] {
+    try {
+      auto db = store::open_sqlite(db_);
+      std::unique_lock<std::mutex> lock(cp_mu_);
+      while (!cp_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_.load(); }))
+        db->checkpoint();
+    } catch (const std::exception& e) {
+      spdlog::warn("checkpoints: {}", e.what());
+    }
+  });
+  scheduler_ = std::make_unique<Scheduler>(*this);
+  reload("", "start");
+  scheduler_->start();
+  if (opts_.watch) {
+    watch_fd_ = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (watch_fd_ < 0 || pipe(watch_wake_) != 0) {
+      spdlog::warn("workspace watch unavailable ({}); reload with SIGHUP or POST /api/reload", std::strerror(errno));
+    } else {
+      watcher_ = std::thread(&Engine::watch_loop, this);
+    }
+  }
+  accepting_ = true;
+  return true;
+}
+
+void Engine::stop() {
+  if (stopping_.exchange(true)) return;
+  accepting_ = false;
+  if (scheduler_) scheduler_->stop();  // jobs stop at a page boundary; their cursors are durable
+  if (watcher_.joinable()) {
+    char c = 1;
+    (void)!write(watch_wake_[1], &c, 1);
+    watcher_.join();
+  }
+  if (watch_fd_ >= 0) close(watch_fd_);
+  for (int fd : watch_wake_)
+    if (fd >= 0) close(fd);
+  // Webhooks already taken are committed and answered before the ingest thread ends.
+  {
+    std::lock_guard<std::mutex> lock(ingest_mu_);
+    ingest_stop_ = true;
+  }
+  ingest_cv_.notify_all();
+  if (ingest_.joinable()) ingest_.join();
+  std::vector<std::string> names;
+  {
+    std::lock_guard<std::mutex> lock(tenants_mu_);
+    for (const auto& [n, _] : tenants_) names.push_back(n);
+  }
+  for (const auto& n : names) stop_tenant(n);
+  cp_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  if (store_) {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    try {
+      store_->checkpoint();
+    } catch (const std::exception&) {
+    }
+  }
+}
+
+Engine::Tenant* Engine::find(const std::string& tenant) const {
+  std::lock_guard<std::mutex> lock(tenants_mu_);
+  auto it = tenants_.find(tenant);
+  return it == tenants_.end() ? nullptr : it->second.get();
+}
+
+std::shared_ptr<const ws::TenantVersion> Engine::active(const std::string& tenant) const {
+  Tenant* t = find(tenant);
+  if (!t) return nullptr;
+  std::lock_guard<std::mutex> lock(t->mu);
+  return t->next_version ? t->next_version : t->version;
+}
+
+std::vector<std::string> Engine::tenant_names() const {
+  std::lock_guard<std::mutex> lock(tenants_mu_);
+  std::vector<std::string> out;
+  for (const auto& [n, _] : tenants_) out.push_back(n);
+  return out;
+}
+
+void Engine::notify(const std::string& tenant) {
+  Tenant* t = find(tenant);
+  if (!t) return;
+  std::lock_guard<std::mutex> lock(t->mu);
+  if (t->runner) t->runner->notify_inbox();
+  t->woken = true;
+  t->cv.notify_all();
+}
+
+std::shared_ptr<pipeline::Runner> Engine::make_runner(std::shared_ptr<const ws::TenantVersion> v, std::string* error) {
+  try {
+    std::string path = db_;
+    return std::make_shared<pipeline::Runner>(v, *store_, store_mu_, secrets_, std::vector<std::string>{},
+                                              [path] { return store::open_sqlite(path); }, &metrics_);
+  } catch (const std::exception& e) {
+    *error = secrets_.redact(e.what());
+    return nullptr;
+  }
+}
+
+// ---- tenants: start, stop, reload ----
+
+void Engine::start_tenant(const std::string& name, std::shared_ptr<const ws::TenantVersion> v) {
+  auto t = std::make_unique<Tenant>();
+  t->name = name;
+  Tenant* raw = t.get();
+  {
+    std::lock_guard<std::mutex> lock(tenants_mu_);
+    tenants_[name] = std::move(t);
+  }
+  if (v) {
+    std::string error;
+    auto runner = make_runner(v, &error);
+    std::lock_guard<std::mutex> lock(raw->mu);
+    if (runner) {
+      raw->next = runner;
+      raw->next_version = v;
+    } else {
+      raw->state = "stopped";
+      raw->last_error = error;
+      spdlog::error("tenant {}: not started: {}", name, error);
+    }
+  } else {
+    raw->state = "stopped";
+  }
+  raw->driver = std::thread(&Engine::driver_loop, this, raw);
+}
+
+void Engine::stop_tenant(const std::string& name) {
+  Tenant* t = find(name);
+  if (!t) return;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->stop = true;
+  }
+  t->cv.notify_all();
+  if (t->driver.joinable()) t->driver.join();
+}
+
+json::object Engine::reload(const std::string& tenant, const std::string& trigger) {
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  if (!tenant.empty()) return reload_one(tenant, trigger);
+  // Every tenant folder: new ones start, removed ones stop, the others reload.
+  std::set<std::string> present;
+  for (const auto& n : ws::list_tenants(opts_.workspace)) present.insert(n);
+  json::object out;
+  std::vector<std::string> gone;
+  {
+    std::lock_guard<std::mutex> l(tenants_mu_);
+    for (const auto& [n, _] : tenants_)
+      if (!present.count(n)) gone.push_back(n);
+  }
+  for (const auto& n : gone) {
+    spdlog::info("tenant {}: folder removed; stopping it (its records stay in the store)", n);
+    stop_tenant(n);
+    std::unique_ptr<Tenant> t;
+    {
+      std::lock_guard<std::mutex> l(tenants_mu_);
+      t = std::move(tenants_[n]);
+      tenants_.erase(n);
+    }
+    if (scheduler_) scheduler_->tenant_changed(n);
+    out[n] = json::object{{"result", "removed"}};
+  }
+  for (const auto& n : present) out[n] = reload_one(n, trigger);
+  return out;
+}
+
+json::object Engine::reload_one(const std::string& name, const std::string& trigger) {
+  int64_t started = util::now_ms();
+  std::vector<ws::Problem> problems;
+  if (!fs::exists(fs::path(opts_.workspace) / name / "tenant.json")) {
+    return json::object{{"result", "refused"}, {"error", "no tenant folder " + name + " in the workspace"}};
+  }
+  auto v = ws::build_version(opts_.workspace, name, true, &problems);
+  Tenant* t = find(name);
+  json::object report{{"tenant", name}, {"trigger", trigger}, {"at", util::iso8601_ms(started)}};
+  auto refuse = [&](json::object why) {
+    report["result"] = "refused";
+    for (auto& [k, val] : why) report[k] = val;
+    metrics_.add("weft_reloads_total", {{"tenant", name}, {"result", "refused"}}, 1,
+                 "Tenant reloads by result (refused: the last good version keeps running)");
+    std::string first = report.contains("problems") && !report["problems"].as_array().empty()
+                            ? std::string(report["problems"].as_array()[0].as_object()["message"].as_string())
+                            : str_of(report, "error");
+    spdlog::error("tenant {}: reload refused ({}): {}", name, trigger, first);
+    if (report.contains("problems"))
+      for (const auto& p : problems) spdlog::error("tenant {}:   {}", name, p.str());
+    if (t) {
+      std::lock_guard<std::mutex> lock(t->mu);
+      t->last_reload = report;
+    }
+    return report;
+  };
+  if (!v) {
+    if (!t) start_tenant(name, nullptr);
+    return refuse(json::object{{"problems", problems_json(problems)}});
+  }
+  if (!t) {
+    start_tenant(name, v);
+    t = find(name);
+    report["version"] = v->version;
+    bool started;
+    {
+      std::lock_guard<std::mutex> lock(t->mu);
+      started = t->next != nullptr;
+      report["result"] = started ? "loaded" : "refused";
+      if (!started) report["error"] = t->last_error;
+      t->last_reload = report;
+    }
+    metrics_.add("weft_reloads_total", {{"tenant", name}, {"result", started ? "ok" : "refused"}}, 1);
+    if (!started) return report;
+    spdlog::info("tenant {}: version {} loaded ({} flows)", name, v->version, v->flows.size());
+    if (scheduler_) scheduler_->tenant_changed(name);
+    return report;
+  }
+  std::shared_ptr<const ws::TenantVersion> before;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    before = t->next_version ? t->next_version : t->version;
+  }
+  report["version"] = v->version;
+  if (before && before->version == v->version) {
+    report["result"] = "unchanged";
+    return report;
+  }
+  std::string error;
+  auto runner = make_runner(v, &error);
+  if (!runner) return refuse(json::object{{"error", error}});
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->next = runner;
+    t->next_version = v;
+    report["result"] = "loaded";
+    if (before) report["previous"] = before->version;
+    t->last_reload = report;
+  }
+  t->cv.notify_all();
+  metrics_.add("weft_reloads_total", {{"tenant", name}, {"result", "ok"}}, 1);
+  spdlog::info("tenant {}: version {} loaded ({}), replacing {}", name, v->version, trigger,
+               before ? before->version : std::string("nothing"));
+  if (scheduler_) scheduler_->version_changed(name, before, v);
+  return report;
+}
+
+// The tenant's pipeline: batches while the inbox has records; swaps in a reloaded version
+// between batches (batches the old version prepared but did not commit are dropped, and
+// their records, still in the inbox, are mapped again by the new one).
+void Engine::driver_loop(Tenant* t) {
+  std::shared_ptr<pipeline::Runner> runner;
+  int failures = 0;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(t->mu);
+      if (t->stop) break;
+      if (t->next) {
+        auto next = std::move(t->next);
+        auto version = std::move(t->next_version);
+        t->next = nullptr;
+        t->next_version = nullptr;
+        auto old = std::move(runner);
+        t->runner = nullptr;
+        lock.unlock();
+        if (old) old->stop_delivery();
+        old.reset();  // joins its mapping thread
+        next->start_delivery();
+        runner = next;
+        lock.lock();
+        t->runner = runner;
+        t->version = version;
+        t->loaded_ms = util::now_ms();
+        t->state = "running";
+        t->last_error.clear();
+        failures = 0;
+      }
+    }
+    if (!runner) {
+      std::unique_lock<std::mutex> lock(t->mu);
+      t->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return t->stop || t->next != nullptr; });
+      continue;
+    }
+    size_t n = 0;
+    try {
+      n = runner->process_batch(opts_.batch);
+      failures = 0;
+    } catch (const std::exception& e) {
+      // A store failure (disk full, ...) or a mapping thread that died: nothing of the batch
+      // was committed. Start over with a fresh runner of the same version after a pause.
+      std::string why = secrets_.redact(e.what());
+      spdlog::error("tenant {}: pipeline failed: {}; retrying", t->name, why);
+      std::shared_ptr<const ws::TenantVersion> version;
+      {
+        std::lock_guard<std::mutex> lock(t->mu);
+        t->last_error = why;
+        version = t->version;
+      }
+      runner->stop_delivery();
+      runner.reset();
+      std::unique_lock<std::mutex> lock(t->mu);
+      t->runner = nullptr;
+      int wait_ms = std::min(30000, 500 << std::min(++failures, 6));
+      t->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return t->stop; });
+      if (!t->stop && !t->next && version) {
+        lock.unlock();
+        std::string error;
+        auto again = make_runner(version, &error);
+        lock.lock();
+        if (again && !t->next) {
+          t->next = again;
+          t->next_version = version;
+        }
+      }
+      continue;
+    }
+    if (n == 0) {
+      std::unique_lock<std::mutex> lock(t->mu);
+      t->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return t->stop || t->woken || t->next; });
+      t->woken = false;
+    }
+  }
+  if (runner) runner->stop_delivery();
+  runner.reset();
+  std::lock_guard<std::mutex> lock(t->mu);
+  t->runner = nullptr;
+  t->state = "stopped";
+}
+
+// ---- webhooks ----
+
+std::string Engine::signature_header(const std::string& tenant, const std::string& connection) const {
+  Tenant* t = find(tenant);
+  if (!t) return "";
+  std::shared_ptr<const ws::TenantVersion> v;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    v = t->version;
+  }
+  if (!v) return "";
+  const json::object* c = connection_of(*v, connection);
+  if (!c) return "";
+  auto* w = c->if_contains("webhook");
+  if (!w || !w->is_object()) return "";
+  std::string h = str_of(w->as_object(), "signature_header");
+  return h.empty() ? "X-Weft-Signature" : h;
+}
+
+int64_t Engine::backlog(const std::string& tenant) {
+  std::lock_guard<std::mutex> lock(backlog_mu_);
+  auto it = backlog_.find(tenant);
+  return it == backlog_.end() ? 0 : it->second;
+}
+
+WebhookAnswer Engine::webhook(const WebhookCall& call) {
+  WebhookAnswer a;
+  auto fail = [&](int status, const char* code, std::string message, int retry_after = 0) {
+    a.status = status;
+    a.code = code;
+    a.message = std::move(message);
+    a.retry_after_s = retry_after;
+    return a;
+  };
+  if (!accepting_) return fail(503, "shutting_down", "weft is stopping; send again shortly", 5);
+  Tenant* t = find(call.tenant);
+  if (!t) return fail(404, "unknown_tenant", "no tenant '" + call.tenant + "' in this workspace");
+  std::shared_ptr<const ws::TenantVersion> v;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    v = t->version ? t->version : t->next_version;
+  }
+  if (!v) return fail(503, "tenant_not_running", "tenant " + call.tenant + " is not running (see GET /api/tenants/" +
+                                                     call.tenant + "); send again later", 30);
+  const json::object* conn = connection_of(*v, call.connection);
+  if (!conn) return fail(404, "unknown_connection", "tenant " + call.tenant + " has no connection '" + call.connection + "'");
+  auto* hook = conn->if_contains("webhook");
+  if (!hook || !hook->is_object())
+    return fail(404, "unknown_connection", "connection " + call.connection + " of tenant " + call.tenant +
+                                               " takes no webhooks (no \"webhook\" in its tenant.json)");
+  const json::object& w = hook->as_object();
+  // Authentication before the body is looked at. 401 never says which part failed.
+  std::string hmac_ref = str_of(w, "hmac_secret"), bearer_ref = str_of(w, "bearer_token");
+  if (!hmac_ref.empty() || !bearer_ref.empty()) {
+    std::string missing;
+    std::optional<std::string> secret = secrets_.resolve(hmac_ref.empty() ? bearer_ref : hmac_ref, &missing);
+    if (!secret) {
+      spdlog::error("tenant {}: webhook secret of connection {} is unset (environment variable {})", call.tenant,
+                    call.connection, missing);
+      return fail(503, "not_configured", "this webhook's secret is not configured on the server; send again later", 60);
+    }
+    bool ok = !hmac_ref.empty() ? http::verify_hmac_sha256(*secret, call.body, call.signature)
+                                : http::verify_bearer(*secret, call.authorization);
+    if (!ok) return fail(401, "unauthorized", "the request could not be authenticated");
+  } else if (auto* open = w.if_contains("unauthenticated"); !(open && open->is_bool() && open->as_bool())) {
+    return fail(401, "unauthorized", "the request could not be authenticated");
+  }
+  http::WebhookLimits limits = opts_.limits;
+  if (auto* m = w.if_contains("max_body_bytes"); m && m->is_int64()) limits.max_body_bytes = m->as_int64();
+  std::vector<http::WebhookMessage> msgs;
+  http::WebhookError err;
+  if (!http::parse_webhook(str_of(*conn, "system"), call.content_type, call.body, limits, &msgs, &err)) {
+    a.status = err.status;
+    a.code = err.code;
+    a.message = err.message;
+    return a;
+  }
+  if (backlog(call.tenant) >= static_cast<int64_t>(opts_.max_backlog))
+    return fail(503, "over_capacity",
+                "tenant " + call.tenant + " has " + std::to_string(backlog(call.tenant)) +
+                    " records waiting to be processed; send again shortly",
+                5);
+  Pending p;
+  int64_t now = util::now_ms();
+  p.records.reserve(msgs.size());
+  for (auto& m : msgs) {
+    store::InboxRecord r;
+    r.tenant = call.tenant;
+    r.connection = call.connection;
+    r.message_id = std::move(m.message_id);
+    r.entity = std::move(m.entity);
+    r.correlation_id = call.correlation_id;
+    r.payload = std::move(m.payload);
+    r.received_ms = now;
+    p.records.push_back(std::move(r));
+  }
+  {
+    std::unique_lock<std::mutex> lock(ingest_mu_);
+    if (ingest_stop_) return fail(503, "shutting_down", "weft is stopping; send again shortly", 5);
+    ingest_queue_.push_back(&p);
+    ingest_cv_.notify_all();
+    ingest_cv_.wait(lock, [&] { return p.done; });
+  }
+  if (!p.error.empty()) return fail(503, "store_unavailable", "the records could not be stored; send again", 5);
+  for (size_t i = 0; i < p.records.size(); ++i)
+    (p.added[i] ? a.accepted : a.duplicates).push_back(p.records[i].message_id);
+  metrics_.add("weft_records_received_total", {{"tenant", call.tenant}, {"connection", call.connection}},
+               static_cast<double>(a.accepted.size()), "Records stored in the inbox (webhooks and pulls)");
+  if (!a.duplicates.empty())
+    metrics_.add("weft_webhook_duplicates_total", {{"tenant", call.tenant}, {"connection", call.connection}},
+                 static_cast<double>(a.duplicates.size()), "Webhook messages already in the inbox (ignored)");
+  if (!a.accepted.empty()) notify(call.tenant);
+  return a;
+}
+
+// Group commit: every webhook waiting when the previous commit ended goes into the next
+// transaction, so a burst costs one log write, and each answer still waits for its commit.
+void Engine::ingest_loop() {
+  while (true) {
+    std::vector<Pending*> batch;
+    {
+      std::unique_lock<std::mutex> lock(ingest_mu_);
+      ingest_cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return ingest_stop_ || !ingest_queue_.empty(); });
+      if (ingest_queue_.empty() && ingest_stop_) return;
+      size_t records = 0;
+      while (!ingest_queue_.empty() && records < 2000) {
+        records += ingest_queue_.front()->records.size();
+        batch.push_back(ingest_queue_.front());
+        ingest_queue_.pop_front();
+      }
+    }
+    std::string error;
+    if (!batch.empty()) {
+      std::lock_guard<std::mutex> lock(store_mu_);
+      try {
+        store_->begin();
+        try {
+          for (Pending* p : batch) {
+            p->added.assign(p->records.size(), false);
+            for (size_t i = 0; i < p->records.size(); ++i) p->added[i] = store_->inbox_add(p->records[i]);
+          }
+          store_->commit();
+        } catch (...) {
+          store_->rollback();
+          throw;
+        }
+      } catch (const std::exception& e) {
+        error = e.what();
+        spdlog::error("webhooks: storing {} requests failed: {}", batch.size(), error);
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(ingest_mu_);
+      for (Pending* p : batch) {
+        p->done = true;
+        p->error = error;
+      }
+    }
+    ingest_cv_.notify_all();
+    // The backlog bound is checked against a count refreshed a few times a second.
+    int64_t now = util::now_ms();
+    if (now - backlog_refreshed_ms_ >= 250) {
+      backlog_refreshed_ms_ = now;
+      std::vector<std::string> names;
+      {
+        std::lock_guard<std::mutex> lock(tenants_mu_);
+        for (const auto& [n, _] : tenants_) names.push_back(n);
+      }
+      std::map<std::string, int64_t> counts;
+      try {
+        std::lock_guard<std::mutex> lock(store_mu_);
+        for (const auto& n : names) counts[n] = store_->inbox_backlog(n);
+      } catch (const std::exception&) {
+      }
+      std::lock_guard<std::mutex> lock(backlog_mu_);
+      backlog_ = std::move(counts);
+    }
+  }
+}
+
+// ---- jobs, replay, views ----
+
+bool Engine::start_job(const JobRequest& r, std::string* error, int64_t* run_id) {
+  if (!scheduler_) {
+    *error = "the engine is not running";
+    return false;
+  }
+  return scheduler_->start_job(r, error, run_id);
+}
+
+int64_t Engine::replay(const std::string& tenant, const std::vector<int64_t>& ids, const std::string& kind,
+                       std::string* error) {
+  auto v = active(tenant);
+  if (!v) {
+    *error = "tenant " + tenant + " is not running";
+    return 0;
+  }
+  int64_t n = 0;
+  with_store([&](store::Store& s) {
+    std::vector<store::Parked> items;
+    if (ids.empty()) {
+      items = s.parked(tenant, "", kind, false, 100000);
+    } else {
+      for (int64_t id : ids)
+        if (auto p = s.parked_by_id(id); p && p->tenant == tenant) items.push_back(std::move(*p));
+    }
+    s.begin();
+    try {
+      for (const auto& p : items) {
+        if (p.replayed_ms) continue;
+        store::InboxRecord r;
+        r.tenant = tenant;
+        if (p.flow.empty()) {
+          json::value d = json::parse(p.detail);
+          r.connection = json::value_to<std::string>(d.at("connection"));
+          r.entity = json::value_to<std::string>(d.at("entity"));
+        } else if (const ws::Flow* f = v->flow(p.flow)) {
+          r.connection = f->source_connection;
+          r.entity = f->source_entity;
+          r.flow = p.flow;
+        } else {
+          continue;
+        }
+        r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
+        r.correlation_id = p.correlation_id;
+        r.payload = p.source;
+        s.inbox_add(r);
+        s.mark_replayed(p.id);
+        s.audit({p.correlation_id, tenant, p.flow, p.record_key, "replay",
+                 "replaying " + p.kind + " " + std::to_string(p.id) + " with script " + v->version + " (admin API)", 0});
+        ++n;
+      }
+      s.commit();
+    } catch (...) {
+      s.rollback();
+      throw;
+    }
+  });
+  if (n == 0 && !ids.empty()) *error = "no parked record with those ids waits for a replay";
+  notify(tenant);
+  return n;
+}
+
+bool Engine::ready(std::string* why) {
+  try {
+    auto r = reader();
+    r->schema_version();
+  } catch (const std::exception& e) {
+    *why = std::string("store: ") + e.what();
+    return false;
+  }
+  if (!accepting_) {
+    *why = "not accepting requests (starting or stopping)";
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(tenants_mu_);
+  for (const auto& [n, t] : tenants_) {
+    std::lock_guard<std::mutex> l(t->mu);
+    if (t->version && !t->runner && !t->next) {
+      *why = "tenant " + n + ": pipeline not running: " + t->last_error;
+      return false;
+    }
+  }
+  return true;
+}
+
+json::array Engine::tenants_json() {
+  json::array out;
+  std::vector<std::string> names;
+  {
+    std::lock_guard<std::mutex> lock(tenants_mu_);
+    for (const auto& [n, _] : tenants_) names.push_back(n);
+  }
+  for (const auto& n : names) {
+    Tenant* t = find(n);
+    if (!t) continue;
+    std::lock_guard<std::mutex> lock(t->mu);
+    json::object o{{"tenant", n}, {"state", t->state}};
+    if (t->version) o["script_version"] = t->version->version;
+    if (t->loaded_ms) o["loaded_at"] = util::iso8601_ms(t->loaded_ms);
+    if (t->last_reload.contains("result") && t->last_reload["result"] == "refused") o["last_reload"] = t->last_reload;
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+std::optional<json::object> Engine::tenant_json(const std::string& name) {
+  Tenant* t = find(name);
+  if (!t) return std::nullopt;
+  json::object o{{"tenant", name}};
+  std::shared_ptr<const ws::TenantVersion> v;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    o["state"] = t->state;
+    v = t->version;
+    if (v) o["script_version"] = v->version;
+    if (t->loaded_ms) o["loaded_at"] = util::iso8601_ms(t->loaded_ms);
+    if (!t->last_error.empty()) o["error"] = t->last_error;
+    o["last_reload"] = t->last_reload;
+  }
+  auto r = reader();
+  std::map<std::string, store::FlowStatus> status;
+  for (auto& s : r->status())
+    if (s.tenant == name) status[s.flow] = s;
+  json::array flows;
+  if (v) {
+    for (const auto& [fname, f] : v->flows) {
+      json::object fo{{"flow", fname},
+                      {"enabled", f.enabled},
+                      {"script", f.script},
+                      {"source", f.source_connection + "/" + f.source_entity},
+                      {"destination", f.destination_connection + "/" + f.destination_entity}};
+      auto st = status.find(fname);
+      if (st != status.end()) {
+        fo["cursor"] = st->second.cursor;
+        fo["outbox"] = st->second.outbox;
+        fo["oldest_waiting"] = st->second.outbox_oldest_ms ? json::value(util::iso8601_ms(st->second.outbox_oldest_ms))
+                                                           : json::value(nullptr);
+        fo["dead_letters"] = st->second.dead_letters;
+        fo["rejections"] = st->second.rejections;
+        fo["conflicts"] = st->second.conflicts;
+      }
+      if (scheduler_) fo["jobs"] = scheduler_->flow_json(name, fname);
+      json::array runs;
+      for (const auto& run : r->job_runs(name, fname, "", 10)) runs.push_back(job_run_json(run));
+      fo["job_runs"] = std::move(runs);
+      flows.push_back(std::move(fo));
+    }
+  }
+  o["flows"] = std::move(flows);
+  o["inbox_backlog"] = r->inbox_backlog(name);
+  return o;
+}
+
+// ---- the workspace watch ----
+
+namespace {
+void add_watches(int fd, const fs::path& dir, std::map<int, fs::path>& wds) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  std::string leaf = dir.filename().string();
+  if (!leaf.empty() && leaf[0] == '.') return;  // .weft (the database), .git, editor folders
+  int wd = inotify_add_watch(fd, dir.c_str(),
+                             IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_DELETE_SELF);
+  if (wd >= 0) wds[wd] = dir;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory(ec)) add_watches(fd, e.path(), wds);
+}
+}  // namespace
+
+void Engine::watch_loop() {
+  std::map<int, fs::path> wds;
+  fs::path root = fs::absolute(opts_.workspace);
+  add_watches(watch_fd_, root, wds);
+  std::set<std::string> dirty;  // tenant names; "*" = every tenant (lib/ or a folder came or went)
+  int64_t last_event = 0;
+  alignas(inotify_event) char buf[16384];
+  while (true) {
+    pollfd fds[2] = {{watch_fd_, POLLIN, 0}, {watch_wake_[0], POLLIN, 0}};
+    int timeout = dirty.empty() ? -1 : opts_.watch_settle_ms;
+    int rc = poll(fds, 2, timeout);
+    if (rc < 0 && errno != EINTR) return;
+    if (fds[1].revents) return;
+    if (rc > 0 && fds[0].revents) {
+      ssize_t len;
+      while ((len = read(watch_fd_, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < len;) {
+          auto* ev = reinterpret_cast<inotify_event*>(buf + i);
+          i += sizeof(inotify_event) + ev->len;
+          auto it = wds.find(ev->wd);
+          if (it == wds.end()) continue;
+          fs::path p = it->second;
+          if (ev->len) p /= ev->name;
+          std::string name = ev->len ? std::string(ev->name) : std::string();
+          if (!name.empty() && (name[0] == '.' || name.back() == '~')) continue;  // hidden and editor backups
+          if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) add_watches(watch_fd_, p, wds);
+          if (ev->mask & IN_IGNORED) wds.erase(ev->wd);
+          fs::path rel = p.lexically_relative(root);
+          std::string top = rel.empty() ? "" : rel.begin()->string();
+          if (top.empty() || top == "." || top[0] == '.') continue;
+          bool folder_change = rel.begin() != rel.end() && std::next(rel.begin()) == rel.end();
+          if (top == "lib" || folder_change) dirty.insert("*");
+          else dirty.insert(top);
+          last_event = util::now_ms();
+        }
+      }
+    }
+    if (!dirty.empty() && util::now_ms() - last_event >= opts_.watch_settle_ms) {
+      std::set<std::string> todo;
+      todo.swap(dirty);
+      if (todo.count("*")) {
+        reload("", "watch");
+      } else {
+        for (const auto& n : todo) reload(n, "watch");
+      }
+    }
+  }
+}
+
+}  // namespace weft::serve

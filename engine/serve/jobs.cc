@@ -1,0 +1,522 @@
+#include "engine/serve/jobs.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "connectors/omnisend/client.h"
+#include "connectors/registry.h"
+#include "engine/pipeline/fields.h"
+#include "engine/pipeline/pipeline.h"
+#include "engine/util/ids.h"
+#include "engine/util/time.h"
+
+namespace weft::serve {
+
+namespace json = boost::json;
+namespace ws = weft::workspace;
+
+namespace {
+
+const char* const kJobs[] = {"pull", "backfill", "reconcile"};
+
+std::string key_of(const std::string& tenant, const std::string& flow, const std::string& job) {
+  return tenant + "/" + flow + "/" + job;
+}
+
+const json::object* flow_config(const ws::TenantVersion& v, const std::string& flow) {
+  auto* flows = v.config.if_contains("flows");
+  if (!flows || !flows->is_object()) return nullptr;
+  auto* f = flows->as_object().if_contains(flow);
+  return f && f->is_object() ? &f->as_object() : nullptr;
+}
+
+// The flow's schedule for a job ("pull" and "reconcile" can be scheduled), or nullopt.
+std::optional<sched::Schedule> schedule_of(const ws::TenantVersion& v, const std::string& flow, const std::string& job,
+                                           std::string* error) {
+  const json::object* f = flow_config(v, flow);
+  if (!f) return std::nullopt;
+  auto* spec = f->if_contains(job);
+  if (!spec || !spec->is_object()) return std::nullopt;
+  json::object only;  // the schedule's keys (a job's other settings stay out)
+  for (const char* k : {"every", "cron", "timezone"})
+    if (auto* x = spec->as_object().if_contains(k)) only[k] = *x;
+  if (only.empty()) return std::nullopt;
+  return sched::parse_schedule(only, error);
+}
+
+int64_t int_setting(const ws::TenantVersion& v, const std::string& flow, const char* job, const char* key,
+                    int64_t fallback) {
+  const json::object* f = flow_config(v, flow);
+  if (!f) return fallback;
+  auto* j = f->if_contains(job);
+  if (!j || !j->is_object()) return fallback;
+  auto* x = j->as_object().if_contains(key);
+  return x && x->is_int64() ? x->as_int64() : fallback;
+}
+
+int64_t duration_ms(const std::string& text, int64_t fallback) {
+  if (text.empty()) return fallback;
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0) return fallback;
+  int64_t n = std::stoll(text.substr(0, i));
+  std::string unit = text.substr(i);
+  if (unit == "ms") return n;
+  if (unit == "s") return n * 1000;
+  if (unit == "m") return n * 60000;
+  if (unit == "h") return n * 3600000;
+  if (unit == "d") return n * 86400000;
+  return fallback;
+}
+
+// The first identifier of a mapped Omnisend contact: ("email", "a@x.com") or ("phone", ...).
+std::pair<std::string, std::string> identifier_of(const json::value& mapped) {
+  if (!mapped.is_object()) return {};
+  auto* ids = mapped.as_object().if_contains("identifiers");
+  if (!ids || !ids->is_array()) return {};
+  for (const char* want : {"email", "phone"})
+    for (const auto& i : ids->as_array()) {
+      if (!i.is_object()) continue;
+      auto* t = i.as_object().if_contains("type");
+      auto* id = i.as_object().if_contains("id");
+      if (t && id && t->is_string() && id->is_string() && *t == want) return {want, std::string(id->as_string())};
+    }
+  return {};
+}
+
+}  // namespace
+
+json::object job_run_json(const store::JobRun& r) {
+  json::object o{{"id", r.id},
+                 {"flow", r.flow},
+                 {"job", r.job},
+                 {"trigger", r.trigger},
+                 {"status", r.status},
+                 {"started_at", util::iso8601_ms(r.started_ms)}};
+  if (r.scheduled_ms) o["scheduled_for"] = util::iso8601_ms(r.scheduled_ms);
+  if (r.ended_ms) o["ended_at"] = util::iso8601_ms(r.ended_ms);
+  std::error_code ec;
+  json::value counts = json::parse(r.counts_json, ec);
+  o["counts"] = ec ? json::value(json::object()) : counts;
+  if (!r.error.empty()) o["error"] = r.error;
+  return o;
+}
+
+void Scheduler::start() {
+  // Runs cut short by a crash (or a stop) are closed; a backfill among them resumes.
+  std::vector<std::tuple<std::string, std::string>> resume;
+  for (const auto& t : engine_.tenant_names()) {
+    auto v = engine_.active(t);
+    if (!v) continue;
+    engine_.with_store([&](store::Store& s) {
+      for (const auto& [fname, f] : v->flows) {
+        if (!f.enabled) continue;
+        auto runs = s.job_runs(t, fname, "backfill", 1);
+        if (!runs.empty() && (runs[0].status == "running" || runs[0].status == "stopped")) resume.emplace_back(t, fname);
+        for (const char* job : kJobs) {
+          auto last = s.job_runs(t, fname, job, 1);
+          if (!last.empty() && last[0].status == "running") s.job_end(last[0].id, "stopped", last[0].counts_json, "weft stopped during the run");
+        }
+      }
+    });
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    started_ = true;
+    for (const auto& [t, f] : resume) {
+      std::string error;
+      if (launch(t, f, "backfill", "resume", 0, &error, nullptr))
+        spdlog::info("tenant {}: flow {}: resuming the backfill from its checkpoint", t, f);
+    }
+  }
+  thread_ = std::thread(&Scheduler::loop, this);
+}
+
+void Scheduler::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto& [_, r] : runs_) r->stop = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [_, r] : runs_)
+    if (r->thread.joinable()) r->thread.join();
+  runs_.clear();
+}
+
+void Scheduler::tenant_changed(const std::string& tenant) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = schedule_errors_.begin(); it != schedule_errors_.end();)
+    it = it->first.rfind(tenant + "/", 0) == 0 ? schedule_errors_.erase(it) : std::next(it);
+  if (!engine_.active(tenant))
+    for (auto& [k, r] : runs_)
+      if (r->tenant == tenant) r->stop = true;
+  cv_.notify_all();
+}
+
+void Scheduler::version_changed(const std::string& tenant, std::shared_ptr<const ws::TenantVersion> before,
+                                std::shared_ptr<const ws::TenantVersion> after) {
+  tenant_changed(tenant);
+  if (!before || !after) return;
+  for (const auto& [fname, f] : after->flows) {
+    if (!f.enabled) continue;
+    const json::object* cfg = flow_config(*after, fname);
+    auto* refresh = cfg ? cfg->if_contains("refresh_on_change") : nullptr;
+    if (!refresh || !refresh->is_bool() || !refresh->as_bool()) continue;
+    // The flow's code: its module and every lib module it can require.
+    auto code_of = [&](const ws::TenantVersion& v) {
+      std::string s;
+      for (const auto& [name, src] : v.code.lib) s += name + "\n" + src.code + "\n";
+      auto it = v.code.flows.find(fname);
+      if (it != v.code.flows.end()) s += it->second.code;
+      const ws::Flow* fl = v.flow(fname);
+      return s + (fl ? json::serialize(fl->context) : std::string());
+    };
+    if (code_of(*before) == code_of(*after)) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string error;
+    if (launch(tenant, fname, "backfill", "reload", 0, &error, nullptr))
+      spdlog::info("tenant {}: flow {}: its mapping changed; refreshing every record (backfill)", tenant, fname);
+    else
+      spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", tenant, fname, error);
+  }
+}
+
+bool Scheduler::start_job(const JobRequest& r, std::string* error, int64_t* run_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return launch(r.tenant, r.flow, r.job, r.trigger, 0, error, run_id);
+}
+
+bool Scheduler::launch(const std::string& tenant, const std::string& flow, const std::string& job,
+                       const std::string& trigger, int64_t slot_ms, std::string* error, int64_t* run_id) {
+  if (stopping_ || !started_) {
+    *error = "the scheduler is not running";
+    return false;
+  }
+  if (job != "pull" && job != "backfill" && job != "reconcile") {
+    *error = "no job '" + job + "': pull, backfill or reconcile";
+    return false;
+  }
+  auto v = engine_.active(tenant);
+  if (!v) {
+    *error = "tenant " + tenant + " is not running";
+    return false;
+  }
+  const ws::Flow* f = v->flow(flow);
+  if (!f) {
+    *error = "tenant " + tenant + " has no flow '" + flow + "'";
+    return false;
+  }
+  if (!f->enabled) {
+    *error = "flow " + flow + " is disabled";
+    return false;
+  }
+  std::string key = key_of(tenant, flow, job);
+  reap();
+  if (runs_.count(key)) {
+    *error = job + " of " + tenant + "/" + flow + " is already running (run " + std::to_string(runs_[key]->run_id) + ")";
+    return false;
+  }
+  auto run = std::make_unique<Run>();
+  run->tenant = tenant;
+  run->flow = flow;
+  run->job = job;
+  store::JobRun jr;
+  jr.tenant = tenant;
+  jr.flow = flow;
+  jr.job = job;
+  jr.trigger = trigger;
+  jr.scheduled_ms = slot_ms;
+  try {
+    engine_.with_store([&](store::Store& s) { s.job_start(jr); });
+  } catch (const std::exception& e) {
+    *error = std::string("recording the run: ") + e.what();
+    return false;
+  }
+  run->run_id = jr.id;
+  if (run_id) *run_id = jr.id;
+  if (slot_ms) last_slot_[key] = slot_ms;
+  Run* raw = run.get();
+  runs_[key] = std::move(run);
+  raw->thread = std::thread(&Scheduler::execute, this, raw, v, trigger, slot_ms);
+  return true;
+}
+
+void Scheduler::reap() {
+  for (auto it = runs_.begin(); it != runs_.end();) {
+    if (it->second->done) {
+      it->second->thread.join();
+      it = runs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Scheduler::loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    reap();
+    int64_t now = util::now_ms();
+    int64_t wake = now + 1000;
+    for (const auto& t : engine_.tenant_names()) {
+      auto v = engine_.active(t);
+      if (!v) continue;
+      for (const auto& [fname, f] : v->flows) {
+        if (!f.enabled) continue;
+        for (const char* job : {"pull", "reconcile"}) {
+          std::string key = key_of(t, fname, job), error;
+          auto sch = schedule_of(*v, fname, job, &error);
+          if (!sch) {
+            if (!error.empty() && schedule_errors_[key] != error) {
+              schedule_errors_[key] = error;
+              spdlog::error("tenant {}: flow {}: {} schedule: {}", t, fname, job, error);
+            }
+            continue;
+          }
+          if (!last_slot_.count(key)) {
+            // The last scheduled run, from the store (so a restart keeps the cadence).
+            int64_t last = 0;
+            try {
+              engine_.with_store([&](store::Store& s) {
+                for (const auto& r : s.job_runs(t, fname, job, 20))
+                  if (r.scheduled_ms) {
+                    last = r.scheduled_ms;
+                    break;
+                  }
+              });
+            } catch (const std::exception&) {
+            }
+            last_slot_[key] = last;
+          }
+          sched::Due d = sched::due(*sch, last_slot_[key], now);
+          if (d.run_now && !runs_.count(key)) {
+            std::string why;
+            bool missed = last_slot_[key] != 0 && now - d.slot_ms > 60000;
+            if (launch(t, fname, job, missed ? "start" : "schedule", d.slot_ms ? d.slot_ms : now, &why, nullptr))
+              last_slot_[key] = d.slot_ms ? d.slot_ms : now;
+            d = sched::due(*sch, last_slot_[key], now);
+          }
+          if (d.next_ms > 0) wake = std::min(wake, d.next_ms);
+        }
+      }
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(20, std::min<int64_t>(1000, wake - now))));
+  }
+}
+
+void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, std::string trigger, int64_t slot_ms) {
+  json::object counts;
+  std::string status = "ok", error;
+  const std::string& t = run->tenant;
+  const std::string& fname = run->flow;
+  int64_t started = util::now_ms();
+  spdlog::info("tenant {}: flow {}: {} started ({}, run {})", t, fname, run->job, trigger, run->run_id);
+  try {
+    const ws::Flow* flow = v->flow(fname);
+    if (run->job == "pull" || run->job == "backfill") {
+      pipeline::PullSpec spec;
+      if (run->job == "pull") {
+        spec.cursor_key = fname;
+        spec.id_prefix = "pull:" + fname + ":";
+      } else {
+        spec.cursor_key = fname + "#backfill";
+        spec.id_prefix = "backfill:" + std::to_string(run->run_id) + ":" + fname + ":";
+        spec.page_size = static_cast<int>(int_setting(*v, fname, "backfill", "page_size", 200));
+        spec.pause_ms = static_cast<int>(int_setting(*v, fname, "backfill", "pause_ms", 100));
+        spec.max_backlog = int_setting(*v, fname, "backfill", "max_backlog", 2000);
+        if (trigger != "resume")  // a new backfill reads from the beginning
+          engine_.with_store([&](store::Store& s) { s.set_cursor(t, spec.cursor_key, ""); });
+      }
+      int64_t added = pipeline::pull_flow(*v, fname, engine_.store(), engine_.store_mutex(), engine_.secrets(), spec,
+                                          run->stop, [&](int64_t n) {
+                                            if (n > 0) {
+                                              engine_.metrics().add("weft_records_received_total",
+                                                                    {{"tenant", t}, {"connection", flow->source_connection}},
+                                                                    static_cast<double>(n));
+                                              engine_.notify(t);
+                                            }
+                                          });
+      counts["pulled"] = added;
+    } else {
+      counts = reconcile(run, v, *flow);
+    }
+    if (run->stop) status = "stopped";
+  } catch (const std::exception& e) {
+    status = "failed";
+    error = engine_.secrets().redact(e.what());
+  }
+  try {
+    engine_.with_store([&](store::Store& s) { s.job_end(run->run_id, status, json::serialize(counts), error); });
+  } catch (const std::exception& e) {
+    spdlog::error("tenant {}: flow {}: recording the end of run {}: {}", t, fname, run->run_id, e.what());
+  }
+  engine_.metrics().add("weft_job_runs_total", {{"tenant", t}, {"flow", fname}, {"job", run->job}, {"status", status}},
+                        1, "Job runs (pull, backfill, reconcile) by how they ended");
+  if (status == "failed")
+    spdlog::error("tenant {}: flow {}: {} failed: {}", t, fname, run->job, error);
+  else
+    spdlog::info("tenant {}: flow {}: {} {} in {} ms: {}", t, fname, run->job, status, util::now_ms() - started,
+                 json::serialize(counts));
+  (void)slot_ms;
+  run->done = true;
+  cv_.notify_all();
+}
+
+json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVersion> version, const ws::Flow& flow) {
+  const ws::TenantVersion& v = *version;
+  const json::object& conns = v.config.at("connections").as_object();
+  const json::object& dest_cfg = conns.at(flow.destination_connection).as_object();
+  if (flow.destination_system != "omnisend" || flow.destination_entity != "contact")
+    throw std::runtime_error("reconciliation compares with Omnisend contacts only yet, not " +
+                             flow.destination_system + " " + flow.destination_entity);
+  std::string window_text;
+  if (const json::object* cfg = flow_config(v, flow.name))
+    if (auto* r = cfg->if_contains("reconcile"); r && r->is_object())
+      if (auto* w = r->as_object().if_contains("window"); w && w->is_string()) window_text = std::string(w->as_string());
+  int64_t window = duration_ms(window_text, int64_t{7} * 86400000);
+  connectors::omnisend::Destination dest(
+      connectors::omnisend_settings(flow.destination_connection, dest_cfg, engine_.secrets()));
+  auto source = connectors::make_commercetools(flow.source_connection, conns.at(flow.source_connection).as_object(),
+                                               engine_.secrets());
+  // A sandbox of the running version maps each record to find its destination identifier.
+  pipeline::Pipeline mapper(version, engine_.store());  // prepare only: never writes
+  const delivery::Model* model = connectors::destination_model(flow.destination_system, flow.destination_entity);
+  std::map<std::string, std::string> owners = mapper.owners_of(flow, *model);
+  int64_t checked = 0, missing = 0, different = 0, same = 0, unmapped = 0, errors = 0;
+  std::string cursor = util::iso8601_ms(util::now_ms() - window) + "|";
+  while (!run->stop) {
+    connectors::commercetools::Page page;
+    connectors::commercetools::Error err;
+    if (!source->customers_since(cursor, 200, &page, &err))
+      throw std::runtime_error("reading " + flow.source_connection + ": " + engine_.secrets().redact(err.message));
+    std::vector<store::InboxRecord> requeue;
+    std::vector<std::pair<std::string, std::string>> gone;   // identifier of records missing at the destination
+    std::vector<std::pair<std::pair<std::string, std::string>, pipeline::Flat>> seen;  // identifier, what it holds
+    for (size_t i = 0; i < page.records.size() && !run->stop; ++i) {
+      ++checked;
+      store::InboxRecord rec;
+      rec.tenant = v.tenant;
+      rec.connection = flow.source_connection;
+      rec.entity = flow.source_entity;
+      rec.flow = flow.name;
+      rec.message_id = "reconcile:" + std::to_string(run->run_id) + ":" + page.versions[i];
+      rec.correlation_id = util::new_correlation_id();
+      rec.payload = page.records[i];
+      rec.received_ms = util::now_ms();
+      pipeline::Prepared p = mapper.prepare(flow, rec, {});
+      if (p.out.kind != script::Outcome::Kind::ok || !p.issues.empty()) {
+        ++unmapped;  // the pipeline rejects or skips it anyway
+        continue;
+      }
+      auto ident = identifier_of(p.mapped);
+      if (ident.first.empty()) {
+        ++unmapped;
+        continue;
+      }
+      std::string contact;
+      delivery::SendResult res;
+      if (!dest.find_contact(ident.first, ident.second, &contact, &res)) {
+        ++errors;
+        if (res.retry_after_ms && *res.retry_after_ms > 0)
+          std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(*res.retry_after_ms, 10000)));
+        continue;
+      }
+      if (contact.empty()) {
+        ++missing;
+        gone.push_back(ident);
+        requeue.push_back(std::move(rec));
+        continue;
+      }
+      std::error_code ec;
+      json::value held = json::parse(contact, ec);
+      if (ec || !held.is_object()) {
+        ++errors;
+        continue;
+      }
+      pipeline::Flat there = pipeline::flatten(held.as_object(), model->atomic);
+      bool differs = false;
+      for (const auto& [path, value] : p.flat) {
+        if (pipeline::owner_of(owners, path) == "destination") continue;
+        auto it = there.find(path);
+        if (it == there.end() || it->second != value) {
+          differs = true;
+          break;
+        }
+      }
+      if (differs) {
+        ++different;
+        seen.emplace_back(ident, std::move(there));
+        requeue.push_back(std::move(rec));
+      } else {
+        ++same;
+      }
+    }
+    if (!requeue.empty()) {
+      engine_.with_store([&](store::Store& s) {
+        s.begin();
+        try {
+          const std::string& dc = flow.destination_connection;
+          for (const auto& [type, id] : gone)
+            if (auto e = s.find_identity(v.tenant, dc, type, id)) s.clear_shadow(*e);
+          for (const auto& [ident, there] : seen) {
+            auto e = s.find_identity(v.tenant, dc, ident.first, ident.second);
+            if (!e) continue;
+            // What the destination holds now, so the merge decides against it.
+            json::value sh = json::parse(s.shadow(*e).fields_json);
+            pipeline::record_delivery(sh.as_object(), {}, there, util::now_ms(), "destination");
+            s.set_shadow(*e, json::serialize(sh));
+          }
+          for (auto& r : requeue) {
+            s.inbox_add(r);
+            s.audit({r.correlation_id, v.tenant, flow.name, "", "reconcile",
+                     "re-queued by reconciliation run " + std::to_string(run->run_id) +
+                         ": the destination record is missing or differs",
+                     0});
+          }
+          s.commit();
+        } catch (...) {
+          s.rollback();
+          throw;
+        }
+      });
+      engine_.notify(v.tenant);
+    }
+    cursor = page.cursor;
+    if (!page.more) break;
+  }
+  return json::object{{"checked", checked}, {"missing", missing}, {"different", different},
+                      {"same", same},       {"unmapped", unmapped}, {"errors", errors}};
+}
+
+json::array Scheduler::flow_json(const std::string& tenant, const std::string& flow) {
+  json::array out;
+  auto v = engine_.active(tenant);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const char* job : kJobs) {
+    json::object o{{"job", job}};
+    std::string error;
+    if (v) {
+      auto sch = schedule_of(*v, flow, job, &error);
+      if (sch) {
+        o["schedule"] = sch->text;
+        auto it = last_slot_.find(key_of(tenant, flow, job));
+        int64_t last = it == last_slot_.end() ? 0 : it->second;
+        sched::Due d = sched::due(*sch, last, util::now_ms());
+        if (d.next_ms > 0 && d.next_ms < INT64_MAX) o["next_run"] = util::iso8601_ms(d.next_ms);
+      } else if (!error.empty()) {
+        o["schedule_error"] = error;
+      }
+    }
+    auto r = runs_.find(key_of(tenant, flow, job));
+    if (r != runs_.end() && !r->second->done) o["running"] = r->second->run_id;
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+}  // namespace weft::serve

@@ -1,0 +1,403 @@
+#include "engine/serve/server.h"
+
+#include <httplib.h>
+#include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
+
+#include <cctype>
+
+#include "engine/cli/commands.h"
+#include "engine/serve/jobs.h"
+#include "engine/util/ids.h"
+#include "engine/util/time.h"
+
+namespace weft::serve {
+
+namespace json = boost::json;
+
+std::string correlation_id_from(const std::string& traceparent, const std::string& x_correlation_id) {
+  // W3C: version "-" trace-id (32 hex, not all zero) "-" parent-id (16 hex) "-" flags
+  if (traceparent.size() >= 55 && traceparent[2] == '-' && traceparent[35] == '-') {
+    std::string id = traceparent.substr(3, 32);
+    bool hex = true, zero = true;
+    for (char c : id) {
+      if (!std::isxdigit(static_cast<unsigned char>(c))) hex = false;
+      if (c != '0') zero = false;
+    }
+    if (hex && !zero) {
+      for (char& c : id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return id;
+    }
+  }
+  if (!x_correlation_id.empty() && x_correlation_id.size() <= 128) {
+    bool ok = true;
+    for (char c : x_correlation_id)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' || c == '-')) ok = false;
+    if (ok) return x_correlation_id;
+  }
+  return util::new_correlation_id();
+}
+
+namespace {
+
+void send_json(httplib::Response& res, int status, const json::value& v) {
+  res.status = status;
+  res.set_content(json::serialize(v), "application/json");
+}
+
+void send_error(httplib::Response& res, int status, const std::string& code, const std::string& message,
+                const std::string& cid, int retry_after = 0) {
+  if (retry_after > 0) res.set_header("Retry-After", std::to_string(retry_after));
+  send_json(res, status, json::object{{"error", json::object{{"code", code}, {"message", message}, {"correlationId", cid}}}});
+}
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  // The lengths are not secret (the token's length is fixed by whoever made it); the content is.
+  if (a.size() != b.size()) return false;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+json::object parked_json(const store::Parked& p, bool full) {
+  json::object o{{"id", p.id},          {"kind", p.kind},           {"flow", p.flow},
+                 {"stage", p.stage},    {"key", p.record_key},      {"error", p.error},
+                 {"reason", p.reason},  {"where", p.location},      {"correlation_id", p.correlation_id},
+                 {"script_version", p.script_version},              {"attempts", p.attempts},
+                 {"at", util::iso8601_ms(p.created_ms)},            {"replayed", p.replayed_ms != 0}};
+  if (full) {
+    std::error_code ec;
+    json::value d = json::parse(p.detail, ec);
+    o["detail"] = ec ? json::value(p.detail) : d;
+    json::value src = json::parse(p.source, ec);
+    o["source"] = ec ? json::value(p.source) : src;
+  }
+  return o;
+}
+
+json::object conflict_json(const store::Conflict& c) {
+  std::error_code ec;
+  json::value d = json::parse(c.detail, ec);
+  json::object o{{"id", c.id},         {"flow", c.flow},           {"kind", c.kind},
+                 {"key", c.record_key}, {"field", c.field},        {"detail", ec ? json::value(c.detail) : d},
+                 {"correlation_id", c.correlation_id},             {"at", util::iso8601_ms(c.created_ms)}};
+  if (c.resolved_ms) {
+    o["resolved_at"] = util::iso8601_ms(c.resolved_ms);
+    o["resolution"] = c.resolution;
+  }
+  return o;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Engine& engine;
+  std::string token;
+  httplib::Server http;
+  int port = 0;
+  Impl(Engine& e, std::string t) : engine(e), token(std::move(t)) {}
+
+  // Wraps a handler: correlation id, admin token, metrics, exceptions as 500s.
+  using Fn = std::function<void(const httplib::Request&, httplib::Response&, const std::string& cid)>;
+  httplib::Server::Handler wrap(const char* route, bool admin, Fn fn) {
+    return [this, route, admin, fn](const httplib::Request& req, httplib::Response& res) {
+      std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
+      res.set_header("X-Correlation-ID", cid);
+      if (admin && !authorized(req)) {
+        send_error(res, 401, "unauthorized", "this route needs the admin token (Authorization: Bearer ...)", cid);
+      } else {
+        try {
+          fn(req, res, cid);
+        } catch (const std::exception& e) {
+          spdlog::error("{} {}: {} [correlation {}]", req.method, req.path, engine.secrets().redact(e.what()), cid);
+          send_error(res, 500, "internal", "the request failed on the server; see its log", cid);
+        }
+      }
+      engine.metrics().add("weft_http_requests_total", {{"route", route}, {"status", std::to_string(res.status)}}, 1,
+                           "HTTP requests answered, by route and status");
+    };
+  }
+
+  bool authorized(const httplib::Request& req) const {
+    std::string h = req.get_header_value("Authorization");
+    if (h.size() < 7 || strncasecmp(h.c_str(), "Bearer ", 7) != 0) return false;
+    return constant_time_equal(h.substr(7), token);
+  }
+
+  static json::value body_json(const httplib::Request& req) {
+    if (req.body.empty()) return json::object();
+    std::error_code ec;
+    json::value v = json::parse(req.body, ec);
+    if (ec) throw std::invalid_argument("the body is not JSON: " + ec.message());
+    return v;
+  }
+
+  void routes() {
+    http.Post(R"(/webhooks/([^/]+)/([^/]+))", wrap("webhook", false, [this](const auto& req, auto& res, const auto& cid) {
+      WebhookCall call;
+      call.tenant = req.matches[1];
+      call.connection = req.matches[2];
+      call.content_type = req.get_header_value("Content-Type");
+      call.authorization = req.get_header_value("Authorization");
+      std::string sig = engine.signature_header(call.tenant, call.connection);
+      if (!sig.empty()) call.signature = req.get_header_value(sig.c_str());
+      call.body = req.body;
+      call.correlation_id = cid;
+      WebhookAnswer a = engine.webhook(call);
+      engine.metrics().add("weft_webhook_requests_total",
+                           {{"tenant", call.tenant}, {"connection", call.connection}, {"status", std::to_string(a.status)}},
+                           1, "Webhook requests by answer");
+      if (a.status != 202) {
+        if (a.status != 401 && a.status != 404)
+          spdlog::warn("webhook {}/{}: {} {}: {} [correlation {}]", call.tenant, call.connection, a.status, a.code,
+                       a.message, cid);
+        send_error(res, a.status, a.code, a.message, cid, a.retry_after_s);
+        return;
+      }
+      json::array accepted, duplicates;
+      for (auto& id : a.accepted) accepted.push_back(json::value(id));
+      for (auto& id : a.duplicates) duplicates.push_back(json::value(id));
+      send_json(res, 202, json::object{{"accepted", accepted}, {"duplicates", duplicates}, {"correlationId", cid}});
+    }));
+
+    http.Get("/healthz", wrap("healthz", false, [](const auto&, auto& res, const auto&) {
+      send_json(res, 200, json::object{{"status", "ok"}});
+    }));
+    http.Get("/readyz", wrap("readyz", true, [this](const auto&, auto& res, const auto& cid) {
+      std::string why;
+      if (engine.ready(&why)) send_json(res, 200, json::object{{"status", "ready"}});
+      else send_error(res, 503, "not_ready", why, cid);
+    }));
+    http.Get("/metrics", wrap("metrics", true, [this](const auto&, auto& res, const auto&) {
+      refresh_gauges();
+      res.set_content(engine.metrics().render(), "text/plain; version=0.0.4");
+    }));
+
+    http.Get("/api/tenants", wrap("tenants", true, [this](const auto&, auto& res, const auto&) {
+      send_json(res, 200, json::object{{"tenants", engine.tenants_json()}});
+    }));
+    http.Get(R"(/api/tenants/([^/]+))", wrap("tenant", true, [this](const auto& req, auto& res, const auto& cid) {
+      auto t = engine.tenant_json(req.matches[1]);
+      if (!t) return send_error(res, 404, "unknown_tenant", "no tenant '" + std::string(req.matches[1]) + "'", cid);
+      send_json(res, 200, *t);
+    }));
+    http.Post(R"(/api/tenants/([^/]+)/flows/([^/]+)/dry-run)",
+              wrap("dry-run", true, [this](const auto& req, auto& res, const auto& cid) {
+                std::string tenant = req.matches[1], flow = req.matches[2];
+                auto v = engine.active(tenant);
+                if (!v) return send_error(res, 404, "unknown_tenant", "tenant '" + tenant + "' is not running", cid);
+                if (!v->flow(flow))
+                  return send_error(res, 404, "unknown_flow", "tenant " + tenant + " has no flow '" + flow + "'", cid);
+                json::object context;
+                if (req.has_param("context")) {
+                  std::error_code ec;
+                  json::value c = json::parse(req.get_param_value("context"), ec);
+                  if (ec || !c.is_object())
+                    return send_error(res, 400, "bad_request", "context: must be a JSON object", cid);
+                  context = c.as_object();
+                }
+                std::string error;
+                json::array out = cli::dry_run_json(v, flow, context, req.body, engine.db_path(), &error);
+                if (!error.empty()) return send_error(res, 400, "dry_run_failed", engine.secrets().redact(error), cid);
+                send_json(res, 200, json::object{{"records", out}});
+              }));
+
+    http.Get(R"(/api/tenants/([^/]+)/parked)", wrap("parked", true, [this](const auto& req, auto& res, const auto& cid) {
+      std::string tenant = req.matches[1];
+      std::string kind = req.get_param_value("kind");
+      if (!kind.empty() && kind != "dead_letter" && kind != "rejection")
+        return send_error(res, 400, "bad_request", "kind: dead_letter or rejection", cid);
+      auto r = engine.reader();
+      json::array list;
+      for (const auto& p : r->parked(tenant, req.get_param_value("flow"), kind, req.has_param("all"), 1000))
+        list.push_back(parked_json(p, false));
+      send_json(res, 200, json::object{{"parked", list}});
+    }));
+    http.Get(R"(/api/tenants/([^/]+)/parked/(\d+))", wrap("parked-one", true, [this](const auto& req, auto& res, const auto& cid) {
+      auto r = engine.reader();
+      auto p = r->parked_by_id(std::stoll(req.matches[2]));
+      if (!p || p->tenant != req.matches[1])
+        return send_error(res, 404, "not_found", "no parked record " + std::string(req.matches[2]), cid);
+      send_json(res, 200, parked_json(*p, true));
+    }));
+    http.Post(R"(/api/tenants/([^/]+)/parked/(\d+)/replay)",
+              wrap("replay", true, [this](const auto& req, auto& res, const auto& cid) {
+                std::string error;
+                int64_t n = engine.replay(req.matches[1], {std::stoll(req.matches[2])}, "", &error);
+                if (n == 0) return send_error(res, 404, "not_found", error, cid);
+                send_json(res, 202, json::object{{"replayed", n}});
+              }));
+    http.Post(R"(/api/tenants/([^/]+)/replay)", wrap("replay", true, [this](const auto& req, auto& res, const auto& cid) {
+      json::value b;
+      try {
+        b = body_json(req);
+      } catch (const std::exception& e) {
+        return send_error(res, 400, "malformed_json", e.what(), cid);
+      }
+      std::string kind;
+      std::vector<int64_t> ids;
+      if (b.is_object()) {
+        if (auto* k = b.as_object().if_contains("kind"); k && k->is_string()) kind = std::string(k->as_string());
+        if (auto* i = b.as_object().if_contains("ids"); i && i->is_array())
+          for (const auto& x : i->as_array())
+            if (x.is_int64()) ids.push_back(x.as_int64());
+      }
+      if (!kind.empty() && kind != "dead_letter" && kind != "rejection")
+        return send_error(res, 400, "bad_request", "kind: dead_letter or rejection", cid);
+      std::string error;
+      int64_t n = engine.replay(req.matches[1], ids, kind, &error);
+      if (!error.empty() && n == 0) return send_error(res, 404, "not_found", error, cid);
+      send_json(res, 202, json::object{{"replayed", n}});
+    }));
+
+    http.Get(R"(/api/tenants/([^/]+)/conflicts)", wrap("conflicts", true, [this](const auto& req, auto& res, const auto&) {
+      auto r = engine.reader();
+      json::array list;
+      for (const auto& c : r->conflicts(req.matches[1], req.has_param("all"), 1000)) list.push_back(conflict_json(c));
+      send_json(res, 200, json::object{{"conflicts", list}});
+    }));
+    http.Post(R"(/api/tenants/([^/]+)/conflicts/(\d+)/resolve)",
+              wrap("resolve", true, [this](const auto& req, auto& res, const auto& cid) {
+                json::value b;
+                try {
+                  b = body_json(req);
+                } catch (const std::exception& e) {
+                  return send_error(res, 400, "malformed_json", e.what(), cid);
+                }
+                std::string side;
+                if (b.is_object())
+                  if (auto* s = b.as_object().if_contains("side"); s && s->is_string()) side = std::string(s->as_string());
+                if (side != "source" && side != "destination")
+                  return send_error(res, 400, "bad_request", "side: \"source\" or \"destination\"", cid);
+                std::string error;
+                if (!resolve_conflict(req.matches[1], std::stoll(req.matches[2]), side, cid, &error))
+                  return send_error(res, 404, "not_found", error, cid);
+                send_json(res, 200, json::object{{"resolved", std::stoll(req.matches[2])}, {"side", side}});
+              }));
+
+    http.Post(R"(/api/tenants/([^/]+)/flows/([^/]+)/jobs/([^/]+))",
+              wrap("job", true, [this](const auto& req, auto& res, const auto& cid) {
+                JobRequest r{req.matches[1], req.matches[2], req.matches[3], "api"};
+                std::string error;
+                int64_t run = 0;
+                if (!engine.start_job(r, &error, &run)) {
+                  int status = error.find("already running") != std::string::npos ? 409 : 404;
+                  return send_error(res, status, status == 409 ? "conflict" : "not_found", error, cid);
+                }
+                send_json(res, 202, json::object{{"run", run}, {"job", r.job}, {"flow", r.flow}});
+              }));
+
+    http.Get(R"(/api/trace/([^/]+))", wrap("trace", true, [this](const auto& req, auto& res, const auto& cid) {
+      auto r = engine.reader();
+      json::array events;
+      for (const auto& e : r->trace(req.matches[1]))
+        events.push_back(json::object{{"at", util::iso8601_ms(e.at_ms)}, {"tenant", e.tenant}, {"flow", e.flow},
+                                      {"key", e.record_key}, {"stage", e.stage}, {"detail", e.detail}});
+      if (events.empty())
+        return send_error(res, 404, "not_found", "nothing recorded for correlation id " + std::string(req.matches[1]), cid);
+      send_json(res, 200, json::object{{"correlationId", std::string(req.matches[1])}, {"events", events}});
+    }));
+
+    http.Post("/api/reload", wrap("reload", true, [this](const auto& req, auto& res, const auto&) {
+      std::string tenant = req.get_param_value("tenant");
+      json::object r = engine.reload(tenant, "api");
+      bool refused = tenant.empty() ? false : r["result"] == "refused";
+      if (tenant.empty())
+        for (auto& [_, v] : r)
+          if (v.is_object() && v.as_object().contains("result") && v.as_object()["result"] == "refused") refused = true;
+      send_json(res, refused ? 422 : 200, r);
+    }));
+  }
+
+  bool resolve_conflict(const std::string& tenant, int64_t id, const std::string& side, const std::string& cid,
+                        std::string* error) {
+    bool ok = engine.with_store([&](store::Store& s) {
+      std::optional<store::Conflict> found;
+      for (auto& c : s.conflicts(tenant, false, 100000))
+        if (c.id == id) found = c;
+      if (!found) {
+        *error = "no open conflict " + std::to_string(id) + " for tenant " + tenant;
+        return false;
+      }
+      s.begin();
+      try {
+        s.resolve_conflict(id, side);
+        s.audit({found->correlation_id, tenant, found->flow, found->record_key, "conflict_resolved",
+                 "conflict " + std::to_string(id) + " resolved for the " + side + " (admin API, request " + cid + ")", 0});
+        s.commit();
+      } catch (...) {
+        s.rollback();
+        throw;
+      }
+      return true;
+    });
+    return ok;
+  }
+
+  // Gauges computed when scraped: backlog and oldest waiting operation per flow.
+  void refresh_gauges() {
+    auto r = engine.reader();
+    util::Metrics& m = engine.metrics();
+    m.clear_gauge("weft_outbox_backlog");
+    m.clear_gauge("weft_outbox_oldest_age_seconds");
+    m.clear_gauge("weft_inbox_backlog");
+    m.clear_gauge("weft_parked");
+    int64_t now = util::now_ms();
+    for (const auto& s : r->status()) {
+      util::Labels l{{"tenant", s.tenant}, {"flow", s.flow}};
+      m.set("weft_outbox_backlog", l, static_cast<double>(s.outbox), "Planned operations not yet delivered");
+      m.set("weft_outbox_oldest_age_seconds", l,
+            s.outbox_oldest_ms ? static_cast<double>(now - s.outbox_oldest_ms) / 1000.0 : 0.0,
+            "Age of the oldest operation waiting in the outbox");
+      m.set("weft_parked", {{"tenant", s.tenant}, {"flow", s.flow}, {"kind", "dead_letter"}},
+            static_cast<double>(s.dead_letters), "Dead letters and rejections waiting for a replay");
+      m.set("weft_parked", {{"tenant", s.tenant}, {"flow", s.flow}, {"kind", "rejection"}},
+            static_cast<double>(s.rejections));
+    }
+    for (const auto& t : engine.tenant_names())
+      m.set("weft_inbox_backlog", {{"tenant", t}}, static_cast<double>(r->inbox_backlog(t)),
+            "Received records not yet through the pipeline");
+  }
+};
+
+Server::Server(Engine& engine, std::string admin_token) : impl_(std::make_unique<Impl>(engine, std::move(admin_token))) {
+  auto& h = impl_->http;
+  // Without TCP_NODELAY every keep-alive answer waits ~40 ms (shared/reference/http.md).
+  h.set_tcp_nodelay(true);
+  h.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  h.set_keep_alive_max_count(100000);
+  h.set_read_timeout(30, 0);
+  // Above every connection's own limit (the webhook handler answers 413 for those); this
+  // bound protects the server's memory.
+  size_t max = std::max<size_t>(engine.options().limits.max_body_bytes, size_t{64} << 20);
+  h.set_payload_max_length(max);
+  h.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
+    res.set_header("X-Correlation-ID", cid);
+    std::string code = res.status == 404 ? "not_found" : res.status == 413 ? "payload_too_large" : "http_" + std::to_string(res.status);
+    std::string message = res.status == 404 ? "no route " + req.method + " " + req.path
+                                            : res.status == 413 ? "the body is too large" : "the request was refused";
+    send_json(res, res.status, json::object{{"error", json::object{{"code", code}, {"message", message}, {"correlationId", cid}}}});
+  });
+  impl_->routes();
+}
+
+Server::~Server() { stop(); }
+
+bool Server::listen(const std::string& host, int port, std::string* error) {
+  if (port == 0) {
+    impl_->port = impl_->http.bind_to_any_port(host.c_str());
+  } else {
+    impl_->port = impl_->http.bind_to_port(host.c_str(), port) ? port : -1;
+  }
+  if (impl_->port <= 0) {
+    *error = "cannot listen on " + host + ":" + std::to_string(port) + " (in use, or not an address of this machine)";
+    return false;
+  }
+  return true;
+}
+
+int Server::port() const { return impl_->port; }
+void Server::run() { impl_->http.listen_after_bind(); }
+void Server::stop() { impl_->http.stop(); }
+
+}  // namespace weft::serve
