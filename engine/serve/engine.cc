@@ -11,6 +11,7 @@
 
 #include "connectors/registry.h"
 #include "engine/serve/jobs.h"
+#include "engine/serve/spool.h"
 #include "engine/util/time.h"
 
 namespace weft::serve {
@@ -78,11 +79,14 @@ bool Engine::start(std::string* error) {
     fs::path parent = fs::path(db_).parent_path();
     if (!parent.empty()) fs::create_directories(parent);
     store_ = store::open_sqlite(db_);
+    spool_ = std::make_unique<Spool>(db_ + "-spool");
+    spooled_ = spool_->size();
   } catch (const std::exception& e) {
     *error = e.what();
     return false;
   }
   ingest_ = std::thread(&Engine::ingest_loop, this);
+  mover_ = std::thread(&Engine::move_loop, this);
   // The log is checkpointed from a connection of its own, so neither the webhook commits
   // nor the pipeline pay for it inside their transactions (shared/reference/http.md: the
   // checkpoints make the latency tail).
@@ -130,6 +134,13 @@ void Engine::stop() {
   }
   ingest_cv_.notify_all();
   if (ingest_.joinable()) ingest_.join();
+  // The spool is emptied into the inbox (what is left would move at the next start).
+  {
+    std::lock_guard<std::mutex> lock(ingest_mu_);
+    move_stop_ = true;
+  }
+  move_cv_.notify_all();
+  if (mover_.joinable()) mover_.join();
   std::vector<std::string> names;
   {
     std::lock_guard<std::mutex> lock(tenants_mu_);
@@ -436,7 +447,7 @@ std::string Engine::signature_header(const std::string& tenant, const std::strin
 int64_t Engine::backlog(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(backlog_mu_);
   auto it = backlog_.find(tenant);
-  return it == backlog_.end() ? 0 : it->second;
+  return (it == backlog_.end() ? 0 : it->second) + spooled_.load();
 }
 
 WebhookAnswer Engine::webhook(const WebhookCall& call) {
@@ -530,8 +541,15 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
 }
 
 // Group commit: every webhook waiting when the previous commit ended goes into the next
-// transaction, so a burst costs one log write, and each answer still waits for its commit.
+// transaction (of the spool, see spool.h), so a burst costs one log write, and each answer
+// still waits for its commit.
 void Engine::ingest_loop() {
+  std::unique_ptr<store::Store> reader;  // duplicates already in the inbox
+  try {
+    reader = store::open_sqlite(db_);
+  } catch (const std::exception& e) {
+    spdlog::error("webhooks: cannot open a reader on the store: {}", e.what());
+  }
   while (true) {
     std::vector<Pending*> batch;
     {
@@ -546,20 +564,27 @@ void Engine::ingest_loop() {
       }
     }
     std::string error;
+    int64_t added = 0;
     if (!batch.empty()) {
-      std::lock_guard<std::mutex> lock(store_mu_);
       try {
-        store_->begin();
-        try {
-          for (Pending* p : batch) {
-            p->added.assign(p->records.size(), false);
-            for (size_t i = 0; i < p->records.size(); ++i) p->added[i] = store_->inbox_add(p->records[i]);
+        std::vector<store::InboxRecord> fresh;
+        std::vector<std::pair<Pending*, size_t>> where;
+        for (Pending* p : batch) {
+          p->added.assign(p->records.size(), false);
+          for (size_t i = 0; i < p->records.size(); ++i) {
+            const auto& r = p->records[i];
+            if (reader && reader->inbox_has(r.tenant, r.connection, r.message_id)) continue;  // a re-delivery
+            fresh.push_back(r);
+            where.emplace_back(p, i);
           }
-          store_->commit();
-        } catch (...) {
-          store_->rollback();
-          throw;
         }
+        std::vector<bool> ok;
+        if (!fresh.empty()) spool_->add(fresh, &ok);
+        for (size_t k = 0; k < where.size(); ++k)
+          if (ok[k]) {
+            where[k].first->added[where[k].second] = true;
+            ++added;
+          }
       } catch (const std::exception& e) {
         error = e.what();
         spdlog::error("webhooks: storing {} requests failed: {}", batch.size(), error);
@@ -573,24 +598,85 @@ void Engine::ingest_loop() {
       }
     }
     ingest_cv_.notify_all();
+    if (added) {
+      spooled_ += added;
+      move_cv_.notify_all();
+    }
+  }
+}
+
+// Carries spooled webhook records into the inbox, in large batches (one transaction each),
+// then drops them from the spool.
+void Engine::move_loop() {
+  int failures = 0;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(ingest_mu_);
+      move_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return move_stop_ || spooled_.load() > 0; });
+    }
     // The backlog bound is checked against a count refreshed a few times a second.
     int64_t now = util::now_ms();
     if (now - backlog_refreshed_ms_ >= 250) {
       backlog_refreshed_ms_ = now;
-      std::vector<std::string> names;
-      {
-        std::lock_guard<std::mutex> lock(tenants_mu_);
-        for (const auto& [n, _] : tenants_) names.push_back(n);
-      }
       std::map<std::string, int64_t> counts;
       try {
         std::lock_guard<std::mutex> lock(store_mu_);
-        for (const auto& n : names) counts[n] = store_->inbox_backlog(n);
+        for (const auto& n : tenant_names()) counts[n] = store_->inbox_backlog(n);
       } catch (const std::exception&) {
       }
       std::lock_guard<std::mutex> lock(backlog_mu_);
       backlog_ = std::move(counts);
     }
+    std::vector<store::InboxRecord> recs;
+    try {
+      recs = spool_->take(2000);
+    } catch (const std::exception& e) {
+      spdlog::error("webhooks: reading the spool failed: {}", e.what());
+    }
+    bool stop;
+    {
+      std::lock_guard<std::mutex> lock(ingest_mu_);
+      stop = move_stop_;
+    }
+    if (recs.empty()) {
+      spooled_ = 0;
+      if (stop) return;
+      continue;
+    }
+    std::map<std::string, std::pair<std::string, int64_t>> added;  // tenant -> (connection, records)
+    try {
+      {
+        std::lock_guard<std::mutex> lock(store_mu_);
+        store_->begin();
+        try {
+          for (auto& r : recs) {
+            int64_t spool_seq = r.seq;
+            r.seq = 0;
+            if (store_->inbox_add(r)) {
+              auto& a = added[r.tenant];
+              a.first = r.connection;
+              ++a.second;
+            }
+            r.seq = spool_seq;
+          }
+          store_->commit();
+        } catch (...) {
+          store_->rollback();
+          throw;
+        }
+      }
+      spool_->done(recs.back().seq);
+      spooled_ -= static_cast<int64_t>(recs.size());
+      if (spooled_ < 0) spooled_ = 0;
+      failures = 0;
+    } catch (const std::exception& e) {
+      // Still in the spool: tried again (the records are durable there).
+      spdlog::error("webhooks: moving {} records into the inbox failed: {}; retrying", recs.size(), e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 << std::min(++failures, 6))));
+      if (stop && failures > 5) return;
+      continue;
+    }
+    for (const auto& [t, _] : added) notify(t);
   }
 }
 

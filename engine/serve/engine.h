@@ -129,6 +129,7 @@ class Engine {
   struct Tenant;
   struct Pending;
   void ingest_loop();
+  void move_loop();
   void driver_loop(Tenant* t);
   void watch_loop();
   // Builds a runner for `v`; nullptr and *error if a connection or script cannot be used.
@@ -156,6 +157,11 @@ class Engine {
   std::deque<Pending*> ingest_queue_;
   bool ingest_stop_ = false;
   std::thread ingest_;
+  std::unique_ptr<class Spool> spool_;
+  std::thread mover_;
+  std::condition_variable move_cv_;
+  bool move_stop_ = false;
+  std::atomic<int64_t> spooled_{0};
   std::mutex backlog_mu_;
   std::map<std::string, int64_t> backlog_;
   int64_t backlog_refreshed_ms_ = 0;

@@ -277,6 +277,14 @@ class SqliteStore final : public Store {
     q.exec();
   }
 
+  bool inbox_has(const std::string& tenant, const std::string& connection, const std::string& message_id) override {
+    auto q = stmt("SELECT 1 FROM inbox WHERE tenant = ? AND connection = ? AND message_id = ?");
+    q.bind(1, tenant);
+    q.bind(2, connection);
+    q.bind(3, message_id);
+    return q.executeStep();
+  }
+
   int64_t inbox_backlog(const std::string& tenant) override {
     auto q = stmt("SELECT count(*) FROM inbox WHERE done = 0 AND (?1 = '' OR tenant = ?1)");
     q.bind(1, tenant);

@@ -147,6 +147,8 @@ class Store {
   // `after_seq` (records already taken but not yet done).
   virtual std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant = "", int64_t after_seq = 0) = 0;
   virtual void inbox_done(int64_t seq) = 0;
+  // Whether this tenant + connection + message id is in the inbox (done or not).
+  virtual bool inbox_has(const std::string& tenant, const std::string& connection, const std::string& message_id) = 0;
   // Records not yet done (of one tenant, if given).
   virtual int64_t inbox_backlog(const std::string& tenant = "") = 0;
   // Drops up to `limit` done inbox records received before `older_than_ms` that no outbox

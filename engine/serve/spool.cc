@@ -1,0 +1,101 @@
+#include "engine/serve/spool.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <mutex>
+
+namespace weft::serve {
+
+struct Spool::Impl {
+  std::mutex mu;
+  SQLite::Database db;
+  SQLite::Statement insert, select, remove, count;
+  explicit Impl(const std::string& path)
+      : db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_FULLMUTEX),
+        insert(init(db), "INSERT OR IGNORE INTO spool (tenant, connection, message_id, entity, correlation_id, payload, "
+                         "received_ms) VALUES (?,?,?,?,?,?,?)"),
+        select(db, "SELECT id, tenant, connection, message_id, entity, correlation_id, payload, received_ms FROM spool "
+                   "ORDER BY id LIMIT ?"),
+        remove(db, "DELETE FROM spool WHERE id <= ?"),
+        count(db, "SELECT count(*) FROM spool") {}
+  static SQLite::Database& init(SQLite::Database& db) {
+    db.exec("PRAGMA journal_mode=WAL");
+    db.exec("PRAGMA synchronous=NORMAL");
+    db.setBusyTimeout(5000);
+    db.exec(
+        "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, "
+        "connection TEXT NOT NULL, message_id TEXT NOT NULL, entity TEXT NOT NULL, correlation_id TEXT NOT NULL, "
+        "payload TEXT NOT NULL, received_ms INTEGER NOT NULL, UNIQUE (tenant, connection, message_id))");
+    return db;
+  }
+};
+
+Spool::Spool(const std::string& path) {
+  try {
+    impl_ = std::make_unique<Impl>(path);
+  } catch (const std::exception& e) {
+    throw store::StoreError(path + ": " + e.what());
+  }
+}
+
+Spool::~Spool() = default;
+
+void Spool::add(std::vector<store::InboxRecord>& records, std::vector<bool>* added) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  added->assign(records.size(), false);
+  SQLite::Transaction t(impl_->db);
+  auto& q = impl_->insert;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    q.reset();
+    q.bind(1, r.tenant);
+    q.bind(2, r.connection);
+    q.bind(3, r.message_id);
+    q.bind(4, r.entity);
+    q.bind(5, r.correlation_id);
+    q.bind(6, r.payload);
+    q.bind(7, r.received_ms);
+    (*added)[i] = q.exec() > 0;
+  }
+  t.commit();
+}
+
+std::vector<store::InboxRecord> Spool::take(size_t limit) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto& q = impl_->select;
+  q.reset();
+  q.bind(1, static_cast<int64_t>(limit));
+  std::vector<store::InboxRecord> out;
+  while (q.executeStep()) {
+    store::InboxRecord r;
+    r.seq = q.getColumn(0).getInt64();
+    r.tenant = q.getColumn(1).getString();
+    r.connection = q.getColumn(2).getString();
+    r.message_id = q.getColumn(3).getString();
+    r.entity = q.getColumn(4).getString();
+    r.correlation_id = q.getColumn(5).getString();
+    r.payload = q.getColumn(6).getString();
+    r.received_ms = q.getColumn(7).getInt64();
+    out.push_back(std::move(r));
+  }
+  q.reset();
+  return out;
+}
+
+void Spool::done(int64_t seq) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->remove.reset();
+  impl_->remove.bind(1, seq);
+  impl_->remove.exec();
+}
+
+int64_t Spool::size() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->count.reset();
+  impl_->count.executeStep();
+  int64_t n = impl_->count.getColumn(0).getInt64();
+  impl_->count.reset();
+  return n;
+}
+
+}  // namespace weft::serve
