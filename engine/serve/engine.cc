@@ -676,6 +676,10 @@ void Engine::move_loop() {
       if (stop && failures > 5) return;
       continue;
     }
+    {
+      std::lock_guard<std::mutex> lock(backlog_mu_);
+      for (const auto& [t, a] : added) backlog_[t] += a.second;  // until the next count
+    }
     for (const auto& [t, _] : added) notify(t);
   }
 }

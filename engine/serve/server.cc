@@ -116,6 +116,24 @@ struct Server::Impl {
     };
   }
 
+  // At most one log line per second per key (a flood of bad requests must not flood the log);
+  // *suppressed: how many were left out since the last line.
+  bool throttle(const std::string& key, int* suppressed) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    auto& [last, count] = log_seen[key];
+    int64_t now = util::now_ms();
+    if (now - last < 1000) {
+      ++count;
+      return false;
+    }
+    *suppressed = count;
+    last = now;
+    count = 0;
+    return true;
+  }
+  std::mutex log_mu;
+  std::map<std::string, std::pair<int64_t, int>> log_seen;
+
   bool authorized(const httplib::Request& req) const {
     std::string h = req.get_header_value("Authorization");
     if (h.size() < 7 || strncasecmp(h.c_str(), "Bearer ", 7) != 0) return false;
@@ -146,9 +164,10 @@ struct Server::Impl {
                            {{"tenant", call.tenant}, {"connection", call.connection}, {"status", std::to_string(a.status)}},
                            1, "Webhook requests by answer");
       if (a.status != 202) {
-        if (a.status != 401 && a.status != 404)
-          spdlog::warn("webhook {}/{}: {} {}: {} [correlation {}]", call.tenant, call.connection, a.status, a.code,
-                       a.message, cid);
+        if (int more = 0; throttle(call.tenant + "/" + a.code, &more))
+          spdlog::warn("tenant {}: webhook {}: {} {}: {}{} [correlation {}]", call.tenant, call.connection, a.status,
+                       a.code, a.message, more ? " (and " + std::to_string(more) + " more like it in the last second)" : "",
+                       cid);
         send_error(res, a.status, a.code, a.message, cid, a.retry_after_s);
         return;
       }

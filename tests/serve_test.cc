@@ -1,0 +1,285 @@
+// weft serve end to end: the real binary on 127.0.0.1 with the fake APIs. Webhooks to
+// Omnisend with the correlation id traced, every bad input refused with nothing stored,
+// authentication, the admin API's token, and a graceful stop under load losing nothing.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+
+#include "engine/store/store.h"
+#include "engine/util/time.h"
+#include "tests/serve_util.h"
+
+using namespace weft::testing;
+namespace json = boost::json;
+
+namespace {
+
+std::string message(int i, int64_t version = 1, const std::string& msg_id = "") {
+  return json::serialize(
+      customer_created(serve_customer(i, version), msg_id.empty() ? "msg-" + std::to_string(i) + "-" + std::to_string(version) : msg_id));
+}
+
+}  // namespace
+
+TEST_CASE("serve: a webhook reaches Omnisend, and its correlation id traces it", "[serve]") {
+  ServeWorld w;
+  w.start();
+  auto r = w.post_webhook(message(1), {{"X-Correlation-ID", "order-flow-123"}});
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == 202);
+  CHECK(r->get_header_value("X-Correlation-ID") == "order-flow-123");
+  json::value body = json::parse(r->body);
+  CHECK(body.at("accepted").as_array().size() == 1);
+  CHECK(body.at("accepted").at(0) == "msg-1-1");
+
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email("c1@x.se").has_value(); }));
+  // The trace shows the record's path in order, ending with the delivery.
+  json::value trace;
+  REQUIRE(ServeWorld::wait_for([&] {
+    trace = w.admin_json("/api/trace/order-flow-123");
+    auto* ev = trace.as_object().if_contains("events");
+    return ev && !ev->as_array().empty() && ev->as_array().back().at("stage") == "delivered";
+  }));
+  auto& events = trace.at("events").as_array();
+  CHECK(events.front().at("stage") == "planned");
+  CHECK(events.front().at("key") == serve_customer(1).at("id"));
+
+  // A W3C traceparent is adopted: its trace id becomes the correlation id.
+  std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  r = w.post_webhook(message(2), {{"traceparent", tp}});
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  CHECK(r->get_header_value("X-Correlation-ID") == "4bf92f3577b34da6a3ce929d0e0e4736");
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email("c2@x.se").has_value(); }));
+  REQUIRE(ServeWorld::wait_for([&] {
+    auto t = w.admin_get("/api/trace/4bf92f3577b34da6a3ce929d0e0e4736");
+    return t && t->status == 200 && t->body.find("delivered") != std::string::npos;
+  }));
+
+  // The same message again is accepted and ignored.
+  r = w.post_webhook(message(1));
+  REQUIRE(r);
+  CHECK(r->status == 202);
+  body = json::parse(r->body);
+  CHECK(body.at("accepted").as_array().empty());
+  CHECK(body.at("duplicates").at(0) == "msg-1-1");
+
+  // A batch: two messages in one request.
+  std::string batch = "[" + message(3) + "," + message(4) + "]";
+  r = w.post_webhook(batch);
+  REQUIRE(r);
+  CHECK(r->status == 202);
+  CHECK(json::parse(r->body).at("accepted").as_array().size() == 2);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email("c4@x.se").has_value(); }));
+  CHECK(w.om.contact_count() == 4);
+  CHECK(w.stop() == 0);
+}
+
+TEST_CASE("serve: bad webhooks get a clear 4xx and store nothing", "[serve]") {
+  ServeWorld w("", R"({ "hmac_secret": "${SERVE_T_HOOK_SECRET}", "max_body_bytes": 20000 })");
+  w.start();
+  struct Case {
+    std::string name, body, path, content_type;
+    httplib::Headers headers;
+    int status;
+    std::string code;
+  };
+  std::string good = message(1);
+  std::string deep(5000, '[');
+  deep += std::string(5000, ']');
+  std::string big = "{\"pad\":\"" + std::string(30000, 'x') + "\"}";
+  std::string bad_utf8 = good;
+  bad_utf8.replace(bad_utf8.find("Anna"), 4, "\xc3\x28nn");
+  std::vector<Case> cases = {
+      {"malformed JSON", "{\"notificationType\": ", "/webhooks/acme/ct", "application/json", {}, 400, "malformed_json"},
+      {"wrong content type", good, "/webhooks/acme/ct", "text/plain", {}, 415, "unsupported_media_type"},
+      {"unknown tenant", good, "/webhooks/nobody/ct", "application/json", {}, 404, "unknown_tenant"},
+      {"unknown connection", good, "/webhooks/acme/nope", "application/json", {}, 404, "unknown_connection"},
+      {"a connection without webhooks", good, "/webhooks/acme/omnisend", "application/json", {}, 404, "unknown_connection"},
+      {"oversize body", big, "/webhooks/acme/ct", "application/json", {}, 413, "payload_too_large"},
+      {"deeply nested", deep, "/webhooks/acme/ct", "application/json", {}, 400, "too_deep"},
+      {"invalid UTF-8", bad_utf8, "/webhooks/acme/ct", "application/json", {}, 400, "invalid_utf8"},
+      {"not a notification", "{\"hello\":1}", "/webhooks/acme/ct", "application/json", {}, 400, "not_a_notification"},
+      {"forged signature", good, "/webhooks/acme/ct", "application/json",
+       {{"X-Weft-Signature", weft::http::hmac_sha256_hex("wrong-secret", good)}}, 401, "unauthorized"},
+      {"missing signature", good, "/webhooks/acme/ct", "application/json", {{"X-Weft-Signature", ""}}, 401, "unauthorized"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    auto r = w.post_webhook(c.body, c.headers, c.path, c.content_type);
+    REQUIRE(r);
+    INFO(r->body);
+    CHECK(r->status == c.status);
+    json::value e = json::parse(r->body);
+    CHECK(e.at("error").at("code").as_string() == c.code);
+    CHECK(!e.at("error").at("message").as_string().empty());
+    CHECK(e.at("error").at("correlationId").as_string() == r->get_header_value("X-Correlation-ID"));
+    if (c.status == 401) CHECK(e.at("error").at("message") == "the request could not be authenticated");
+  }
+  CHECK(w.metric("weft_records_received_total") == 0);
+  CHECK(w.stop() == 0);
+  // Nothing reached the inbox or the spool.
+  auto s = weft::store::open_sqlite(w.db());
+  CHECK(s->inbox_next(10, "", 0).empty());
+  CHECK(s->inbox_backlog("") == 0);
+  CHECK(w.om.contact_count() == 0);
+}
+
+TEST_CASE("serve: the admin API needs its token; /healthz does not", "[serve]") {
+  ServeWorld w;
+  w.start();
+  auto h = w.admin_get("/healthz", false);
+  REQUIRE(h);
+  CHECK(h->status == 200);
+  for (const char* path : {"/readyz", "/metrics", "/api/tenants", "/api/tenants/acme", "/api/trace/x",
+                           "/api/tenants/acme/parked", "/api/tenants/acme/conflicts"}) {
+    INFO(path);
+    auto r = w.admin_get(path, false);
+    REQUIRE(r);
+    CHECK(r->status == 401);
+    CHECK(json::parse(r->body).at("error").at("code") == "unauthorized");
+    auto c = w.client();
+    r = c.Get(path, {{"Authorization", "Bearer not-the-token"}});
+    REQUIRE(r);
+    CHECK(r->status == 401);
+  }
+  for (const char* path : {"/api/reload", "/api/tenants/acme/flows/customers/jobs/pull", "/api/tenants/acme/replay"}) {
+    INFO(path);
+    auto r = w.admin_post(path, "{}", false);
+    REQUIRE(r);
+    CHECK(r->status == 401);
+  }
+  auto ready = w.admin_get("/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 200);
+  json::value tenants = w.admin_json("/api/tenants");
+  REQUIRE(tenants.at("tenants").as_array().size() == 1);
+  CHECK(tenants.at("tenants").at(0).at("state") == "running");
+  auto missing = w.admin_get("/api/tenants/nobody");
+  REQUIRE(missing);
+  CHECK(missing->status == 404);
+  CHECK(json::parse(missing->body).at("error").at("code") == "unknown_tenant");
+  // The admin API's dry-run answers as `weft dry-run` does.
+  auto c = w.client();
+  auto dry = c.Post("/api/tenants/acme/flows/customers/dry-run",
+                    {{"Authorization", std::string("Bearer ") + kServeAdminToken}},
+                    json::serialize(serve_customer(7)), "application/json");
+  REQUIRE(dry);
+  INFO(dry->body);
+  REQUIRE(dry->status == 200);
+  json::value d = json::parse(dry->body);
+  CHECK(d.at("records").at(0).at("status") == "ok");
+  CHECK(d.at("records").at(0).at("plan").at("status") == "planned");
+  CHECK(dry->body.find(kServeOmniKey) == std::string::npos);
+  CHECK(w.stop() == 0);
+  // Secrets never reach the log.
+  std::string log = slurp(w.log_path);
+  CHECK(log.find(kServeOmniKey) == std::string::npos);
+  CHECK(log.find(kServeHookSecret) == std::string::npos);
+  CHECK(log.find(kServeAdminToken) == std::string::npos);
+}
+
+TEST_CASE("serve: over capacity, webhooks get 503 with Retry-After", "[serve]") {
+  // A mapping that takes a while per record, and a backlog bound of 5.
+  std::string slow = R"(local inner = require("acme_customers_inner")
+local M = {}
+for k, v in pairs(inner) do M[k] = v end
+function M.map(rec, ctx)
+  local x = 0
+  for i = 1, 20000000 do x = x + i % 7 end
+  if x < 0 then error("never") end
+  return inner.map(rec, ctx)
+end
+return M
+)";
+  ServeWorld w;
+  w.dir.write("lib/acme_customers_inner.lua", slurp(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua"));
+  w.dir.write("acme/customers.lua", slow);
+  w.start({"--max-backlog", "5"});
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 60; ++i) {
+    auto r = w.post_webhook(message(i));
+    REQUIRE(r);
+    if (r->status == 202) {
+      ++accepted;
+    } else {
+      INFO(r->body);
+      REQUIRE(r->status == 503);
+      CHECK(json::parse(r->body).at("error").at("code") == "over_capacity");
+      CHECK(!r->get_header_value("Retry-After").empty());
+      ++refused;
+    }
+  }
+  INFO(slurp(w.log_path));
+  CHECK(accepted >= 5);
+  CHECK(refused > 0);
+  // What was accepted is delivered.
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == static_cast<size_t>(accepted); }, 60000));
+  CHECK(w.stop() == 0);
+}
+
+TEST_CASE("serve: SIGTERM under load stops in time and loses nothing acknowledged", "[serve]") {
+  ServeWorld w;
+  w.start();
+  std::atomic<bool> go{true};
+  std::mutex mu;
+  std::set<int> acked;
+  std::vector<std::thread> senders;
+  std::atomic<int> next{0};
+  for (int t = 0; t < 4; ++t)
+    senders.emplace_back([&] {
+      while (go) {
+        int i = next++;
+        auto r = w.post_webhook(message(i));
+        if (r && r->status == 202) {
+          std::lock_guard<std::mutex> lock(mu);
+          acked.insert(i);
+        }
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  int64_t t0 = weft::util::now_ms();
+  int code = w.stop(20000);
+  int64_t took = weft::util::now_ms() - t0;
+  go = false;
+  for (auto& s : senders) s.join();
+  CHECK(code == 0);
+  CHECK(took < 15000);
+  REQUIRE(acked.size() > 50);
+  // Restarted, it finishes what was left; every acknowledged record reaches Omnisend.
+  w.start();
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() >= acked.size(); }, 60000));
+  for (int i : acked) {
+    INFO(i);
+    CHECK(w.om.contact_by_email("c" + std::to_string(i) + "@x.se").has_value());
+  }
+  CHECK(w.om.order_violations() == 0);
+  CHECK(w.stop() == 0);
+}
+
+TEST_CASE("serve: --log-format json writes one JSON object per line", "[serve]") {
+  ServeWorld w;
+  w.start({"--log-format", "json"});
+  auto r = w.post_webhook(message(1), {{"X-Weft-Signature", "forged"}});
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  CHECK(w.stop() == 0);
+  std::istringstream in(slurp(w.log_path));
+  std::string line;
+  int lines = 0;
+  bool tenant_field = false;
+  while (std::getline(in, line)) {
+    INFO(line);
+    json::value v = json::parse(line);
+    CHECK(v.as_object().contains("at"));
+    CHECK(v.as_object().contains("level"));
+    CHECK(v.as_object().contains("msg"));
+    if (v.as_object().contains("tenant")) tenant_field = true;
+    ++lines;
+  }
+  CHECK(lines >= 3);
+  CHECK(tenant_field);
+}
