@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <set>
 
+#include "connectors/commercetools/notifications.h"
 #include "connectors/registry.h"
 #include "engine/serve/jobs.h"
 #include "engine/serve/spool.h"
@@ -321,7 +322,11 @@ json::object Engine::reload_one(const std::string& name, const std::string& trig
   }
   report["version"] = v->version;
   if (before && before->version == v->version) {
+    // Recorded too: after a refused reload, the file put back as it was is a good reload
+    // (the tenant must stop reporting the refusal).
     report["result"] = "unchanged";
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->last_reload = report;
     return report;
   }
   std::string error;
@@ -730,6 +735,19 @@ int64_t Engine::replay(const std::string& tenant, const std::vector<int64_t>& id
         r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
         r.correlation_id = p.correlation_id;
         r.payload = p.source;
+        // A record that came by webhook is parked as received: a commercetools notification.
+        // An inbox record with a flow is taken as the record itself, so the notification is
+        // opened here (one that does not carry the resource goes without a flow, for the
+        // pipeline to fetch it, as a webhook's record would).
+        if (!r.flow.empty()) {
+          const json::object* conn = connection_of(*v, r.connection);
+          if (conn && str_of(*conn, "system") == "commercetools") {
+            using connectors::commercetools::Notification;
+            Notification n = connectors::commercetools::parse_notification(p.source);
+            if (n.kind == Notification::Kind::resource && n.what != "resource") r.payload = std::move(n.payload);
+            else if (n.kind == Notification::Kind::fetch) r.flow.clear();
+          }
+        }
         s.inbox_add(r);
         s.mark_replayed(p.id);
         s.audit({p.correlation_id, tenant, p.flow, p.record_key, "replay",

@@ -258,6 +258,10 @@ void Scheduler::reap() {
 }
 
 void Scheduler::loop() {
+  // A slot that fell before this moment was missed while weft was down: its one catch-up run
+  // says so ("start"), however long ago the slot was (an interval's latest slot can be just
+  // before now).
+  const int64_t started = util::now_ms();
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     reap();
@@ -296,7 +300,7 @@ void Scheduler::loop() {
           sched::Due d = sched::due(*sch, last_slot_[key], now);
           if (d.run_now && !runs_.count(key)) {
             std::string why;
-            bool missed = last_slot_[key] != 0 && now - d.slot_ms > 60000;
+            bool missed = last_slot_[key] != 0 && d.slot_ms != 0 && d.slot_ms < started;
             if (launch(t, fname, job, missed ? "start" : "schedule", d.slot_ms ? d.slot_ms : now, &why, nullptr))
               last_slot_[key] = d.slot_ms ? d.slot_ms : now;
             d = sched::due(*sch, last_slot_[key], now);
