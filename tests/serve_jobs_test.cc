@@ -586,3 +586,56 @@ TEST_CASE("serve: admin API: a dead letter is listed and inspected and replayed 
   CHECK(json::parse(res->body).at("error").at("code") == "bad_request");
   CHECK(w.stop() == 0);
 }
+
+TEST_CASE("serve: without the watcher, SIGHUP and POST /api/reload swap in a changed script", "[serve]") {
+  ServeWorld w;
+  w.start({"--no-watch"});
+  const std::string v0 = script_version(w);
+  REQUIRE(!v0.empty());
+  auto r = w.post_webhook(message(1), {{"X-Correlation-ID", "hup-1"}});
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return stamped_version(w, "hup-1") == v0; }));
+
+  // Not watched: a change waits for a signal.
+  w.dir.write("acme/customers.lua", tagged_script("hup"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  CHECK(script_version(w) == v0);
+  w.signal(SIGHUP);
+  std::string v1;
+  REQUIRE(ServeWorld::wait_for([&] { return (v1 = script_version(w)) != v0; }));
+  auto report = tenant(w).at("last_reload").as_object();
+  CHECK(str(report, "trigger") == "signal");
+  CHECK(str(report, "result") == "loaded");
+  r = w.post_webhook(message(2), {{"X-Correlation-ID", "hup-2"}});
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return !stamped_version(w, "hup-2").empty(); }));
+  CHECK(stamped_version(w, "hup-2") == v1);
+
+  w.dir.write("acme/customers.lua", tagged_script("api"));
+  auto api = w.admin_post("/api/reload?tenant=acme", "");
+  REQUIRE(api);
+  INFO(api->body);
+  CHECK(api->status == 200);
+  json::value rep = json::parse(api->body);
+  CHECK(rep.at("result") == "loaded");
+  CHECK(rep.at("previous").as_string() == v1);
+  std::string v2(rep.at("version").as_string());
+  CHECK(v2 != v1);
+  REQUIRE(ServeWorld::wait_for([&] { return script_version(w) == v2; }));
+  r = w.post_webhook(message(3), {{"X-Correlation-ID", "hup-3"}});
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email(email(3)).has_value(); }));
+  CHECK(stamped_version(w, "hup-3") == v2);
+  CHECK(has_tag(*w.om.contact_by_email(email(3)), "reload:api"));
+  CHECK(has_tag(*w.om.contact_by_email(email(2)), "reload:hup"));
+  CHECK(!has_tag(*w.om.contact_by_email(email(1)), "reload:hup"));
+  // Every tenant at once: nothing changed.
+  auto all = w.admin_post("/api/reload", "");
+  REQUIRE(all);
+  CHECK(all->status == 200);
+  CHECK(json::parse(all->body).at("acme").at("result") == "unchanged");
+  CHECK(w.stop() == 0);
+}
