@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -66,6 +67,8 @@ std::string str_of(const json::object& o, const char* key) {
   return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 }  // namespace
+
+void lower_priority() { (void)!setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 5); }
 
 Engine::Engine(Options o) : opts_(std::move(o)), registry_(opts_.workspace) {
   db_ = opts_.db.empty() ? (fs::path(opts_.workspace) / ".weft" / "weft.db").string() : opts_.db;
@@ -352,6 +355,9 @@ json::object Engine::reload_one(const std::string& name, const std::string& trig
 // between batches (batches the old version prepared but did not commit are dropped, and
 // their records, still in the inbox, are mapped again by the new one).
 void Engine::driver_loop(Tenant* t) {
+  // Pipeline work yields to acknowledging webhooks when the cores are busy: the mapping and
+  // delivery threads this one starts inherit the lower priority (Linux: nice is per thread).
+  lower_priority();
   std::shared_ptr<pipeline::Runner> runner;
   int failures = 0;
   while (true) {

@@ -314,6 +314,7 @@ void Scheduler::loop() {
 }
 
 void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, std::string trigger, int64_t slot_ms) {
+  lower_priority();
   json::object counts;
   std::string status = "ok", error;
   const std::string& t = run->tenant;
