@@ -344,17 +344,21 @@ bool parse_webhook(std::string_view system, std::string_view content_type, std::
   json::monotonic_resource arena(arena_buf, sizeof arena_buf);
   parser.reset(&arena);
   boost::system::error_code ec;
-  size_t consumed = parser.write(body.data(), body.size(), ec);
-  if (!ec) {
-    consumed = body.size();
-    parser.finish(ec);
-  }
-  if (ec) {
+  size_t consumed = 0;
+  json::value root(&arena);  // same storage as what release() gives: moved, not copied
+  try {
+    consumed = parser.write(body.data(), body.size(), ec);
+    if (!ec) {
+      consumed = body.size();
+      parser.finish(ec);
+    }
+    if (!ec) root = parser.release();
+    parser.reset();  // drop its pointer to this frame's arena (also after an error)
+  } catch (...) {    // std::bad_alloc: the same, then let the caller answer 500
     parser.reset();
-    return fail(err, 400, "malformed_json", syntax_error(body, consumed, ec));
+    throw;
   }
-  json::value root = parser.release();
-  parser.reset();  // drop its pointer to this frame's arena
+  if (ec) return fail(err, 400, "malformed_json", syntax_error(body, consumed, ec));
 
   std::vector<WebhookMessage> msgs;
   if (root.is_object()) {

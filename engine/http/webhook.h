@@ -53,7 +53,7 @@ struct WebhookError {
 // "commercetools" is supported: anything else is 400 unsupported_system); `content_type`
 // the request's Content-Type header. On success appends one WebhookMessage per message to
 // *out (in body order) and returns true; on failure leaves *out as it was, fills *err and
-// returns false.
+// returns false. Throws only std::bad_alloc.
 bool parse_webhook(std::string_view system, std::string_view content_type, std::string_view body,
                    const WebhookLimits& limits, std::vector<WebhookMessage>* out, WebhookError* err);
 
