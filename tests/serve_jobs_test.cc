@@ -362,7 +362,7 @@ TEST_CASE("serve: a backfill resumes from its checkpoint after SIGKILL", "[serve
           }
         return false;
       },
-      40000));
+      120000));  // generous: ctest runs other heavy tests beside this one
   INFO(json::serialize(resumed));
   CHECK(resumed.at("status") == "ok");
   // It went on from the checkpoint rather than from the beginning.

@@ -296,31 +296,9 @@ int run_replay(const ReplayOptions& o) {
   {
     std::lock_guard<std::mutex> lock(store_mu);
     store->begin();
-    for (const auto& p : items) {
-      if (p.replayed_ms) continue;
-      store::InboxRecord r;
-      r.tenant = o.tenant;
-      if (p.flow.empty()) {  // refused on arrival, before any flow took it: as received
-        json::value d = json::parse(p.detail);
-        r.connection = json::value_to<std::string>(d.at("connection"));
-        r.entity = json::value_to<std::string>(d.at("entity"));
-      } else if (const ws::Flow* f = version->flow(p.flow)) {
-        r.connection = f->source_connection;
-        r.entity = f->source_entity;
-        r.flow = p.flow;
-      } else {
-        std::fprintf(stderr, "warning: parked record %lld is for flow %s, which no longer exists; left as it is\n",
-                     static_cast<long long>(p.id), p.flow.c_str());
-        continue;
-      }
-      r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
-      r.correlation_id = p.correlation_id;
-      r.payload = p.source;
-      store->inbox_add(r);
-      store->mark_replayed(p.id);
-      store->audit({p.correlation_id, o.tenant, p.flow, p.record_key, "replay",
-                    "replaying " + p.kind + " " + std::to_string(p.id) + " with script " + version->version, 0});
-    }
+    std::vector<std::string> skipped;
+    pipeline::requeue_parked(*store, *version, items, "weft replay", &skipped);
+    for (const auto& w : skipped) std::fprintf(stderr, "warning: %s\n", w.c_str());
     store->commit();
   }
   std::signal(SIGINT, on_signal);

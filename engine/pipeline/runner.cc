@@ -200,6 +200,54 @@ int64_t pull_flow(const workspace::TenantVersion& tenant, const std::string& flo
   return total;
 }
 
+int64_t requeue_parked(store::Store& s, const workspace::TenantVersion& v, const std::vector<store::Parked>& items,
+                       const std::string& via, std::vector<std::string>* skipped) {
+  int64_t n = 0;
+  const std::string& tenant = v.tenant;
+  for (const auto& p : items) {
+    if (p.replayed_ms) continue;
+    store::InboxRecord r;
+    r.tenant = tenant;
+    if (p.flow.empty()) {  // refused on arrival, before any flow took it: as received
+      json::value d = json::parse(p.detail);
+      r.connection = json::value_to<std::string>(d.at("connection"));
+      r.entity = json::value_to<std::string>(d.at("entity"));
+    } else if (const workspace::Flow* f = v.flow(p.flow)) {
+      r.connection = f->source_connection;
+      r.entity = f->source_entity;
+      r.flow = p.flow;
+    } else {
+      if (skipped) skipped->push_back("parked record " + std::to_string(p.id) + " is for flow " + p.flow +
+                                      ", which no longer exists; left as it is");
+      continue;
+    }
+    r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
+    r.correlation_id = p.correlation_id;
+    r.payload = p.source;
+    // A record that came by webhook is parked as received: a commercetools notification.
+    // An inbox record with a flow is taken as the record itself, so the notification is
+    // opened here (one that does not carry the resource goes without a flow, for the
+    // pipeline to fetch it, as a webhook's record would).
+    if (!r.flow.empty()) {
+      auto* conns = v.config.if_contains("connections");
+      auto* conn = conns && conns->is_object() ? conns->as_object().if_contains(r.connection) : nullptr;
+      auto* system = conn && conn->is_object() ? conn->as_object().if_contains("system") : nullptr;
+      if (system && *system == "commercetools") {
+        using connectors::commercetools::Notification;
+        Notification note = connectors::commercetools::parse_notification(p.source);
+        if (note.kind == Notification::Kind::resource && note.what != "resource") r.payload = std::move(note.payload);
+        else if (note.kind == Notification::Kind::fetch) r.flow.clear();
+      }
+    }
+    s.inbox_add(r);
+    s.mark_replayed(p.id);
+    s.audit({p.correlation_id, tenant, p.flow, p.record_key, "replay",
+             "replaying " + p.kind + " " + std::to_string(p.id) + " with script " + v.version + " (" + via + ")", 0});
+    ++n;
+  }
+  return n;
+}
+
 std::vector<store::InboxRecord> Runner::read_inbox(store::Store* reader, int64_t after, size_t limit) {
   if (reader) return reader->inbox_next(limit, tenant_->tenant, after);
   std::lock_guard<std::mutex> lock(store_mu_);

@@ -47,6 +47,14 @@ int64_t pull_flow(const workspace::TenantVersion& tenant, const std::string& flo
                   std::mutex& store_mu, workspace::Secrets& secrets, const PullSpec& spec,
                   const std::atomic<bool>& stop, const std::function<void(int64_t)>& on_page);
 
+// Puts parked records (dead letters, rejections) back into the inbox as replays, so they go
+// through the tenant's current script version; marks them replayed and audits it, in the
+// caller's transaction. Records already replayed, or of a flow that no longer exists (named
+// in *skipped), are left as they are. `via` says who asked ("weft replay", "admin API").
+int64_t requeue_parked(store::Store& store, const workspace::TenantVersion& version,
+                       const std::vector<store::Parked>& items, const std::string& via,
+                       std::vector<std::string>* skipped = nullptr);
+
 class Runner {
  public:
   // `flows`: the flows to run (empty: every enabled flow). Throws connectors::ConfigError

@@ -68,7 +68,7 @@ std::string str_of(const json::object& o, const char* key) {
 }
 }  // namespace
 
-void lower_priority() { (void)!setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 5); }
+void lower_priority() { (void)!setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 3); }
 
 Engine::Engine(Options o) : opts_(std::move(o)), registry_(opts_.workspace) {
   db_ = opts_.db.empty() ? (fs::path(opts_.workspace) / ".weft" / "weft.db").string() : opts_.db;
@@ -723,43 +723,7 @@ int64_t Engine::replay(const std::string& tenant, const std::vector<int64_t>& id
     }
     s.begin();
     try {
-      for (const auto& p : items) {
-        if (p.replayed_ms) continue;
-        store::InboxRecord r;
-        r.tenant = tenant;
-        if (p.flow.empty()) {
-          json::value d = json::parse(p.detail);
-          r.connection = json::value_to<std::string>(d.at("connection"));
-          r.entity = json::value_to<std::string>(d.at("entity"));
-        } else if (const ws::Flow* f = v->flow(p.flow)) {
-          r.connection = f->source_connection;
-          r.entity = f->source_entity;
-          r.flow = p.flow;
-        } else {
-          continue;
-        }
-        r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
-        r.correlation_id = p.correlation_id;
-        r.payload = p.source;
-        // A record that came by webhook is parked as received: a commercetools notification.
-        // An inbox record with a flow is taken as the record itself, so the notification is
-        // opened here (one that does not carry the resource goes without a flow, for the
-        // pipeline to fetch it, as a webhook's record would).
-        if (!r.flow.empty()) {
-          const json::object* conn = connection_of(*v, r.connection);
-          if (conn && str_of(*conn, "system") == "commercetools") {
-            using connectors::commercetools::Notification;
-            Notification n = connectors::commercetools::parse_notification(p.source);
-            if (n.kind == Notification::Kind::resource && n.what != "resource") r.payload = std::move(n.payload);
-            else if (n.kind == Notification::Kind::fetch) r.flow.clear();
-          }
-        }
-        s.inbox_add(r);
-        s.mark_replayed(p.id);
-        s.audit({p.correlation_id, tenant, p.flow, p.record_key, "replay",
-                 "replaying " + p.kind + " " + std::to_string(p.id) + " with script " + v->version + " (admin API)", 0});
-        ++n;
-      }
+      n = pipeline::requeue_parked(s, *v, items, "admin API");
       s.commit();
     } catch (...) {
       s.rollback();
