@@ -283,3 +283,64 @@ TEST_CASE("serve: --log-format json writes one JSON object per line", "[serve]")
   CHECK(lines >= 3);
   CHECK(tenant_field);
 }
+
+TEST_CASE("serve: a flagged conflict is listed and resolved for the source through the admin API", "[serve]") {
+  std::string script = slurp(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua");
+  auto at = script.find("M.owners = {");
+  REQUIRE(at != std::string::npos);
+  script.replace(at, 12, "M.owners = { firstName = \"flag\",");
+  ServeWorld w("", R"({ "hmac_secret": "${SERVE_T_HOOK_SECRET}" })", script);
+  w.start();
+  auto send = [&](int64_t version, const std::string& first, const std::string& last) {
+    json::object c = serve_customer(1, version);
+    c["firstName"] = first;
+    c["lastName"] = last;
+    auto r = w.post_webhook(json::serialize(customer_created(c, "m-" + std::to_string(version), version)));
+    REQUIRE(r);
+    REQUIRE(r->status == 202);
+  };
+  auto first_name = [&] {
+    auto c = w.om.contact_by_email("c1@x.se");
+    return c ? std::string(c->at("firstName").as_string()) : std::string();
+  };
+  send(1, "Anna", "Svensson");
+  REQUIRE(ServeWorld::wait_for([&] { return first_name() == "Anna"; }));
+  // Someone renames the contact in Omnisend; weft learns it from the answer to its next write.
+  REQUIRE(w.om.update_contact("c1@x.se", [](json::object& c) { c["firstName"] = "Bob"; }));
+  send(2, "Anna", "Berg");
+  REQUIRE(ServeWorld::wait_for([&] {
+    auto c = w.om.contact_by_email("c1@x.se");
+    return c && c->at("lastName") == "Berg";
+  }));
+  CHECK(first_name() == "Bob");
+  // Now the source renames too: both sides changed since the last sync -> a conflict.
+  send(3, "Carl", "Berg");
+  json::array conflicts;
+  REQUIRE(ServeWorld::wait_for([&] {
+    conflicts = w.admin_json("/api/tenants/acme/conflicts").at("conflicts").as_array();
+    return !conflicts.empty();
+  }));
+  REQUIRE(conflicts.size() == 1);
+  CHECK(conflicts[0].at("field") == "firstName");
+  CHECK(conflicts[0].at("detail").at("source") == "Carl");
+  CHECK(conflicts[0].at("detail").at("destination") == "Bob");
+  CHECK(first_name() == "Bob");  // not written while in conflict
+  int64_t id = conflicts[0].at("id").to_number<int64_t>();
+
+  auto bad = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"both"})");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  auto r = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"source"})");
+  REQUIRE(r);
+  INFO(r->body);
+  CHECK(r->status == 200);
+  REQUIRE(ServeWorld::wait_for([&] { return first_name() == "Carl"; }));
+  CHECK(w.admin_json("/api/tenants/acme/conflicts").at("conflicts").as_array().empty());
+  auto again = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"source"})");
+  REQUIRE(again);
+  CHECK(again->status == 404);
+  // The trail says who chose what.
+  json::value trace = w.admin_json("/api/trace/" + std::string(conflicts[0].at("correlation_id").as_string()));
+  CHECK(json::serialize(trace).find("resolved for the source") != std::string::npos);
+  CHECK(w.stop() == 0);
+}

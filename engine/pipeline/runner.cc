@@ -200,6 +200,22 @@ int64_t pull_flow(const workspace::TenantVersion& tenant, const std::string& flo
   return total;
 }
 
+void open_notification(const workspace::TenantVersion& v, store::InboxRecord& r) {
+  // A record that came by webhook is kept as received: a commercetools notification. An
+  // inbox record with a flow is taken as the record itself, so the notification is opened
+  // here (one that does not carry the resource goes without a flow, for the pipeline to
+  // fetch it, as a webhook's record would).
+  if (r.flow.empty()) return;
+  auto* conns = v.config.if_contains("connections");
+  auto* conn = conns && conns->is_object() ? conns->as_object().if_contains(r.connection) : nullptr;
+  auto* system = conn && conn->is_object() ? conn->as_object().if_contains("system") : nullptr;
+  if (!system || *system != "commercetools") return;
+  using connectors::commercetools::Notification;
+  Notification note = connectors::commercetools::parse_notification(r.payload);
+  if (note.kind == Notification::Kind::resource && note.what != "resource") r.payload = std::move(note.payload);
+  else if (note.kind == Notification::Kind::fetch) r.flow.clear();
+}
+
 int64_t requeue_parked(store::Store& s, const workspace::TenantVersion& v, const std::vector<store::Parked>& items,
                        const std::string& via, std::vector<std::string>* skipped) {
   int64_t n = 0;
@@ -224,21 +240,7 @@ int64_t requeue_parked(store::Store& s, const workspace::TenantVersion& v, const
     r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
     r.correlation_id = p.correlation_id;
     r.payload = p.source;
-    // A record that came by webhook is parked as received: a commercetools notification.
-    // An inbox record with a flow is taken as the record itself, so the notification is
-    // opened here (one that does not carry the resource goes without a flow, for the
-    // pipeline to fetch it, as a webhook's record would).
-    if (!r.flow.empty()) {
-      auto* conns = v.config.if_contains("connections");
-      auto* conn = conns && conns->is_object() ? conns->as_object().if_contains(r.connection) : nullptr;
-      auto* system = conn && conn->is_object() ? conn->as_object().if_contains("system") : nullptr;
-      if (system && *system == "commercetools") {
-        using connectors::commercetools::Notification;
-        Notification note = connectors::commercetools::parse_notification(p.source);
-        if (note.kind == Notification::Kind::resource && note.what != "resource") r.payload = std::move(note.payload);
-        else if (note.kind == Notification::Kind::fetch) r.flow.clear();
-      }
-    }
+    open_notification(v, r);
     s.inbox_add(r);
     s.mark_replayed(p.id);
     s.audit({p.correlation_id, tenant, p.flow, p.record_key, "replay",

@@ -55,6 +55,11 @@ int64_t requeue_parked(store::Store& store, const workspace::TenantVersion& vers
                        const std::vector<store::Parked>& items, const std::string& via,
                        std::vector<std::string>* skipped = nullptr);
 
+// For a record going back into the inbox with a flow (a replay): a commercetools
+// notification it was received as is replaced by the resource it carries, or, when it does
+// not carry it, the flow is cleared so the pipeline fetches it.
+void open_notification(const workspace::TenantVersion& version, store::InboxRecord& r);
+
 class Runner {
  public:
   // `flows`: the flows to run (empty: every enabled flow). Throws connectors::ConfigError

@@ -12,6 +12,7 @@
 
 #include "connectors/commercetools/notifications.h"
 #include "connectors/registry.h"
+#include "engine/pipeline/fields.h"
 #include "engine/serve/jobs.h"
 #include "engine/serve/spool.h"
 #include "engine/util/time.h"
@@ -733,6 +734,63 @@ int64_t Engine::replay(const std::string& tenant, const std::vector<int64_t>& id
   if (n == 0 && !ids.empty()) *error = "no parked record with those ids waits for a replay";
   notify(tenant);
   return n;
+}
+
+bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::string& side,
+                              const std::string& request_id, std::string* error) {
+  auto v = active(tenant);
+  std::optional<store::Conflict> found;
+  std::optional<store::InboxRecord> source;
+  {
+    auto r = reader();
+    for (auto& c : r->conflicts(tenant, false, 1000000))
+      if (c.id == id) found = c;
+    if (found && found->kind == "field" && side == "source") source = r->inbox_by_correlation(tenant, found->correlation_id);
+  }
+  if (!found) {
+    *error = "no open conflict " + std::to_string(id) + " for tenant " + tenant;
+    return false;
+  }
+  if (found->kind == "field" && side == "source" && (!source || !v || !v->flow(found->flow))) {
+    *error = "conflict " + std::to_string(id) + ": the source record is no longer in the inbox (or its flow is gone); "
+             "resolve it for the destination, or change the record at the source";
+    return false;
+  }
+  with_store([&](store::Store& s) {
+    s.begin();
+    try {
+      std::string note;
+      if (found->kind == "field" && found->entity_id) {
+        json::value detail = json::parse(found->detail);
+        json::value dest = detail.as_object().contains("destination") ? detail.at("destination") : json::value();
+        json::value shadow = json::parse(s.shadow(found->entity_id).fields_json);
+        pipeline::Flat synced{{found->field, dest}};
+        pipeline::record_delivery(shadow.as_object(), synced, {}, util::now_ms(), "conflict " + std::to_string(id));
+        s.set_shadow(found->entity_id, json::serialize(shadow));
+        note = "; the destination's value counts as synced";
+      }
+      if (source) {
+        store::InboxRecord r = *source;
+        r.seq = 0;
+        r.flow = found->flow;
+        r.message_id = "replay:conflict:" + std::to_string(id) + ":" + std::to_string(util::now_ms());
+        pipeline::open_notification(*v, r);
+        s.inbox_add(r);
+        note += "; the source record goes through again to write " + found->field;
+      }
+      s.resolve_conflict(id, side);
+      s.audit({found->correlation_id, tenant, found->flow, found->record_key, "conflict_resolved",
+               "conflict " + std::to_string(id) + " (" + found->kind + (found->field.empty() ? "" : " " + found->field) +
+                   ") resolved for the " + side + note + " (admin API, request " + request_id + ")",
+               0});
+      s.commit();
+    } catch (...) {
+      s.rollback();
+      throw;
+    }
+  });
+  if (source) notify(tenant);
+  return true;
 }
 
 bool Engine::ready(std::string* why) {

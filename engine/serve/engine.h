@@ -104,6 +104,14 @@ class Engine {
   int64_t replay(const std::string& tenant, const std::vector<int64_t>& ids, const std::string& kind,
                  std::string* error);
 
+  // Resolves an open conflict by choosing a side. For a field conflict the destination's
+  // value becomes the last synced one; choosing "source" then sends the source record again
+  // (its field now counts as changed at the source only, so it is written). An identity
+  // conflict only records the choice: the data has to change at one side (see README).
+  // False with *error when there is no such open conflict.
+  bool resolve_conflict(const std::string& tenant, int64_t id, const std::string& side, const std::string& request_id,
+                        std::string* error);
+
   // Runs `f` on the writer connection under its lock (admin API writes, jobs).
   template <class F>
   auto with_store(F&& f) {

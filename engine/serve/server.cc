@@ -287,7 +287,7 @@ struct Server::Impl {
                 if (side != "source" && side != "destination")
                   return send_error(res, 400, "bad_request", "side: \"source\" or \"destination\"", cid);
                 std::string error;
-                if (!resolve_conflict(req.matches[1], std::stoll(req.matches[2]), side, cid, &error))
+                if (!engine.resolve_conflict(req.matches[1], std::stoll(req.matches[2]), side, cid, &error))
                   return send_error(res, 404, "not_found", error, cid);
                 send_json(res, 200, json::object{{"resolved", std::stoll(req.matches[2])}, {"side", side}});
               }));
@@ -324,31 +324,6 @@ struct Server::Impl {
           if (v.is_object() && v.as_object().contains("result") && v.as_object()["result"] == "refused") refused = true;
       send_json(res, refused ? 422 : 200, r);
     }));
-  }
-
-  bool resolve_conflict(const std::string& tenant, int64_t id, const std::string& side, const std::string& cid,
-                        std::string* error) {
-    bool ok = engine.with_store([&](store::Store& s) {
-      std::optional<store::Conflict> found;
-      for (auto& c : s.conflicts(tenant, false, 100000))
-        if (c.id == id) found = c;
-      if (!found) {
-        *error = "no open conflict " + std::to_string(id) + " for tenant " + tenant;
-        return false;
-      }
-      s.begin();
-      try {
-        s.resolve_conflict(id, side);
-        s.audit({found->correlation_id, tenant, found->flow, found->record_key, "conflict_resolved",
-                 "conflict " + std::to_string(id) + " resolved for the " + side + " (admin API, request " + cid + ")", 0});
-        s.commit();
-      } catch (...) {
-        s.rollback();
-        throw;
-      }
-      return true;
-    });
-    return ok;
   }
 
   // Gauges computed when scraped: backlog and oldest waiting operation per flow.

@@ -277,6 +277,28 @@ class SqliteStore final : public Store {
     q.exec();
   }
 
+  std::optional<InboxRecord> inbox_by_correlation(const std::string& tenant, const std::string& cid) override {
+    // No index on correlation ids (it would cost every insert): an admin action scans.
+    auto q = stmt(
+        "SELECT i.seq, tenant, connection, message_id, correlation_id, coalesce(p.payload, i.payload), received_ms, "
+        "entity, flow FROM inbox i LEFT JOIN inbox_payload p ON p.seq = i.seq "
+        "WHERE tenant = ? AND correlation_id = ? ORDER BY i.seq DESC LIMIT 1");
+    q.bind(1, tenant);
+    q.bind(2, cid);
+    if (!q.executeStep()) return std::nullopt;
+    InboxRecord r;
+    r.seq = q.getColumn(0).getInt64();
+    r.tenant = q.getColumn(1).getString();
+    r.connection = q.getColumn(2).getString();
+    r.message_id = q.getColumn(3).getString();
+    r.correlation_id = q.getColumn(4).getString();
+    r.payload = q.getColumn(5).getString();
+    r.received_ms = q.getColumn(6).getInt64();
+    r.entity = q.getColumn(7).getString();
+    r.flow = q.getColumn(8).getString();
+    return r;
+  }
+
   bool inbox_has(const std::string& tenant, const std::string& connection, const std::string& message_id) override {
     auto q = stmt("SELECT 1 FROM inbox WHERE tenant = ? AND connection = ? AND message_id = ?");
     q.bind(1, tenant);

@@ -147,6 +147,9 @@ class Store {
   // `after_seq` (records already taken but not yet done).
   virtual std::vector<InboxRecord> inbox_next(size_t limit, const std::string& tenant = "", int64_t after_seq = 0) = 0;
   virtual void inbox_done(int64_t seq) = 0;
+  // The newest inbox record of the tenant with this correlation id (done or not).
+  virtual std::optional<InboxRecord> inbox_by_correlation(const std::string& tenant,
+                                                          const std::string& correlation_id) = 0;
   // Whether this tenant + connection + message id is in the inbox (done or not).
   virtual bool inbox_has(const std::string& tenant, const std::string& connection, const std::string& message_id) = 0;
   // Records not yet done (of one tenant, if given).
