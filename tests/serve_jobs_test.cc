@@ -639,3 +639,69 @@ TEST_CASE("serve: without the watcher, SIGHUP and POST /api/reload swap in a cha
   CHECK(json::parse(all->body).at("acme").at("result") == "unchanged");
   CHECK(w.stop() == 0);
 }
+
+TEST_CASE("serve: a reload that changes the mapping refreshes every record when the flow asks for it", "[serve]") {
+  const int n = 40;
+  ServeWorld w(R"("refresh_on_change": true, "backfill": { "page_size": 20, "pause_ms": 0 })");
+  w.ct.put_customers_bulk(1, n);
+  w.start();
+  auto r = w.admin_post("/api/tenants/acme/flows/customers/jobs/pull");
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == static_cast<size_t>(n); }));
+  // The mapping changes: every contact must get the new tag, though no customer changed.
+  std::string before = script_version(w);
+  w.dir.write("acme/customers.lua", tagged_script("v2"));
+  REQUIRE(ServeWorld::wait_for([&] { return script_version(w) != before; }));
+  REQUIRE(ServeWorld::wait_for(
+      [&] {
+        for (int i = 1; i <= n; ++i) {
+          auto c = w.om.contact_by_email(email(i));
+          if (!c || !has_tag(*c, "reload:v2")) return false;
+        }
+        return true;
+      },
+      60000));
+  bool refreshed = false;
+  for (auto& run : job_runs(w))
+    if (run.at("job") == "backfill" && run.at("trigger") == "reload") refreshed = true;
+  CHECK(refreshed);
+  // A reload that changes nothing of the flow's code starts no refresh.
+  size_t runs_before = job_runs(w).size();
+  w.dir.write("acme/notes.txt", "not code");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  CHECK(job_runs(w).size() == runs_before);
+  CHECK(w.stop() == 0);
+}
+
+TEST_CASE("serve: tenants come and go with their folders", "[serve]") {
+  ServeWorld w;
+  w.start();
+  auto names = [&] {
+    std::set<std::string> out;
+    json::value all = w.admin_json("/api/tenants");  // kept alive for the loop
+    for (auto& t : all.at("tenants").as_array()) out.insert(std::string(t.at("tenant").as_string()));
+    return out;
+  };
+  REQUIRE(names() == std::set<std::string>{"acme"});
+  // A second tenant: a copy of acme under another name.
+  std::string cfg = slurp(w.ws + "/acme/tenant.json");
+  cfg.replace(cfg.find("\"tenant\": \"acme\""), 16, "\"tenant\": \"beta\"");
+  w.dir.write("beta/customers.lua", acme_script());
+  w.dir.write("beta/tenant.json", cfg);
+  REQUIRE(ServeWorld::wait_for([&] { return names().count("beta") == 1; }));
+  REQUIRE(ServeWorld::wait_for([&] {
+    auto t = w.admin_get("/api/tenants/beta");
+    return t && t->status == 200 && json::parse(t->body).at("state") == "running";
+  }));
+  auto r = w.post_webhook(message(5), {}, "/webhooks/beta/ct");
+  REQUIRE(r);
+  CHECK(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email(email(5)).has_value(); }));
+  std::filesystem::remove_all(w.ws + "/beta");
+  REQUIRE(ServeWorld::wait_for([&] { return names() == std::set<std::string>{"acme"}; }));
+  r = w.post_webhook(message(6), {}, "/webhooks/beta/ct");
+  REQUIRE(r);
+  CHECK(r->status == 404);
+  CHECK(w.stop() == 0);
+}
