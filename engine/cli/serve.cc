@@ -1,5 +1,6 @@
 // weft serve: the long-running engine (webhooks, scheduler, live reload, admin API).
 #include <fcntl.h>
+#include <boost/json.hpp>
 #include <signal.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
@@ -24,28 +25,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 8);
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
-}
+// A JSON string literal (quotes included) of `s`.
+std::string json_quote(std::string_view s) { return boost::json::serialize(boost::json::string(s)); }
 
 // One JSON object per line: at, level, msg, and the tenant, flow and correlation id that the
 // engine's messages name ("tenant acme: flow customers: ... [correlation 0123...]").
@@ -62,10 +43,10 @@ class JsonFormatter final : public spdlog::formatter {
         cid_re(R"(\[correlation ([A-Za-z0-9._:-]+)\])");
     std::string s(text);
     std::smatch m;
-    if (std::regex_search(s, m, tenant_re)) line += ",\"tenant\":\"" + json_escape(m[1].str()) + "\"";
-    if (std::regex_search(s, m, flow_re)) line += ",\"flow\":\"" + json_escape(m[1].str()) + "\"";
-    if (std::regex_search(s, m, cid_re)) line += ",\"correlationId\":\"" + json_escape(m[1].str()) + "\"";
-    line += ",\"msg\":\"" + json_escape(text) + "\"}\n";
+    if (std::regex_search(s, m, tenant_re)) line += ",\"tenant\":" + json_quote(m[1].str());
+    if (std::regex_search(s, m, flow_re)) line += ",\"flow\":" + json_quote(m[1].str());
+    if (std::regex_search(s, m, cid_re)) line += ",\"correlationId\":" + json_quote(m[1].str());
+    line += ",\"msg\":" + json_quote(text) + "}\n";
     dest.append(line.data(), line.data() + line.size());
   }
   std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(); }

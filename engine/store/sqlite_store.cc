@@ -255,19 +255,7 @@ class SqliteStore final : public Store {
     q.bind(2, tenant);
     q.bind(3, after_seq);
     std::vector<InboxRecord> out;
-    while (q.executeStep()) {
-      InboxRecord r;
-      r.seq = q.getColumn(0).getInt64();
-      r.tenant = q.getColumn(1).getString();
-      r.connection = q.getColumn(2).getString();
-      r.message_id = q.getColumn(3).getString();
-      r.correlation_id = q.getColumn(4).getString();
-      r.payload = q.getColumn(5).getString();
-      r.received_ms = q.getColumn(6).getInt64();
-      r.entity = q.getColumn(7).getString();
-      r.flow = q.getColumn(8).getString();
-      out.push_back(std::move(r));
-    }
+    while (q.executeStep()) out.push_back(read_inbox(q));
     return out;
   }
 
@@ -286,17 +274,7 @@ class SqliteStore final : public Store {
     q.bind(1, tenant);
     q.bind(2, cid);
     if (!q.executeStep()) return std::nullopt;
-    InboxRecord r;
-    r.seq = q.getColumn(0).getInt64();
-    r.tenant = q.getColumn(1).getString();
-    r.connection = q.getColumn(2).getString();
-    r.message_id = q.getColumn(3).getString();
-    r.correlation_id = q.getColumn(4).getString();
-    r.payload = q.getColumn(5).getString();
-    r.received_ms = q.getColumn(6).getInt64();
-    r.entity = q.getColumn(7).getString();
-    r.flow = q.getColumn(8).getString();
-    return r;
+    return read_inbox(q);
   }
 
   bool inbox_has(const std::string& tenant, const std::string& connection, const std::string& message_id) override {
@@ -867,6 +845,22 @@ class SqliteStore final : public Store {
     auto q = stmt(sql);
     q.executeStep();
     return q.getColumn(0).getInt64();
+  }
+
+  // A row of "SELECT i.seq, tenant, connection, message_id, correlation_id, payload,
+  // received_ms, entity, flow".
+  static InboxRecord read_inbox(Q& q) {
+    InboxRecord r;
+    r.seq = q.getColumn(0).getInt64();
+    r.tenant = q.getColumn(1).getString();
+    r.connection = q.getColumn(2).getString();
+    r.message_id = q.getColumn(3).getString();
+    r.correlation_id = q.getColumn(4).getString();
+    r.payload = q.getColumn(5).getString();
+    r.received_ms = q.getColumn(6).getInt64();
+    r.entity = q.getColumn(7).getString();
+    r.flow = q.getColumn(8).getString();
+    return r;
   }
 
   static Operation read_op(Q& q) {
