@@ -353,6 +353,7 @@ TEST_CASE("serve: a backfill resumes from its checkpoint after SIGKILL", "[serve
 
   w.start();
   json::object resumed;
+  INFO("weft serve's log:\n" + slurp(w.log_path));
   REQUIRE(ServeWorld::wait_for(
       [&] {
         for (auto& run : job_runs(w))

@@ -281,6 +281,12 @@ bool append_number(std::string& out, double d) {
   if (d == std::floor(d) && std::fabs(d) < kMaxExactInt) {
     auto r = std::to_chars(buf, buf + sizeof buf, static_cast<long long>(d));
     out.append(buf, r.ptr - buf);
+  } else if (d == std::floor(d) && std::fabs(d) >= 9223372036854775808.0) {
+    // A whole number beyond 64 bits: the shortest form may be plain digits
+    // (18446744073709551616), which weft's readers refuse as an integer too large; the
+    // exponent form reads back as the same double.
+    auto r = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+    out.append(buf, r.ptr - buf);
   } else {
     auto r = std::to_chars(buf, buf + sizeof buf, d);  // shortest round-trip form
     out.append(buf, r.ptr - buf);
