@@ -353,8 +353,7 @@ TEST_CASE("serve: a backfill resumes from its checkpoint after SIGKILL", "[serve
 
   w.start();
   json::object resumed;
-  INFO("weft serve's log:\n" + slurp(w.log_path));
-  REQUIRE(ServeWorld::wait_for(
+  bool finished = ServeWorld::wait_for(
       [&] {
         for (auto& run : job_runs(w))
           if (run.at("job") == "backfill" && run.at("trigger") == "resume" && run.at("status") != "running") {
@@ -363,7 +362,9 @@ TEST_CASE("serve: a backfill resumes from its checkpoint after SIGKILL", "[serve
           }
         return false;
       },
-      120000));  // generous: ctest runs other heavy tests beside this one
+      120000);  // generous: ctest runs other heavy tests beside this one
+  INFO("weft serve's log:\n" + slurp(w.log_path) + "\njob runs: " + json::serialize(job_runs(w)));
+  REQUIRE(finished);
   INFO(json::serialize(resumed));
   CHECK(resumed.at("status") == "ok");
   // It went on from the checkpoint rather than from the beginning.
