@@ -367,9 +367,8 @@ void Engine::driver_loop(Tenant* t) {
       if (t->stop) break;
       if (t->next) {
         auto next = std::move(t->next);
-        auto version = std::move(t->next_version);
+        auto version = t->next_version;  // stays visible (active()) until the swap is done
         t->next = nullptr;
-        t->next_version = nullptr;
         auto old = std::move(runner);
         t->runner = nullptr;
         lock.unlock();
@@ -380,6 +379,7 @@ void Engine::driver_loop(Tenant* t) {
         lock.lock();
         t->runner = runner;
         t->version = version;
+        if (!t->next) t->next_version = nullptr;  // (a newer reload may have come meanwhile)
         t->loaded_ms = util::now_ms();
         t->state = "running";
         t->last_error.clear();
