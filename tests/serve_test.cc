@@ -344,3 +344,24 @@ TEST_CASE("serve: a flagged conflict is listed and resolved for the source throu
   CHECK(json::serialize(trace).find("resolved for the source") != std::string::npos);
   CHECK(w.stop() == 0);
 }
+
+TEST_CASE("serve: configuration errors exit 2 with a message that says what", "[serve]") {
+  TempDir empty;
+  auto r = run_weft("serve --workspace " + empty.path().string() + "/nope --listen 127.0.0.1:0");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("no such folder") != std::string::npos);
+  r = run_weft("serve --workspace " + empty.path().string() + " --listen localhost");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("HOST:PORT") != std::string::npos);
+  r = run_weft("serve --workspace " + empty.path().string() + " --listen 127.0.0.1:99999");
+  CHECK(r.code == 2);
+  r = run_weft("serve --workspace " + empty.path().string() + " --db :memory:");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("--db must be a file") != std::string::npos);
+  // A bad cron expression is refused by weft check, with where it is.
+  ServeWorld w(R"("pull": { "cron": "0 25 * * *" })");
+  r = run_weft("check --workspace " + w.ws);
+  CHECK(r.code == 2);
+  CHECK(r.err.find("$.flows.customers.pull") != std::string::npos);
+  CHECK(r.err.find("out of range") != std::string::npos);
+}

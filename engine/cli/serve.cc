@@ -104,6 +104,10 @@ int run_serve(const ServeOptions& o) {
       return kConfigError;
     }
   }
+  if (o.db == ":memory:") {
+    std::fprintf(stderr, "error: --db must be a file: weft serve's threads each open it\n");
+    return kConfigError;
+  }
   if (!fs::is_directory(o.workspace)) {
     std::fprintf(stderr, "error: --workspace %s: no such folder\n", o.workspace.c_str());
     return kConfigError;
