@@ -41,27 +41,42 @@ bool is_atomic(const std::vector<std::string>& atomic, const std::string& path) 
   return false;
 }
 
-void flatten_into(Flat& out, const json::object& o, const std::string& prefix, const std::vector<std::string>& atomic) {
+// `path` holds the object's own path on entry and again on return (one buffer for the whole
+// walk: this runs for every record, on its mapped payload, its answer and what was sent).
+// `skip_type`: the object is an element of a keyed array, whose "type" is in the path already.
+void flatten_into(Flat& out, const json::object& o, std::string& path, const std::vector<std::string>& atomic,
+                  bool skip_type = false) {
+  const size_t base = path.size();
   for (const auto& kv : o) {
-    std::string path = prefix.empty() ? std::string(kv.key()) : prefix + "." + std::string(kv.key());
+    if (skip_type && kv.key() == "type") continue;
+    if (base) path += '.';
+    path.append(kv.key().data(), kv.key().size());
     const json::value& v = kv.value();
     if (is_atomic(atomic, path)) {
-      out[path] = v;
+      out.insert_or_assign(path, v);
     } else if (v.is_object() && !v.as_object().empty()) {
       flatten_into(out, v.as_object(), path, atomic);
     } else if (v.is_array() && keyed_array(v.as_array())) {
+      const size_t at = path.size();
       for (const auto& e : v.as_array()) {
         const json::object& eo = e.as_object();
-        std::string ep = path + "[" + std::string(eo.at("type").as_string()) + "]";
-        json::object rest;
-        for (const auto& m : eo)
-          if (m.key() != "type") rest[m.key()] = m.value();
-        if (rest.empty()) out[ep + ".type"] = eo.at("type");
-        flatten_into(out, rest, ep, atomic);
+        const json::value& type = eo.at("type");
+        path += '[';
+        path.append(type.as_string().data(), type.as_string().size());
+        path += ']';
+        if (eo.size() == 1) {  // nothing but its type
+          const size_t n = path.size();
+          path += ".type";
+          out.insert_or_assign(path, type);
+          path.resize(n);
+        }
+        flatten_into(out, eo, path, atomic, true);
+        path.resize(at);
       }
     } else {
-      out[path] = v;
+      out.insert_or_assign(path, v);
     }
+    path.resize(base);
   }
 }
 
@@ -116,7 +131,9 @@ bool path_matches(const std::string& pattern, const std::string& path) {
 
 Flat flatten(const json::object& payload, const std::vector<std::string>& atomic) {
   Flat out;
-  flatten_into(out, payload, "", atomic);
+  std::string path;
+  path.reserve(128);
+  flatten_into(out, payload, path, atomic);
   return out;
 }
 
