@@ -137,9 +137,10 @@ void Worker::dispatch_loop() {
         next_retry_ms_ = next && *next > now ? *next : 0;
       }
       // Operations already claimed (events have no entity to keep them apart) are skipped.
+      std::sort(busy_ops.begin(), busy_ops.end());
       ops.erase(std::remove_if(ops.begin(), ops.end(),
                                [&](const store::Operation& op) {
-                                 return std::find(busy_ops.begin(), busy_ops.end(), op.id) != busy_ops.end();
+                                 return std::binary_search(busy_ops.begin(), busy_ops.end(), op.id);
                                }),
                 ops.end());
       if (ops.size() > want) ops.resize(want);
@@ -151,9 +152,10 @@ void Worker::dispatch_loop() {
         std::vector<int64_t> ids;
         for (const auto& op : ops) ids.push_back(op.id);
         std::vector<int64_t> live = store_.existing_ops(ids);
+        std::sort(live.begin(), live.end());
         std::vector<Job> jobs;
         for (auto& op : ops) {
-          if (std::find(live.begin(), live.end(), op.id) == live.end()) continue;
+          if (!std::binary_search(live.begin(), live.end(), op.id)) continue;
           Job j;
           j.remote_id = store_.entity(op.entity_id).remote_id;
           j.op = std::move(op);
@@ -319,6 +321,8 @@ void Worker::record(std::vector<Job>& done) {
     std::lock_guard<std::mutex> lock(store_mu_);
     int64_t n_delivered = 0, n_retried = 0, n_dead_lettered = 0, n_rejected = 0;  // counted once committed
     std::vector<const char*> outcomes(done.size(), "");
+    std::vector<store::AuditEvent> trail;  // written together at the end, in this transaction
+    trail.reserve(done.size());
     store_.begin();
     try {
       for (size_t ji = 0; ji < done.size(); ++ji) {
@@ -372,8 +376,9 @@ void Worker::record(std::vector<Job>& done) {
           ++n_rejected;
           outcomes[ji] = "rejected";
         }
-        store_.audit(ev);
+        trail.push_back(std::move(ev));
       }
+      store_.audit(trail);
       store_.commit();
       counts_.delivered += n_delivered;
       counts_.retried += n_retried;

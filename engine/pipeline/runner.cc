@@ -396,6 +396,12 @@ size_t Runner::process_batch(size_t batch) {
             conflicts = 0, deferred = 0;
     std::map<std::pair<std::string, std::string>, int64_t> by_flow;   // (flow, status) -> records
     std::map<std::array<std::string, 3>, int64_t> rejections;        // (flow, stage, error) -> records
+    // The batch's audit rows and done marks are written together at its end (fewer
+    // statements), in the same transaction: all or nothing, as before.
+    std::vector<store::AuditEvent> trail;
+    std::vector<int64_t> done;
+    trail.reserve(ready.size());
+    done.reserve(ready.size());
     store_.begin();
     try {
       for (auto& pr : ready) {
@@ -408,13 +414,13 @@ size_t Runner::process_batch(size_t batch) {
           // Not done: the record stays in the inbox and is taken again by the next run.
           ++deferred;
           ++by_flow[{rec.flow, "deferred"}];
-          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "deferred", pr.stop_reason + " [" + origin(rec) + "]", 0});
+          trail.push_back({rec.correlation_id, rec.tenant, rec.flow, "", "deferred", pr.stop_reason + " [" + origin(rec) + "]", 0});
           continue;
         }
         if (pr.stop == "skip") {
           ++skipped;
           ++by_flow[{rec.flow, "skipped"}];
-          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "skipped", pr.stop_reason + " [" + origin(rec) + "]", 0});
+          trail.push_back({rec.correlation_id, rec.tenant, rec.flow, "", "skipped", pr.stop_reason + " [" + origin(rec) + "]", 0});
         } else if (pr.stop == "reject") {
           store::Parked p;
           p.kind = "rejection";
@@ -431,14 +437,14 @@ size_t Runner::process_batch(size_t batch) {
           store_.park(p);
           ++rejected;
           ++rejections[{rec.flow, "receive", "source"}];
-          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "rejected", "receive: " + pr.stop_reason, 0});
+          trail.push_back({rec.correlation_id, rec.tenant, rec.flow, "", "rejected", "receive: " + pr.stop_reason, 0});
         } else if (pr.flows.empty()) {
           ++skipped;
           ++by_flow[{rec.flow, "skipped"}];
-          store_.audit({rec.correlation_id, rec.tenant, rec.flow, "", "skipped",
-                        "no enabled flow takes " + (rec.entity.empty() ? std::string("records") : rec.entity) +
-                            " from " + rec.connection + " [" + origin(rec) + "]",
-                        0});
+          trail.push_back({rec.correlation_id, rec.tenant, rec.flow, "", "skipped",
+                           "no enabled flow takes " + (rec.entity.empty() ? std::string("records") : rec.entity) +
+                               " from " + rec.connection + " [" + origin(rec) + "]",
+                           0});
         }
         for (Prepared& p : pr.flows) {
           RecordResult r = pipeline_->commit(p, opts);
@@ -463,12 +469,14 @@ size_t Runner::process_batch(size_t batch) {
           }
           if (!r.conflicts.empty() && r.status != S::conflict) ++conflicts;
           ++by_flow[{p.flow->name, status_name(r.status)}];
-          store_.audit({rec.correlation_id, rec.tenant, p.flow->name, r.key, status_name(r.status),
-                        detail + " [" + origin(rec) + ", script " + r.script_version + "]", 0});
+          trail.push_back({rec.correlation_id, rec.tenant, p.flow->name, r.key, status_name(r.status),
+                           detail + " [" + origin(rec) + ", script " + r.script_version + "]", 0});
         }
-        store_.inbox_done(rec.seq);
+        done.push_back(rec.seq);
         ++processed;
       }
+      store_.audit(trail);
+      store_.inbox_done(done);
       store_.commit();
     } catch (...) {
       store_.rollback();

@@ -1,5 +1,6 @@
 // The SQLite store (SQLiteCpp): WAL journal, numbered migrations tracked in user_version.
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <chrono>
@@ -300,6 +301,20 @@ class SqliteStore final : public Store {
     return q.executeStep();
   }
 
+  void inbox_done(const std::vector<int64_t>& seqs) override {
+    if (seqs.empty()) return;
+    if (seqs.size() == 1) return inbox_done(seqs.front());
+    std::string list = "[";
+    for (int64_t seq : seqs) {
+      if (list.size() > 1) list += ',';
+      list += std::to_string(seq);
+    }
+    list += ']';
+    auto q = stmt("UPDATE inbox SET done = 1 WHERE seq IN (SELECT value FROM json_each(?))");
+    q.bind(1, list);
+    q.exec();
+  }
+
   int64_t inbox_backlog(const std::string& tenant) override {
     auto q = tenant.empty() ? stmt("SELECT count(*) FROM inbox WHERE done = 0")
                             : stmt("SELECT count(*) FROM inbox WHERE done = 0 AND tenant = ?1");
@@ -510,11 +525,16 @@ class SqliteStore final : public Store {
     q.bind(2, connection);
     q.bind(3, now_ms);
     q.bind(4, static_cast<int64_t>(limit + busy.size()));
+    // The busy entities' operations come first (they are the oldest): skipped on their entity
+    // id alone, before their columns are copied out, and looked up in a sorted copy (there
+    // may be hundreds of them).
+    std::vector<int64_t> skip(busy);
+    std::sort(skip.begin(), skip.end());
     std::vector<Operation> out;
-    while (q.executeStep() && out.size() < limit) {
-      Operation op = read_op(q);
-      if (op.entity_id != 0 && std::find(busy.begin(), busy.end(), op.entity_id) != busy.end()) continue;
-      out.push_back(std::move(op));
+    while (out.size() < limit && q.executeStep()) {
+      int64_t entity = q.getColumn(5).getInt64();
+      if (entity != 0 && std::binary_search(skip.begin(), skip.end(), entity)) continue;
+      out.push_back(read_op(q));
     }
     return out;
   }
@@ -536,12 +556,17 @@ class SqliteStore final : public Store {
   }
 
   std::vector<int64_t> existing_ops(const std::vector<int64_t>& ids) override {
-    std::vector<int64_t> out;
+    // One statement for the lot (the ids as a JSON array).
+    std::string list = "[";
     for (int64_t id : ids) {
-      auto q = stmt("SELECT 1 FROM outbox WHERE id = ?");
-      q.bind(1, id);
-      if (q.executeStep()) out.push_back(id);
+      if (list.size() > 1) list += ',';
+      list += std::to_string(id);
     }
+    list += ']';
+    auto q = stmt("SELECT id FROM outbox WHERE id IN (SELECT value FROM json_each(?))");
+    q.bind(1, list);
+    std::vector<int64_t> out;
+    while (q.executeStep()) out.push_back(q.getColumn(0).getInt64());
     return out;
   }
 
@@ -706,6 +731,31 @@ class SqliteStore final : public Store {
     q.exec();
   }
 
+  void audit(const std::vector<AuditEvent>& events) override {
+    // Multi-row inserts of 32, then 8, then single rows: one statement per row was the
+    // costliest part of writing the trail (a row per record and stage).
+    static const std::string sql[3] = {audit_sql(32), audit_sql(8), audit_sql(1)};
+    static constexpr size_t rows[3] = {32, 8, 1};
+    int64_t now = util::now_ms();
+    size_t i = 0;
+    while (i < events.size()) {
+      int k = events.size() - i >= 32 ? 0 : events.size() - i >= 8 ? 1 : 2;
+      auto q = stmt(sql[k].c_str());
+      for (size_t r = 0; r < rows[k]; ++r, ++i) {
+        const AuditEvent& e = events[i];
+        int c = static_cast<int>(r) * 7;
+        q.s.bindNoCopy(c + 1, e.correlation_id);
+        q.s.bindNoCopy(c + 2, e.tenant);
+        q.s.bindNoCopy(c + 3, e.flow);
+        q.s.bindNoCopy(c + 4, e.record_key);
+        q.bind(c + 5, e.at_ms ? e.at_ms : now);
+        q.s.bindNoCopy(c + 6, e.stage);
+        q.s.bindNoCopy(c + 7, e.detail);
+      }
+      q.exec();
+    }
+  }
+
   std::vector<AuditEvent> trace(const std::string& correlation_id) override {
     auto q = stmt("SELECT correlation_id, tenant, flow, record_key, at_ms, stage, detail FROM audit "
                    "WHERE correlation_id = ? ORDER BY id");
@@ -844,6 +894,10 @@ class SqliteStore final : public Store {
     }
     template <class... A>
     void bind(A&&... a) { s.bind(std::forward<A>(a)...); }
+    // A named string outlives the statement's run (bind, exec or step, reset: all in the
+    // caller's scope), so SQLite reads it in place instead of copying it; a temporary is copied.
+    void bind(int i, const std::string& v) { s.bindNoCopy(i, v); }
+    void bind(int i, std::string&& v) { s.bind(i, v); }
     int exec() { return s.exec(); }
     bool executeStep() { return s.executeStep(); }
     SQLite::Column getColumn(int i) { return s.getColumn(i); }
@@ -852,9 +906,15 @@ class SqliteStore final : public Store {
   Q stmt(const char* sql) {
     auto it = cache_.find(sql);
     if (it == cache_.end()) it = cache_.emplace(sql, std::make_unique<SQLite::Statement>(db_, sql)).first;
-    it->second->reset();
+    // (Reset by the last handle's destructor; the bindings are cleared, so none is left over.)
     it->second->clearBindings();
     return Q(*it->second);
+  }
+
+  static std::string audit_sql(size_t rows) {
+    std::string sql = "INSERT INTO audit (correlation_id, tenant, flow, record_key, at_ms, stage, detail) VALUES ";
+    for (size_t r = 0; r < rows; ++r) sql += r ? ",(?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?)";
+    return sql;
   }
 
   int64_t scalar(const char* sql) {
@@ -949,6 +1009,12 @@ class SqliteStore final : public Store {
 }  // namespace
 
 std::unique_ptr<Store> open_sqlite(const std::string& path) {
+  // weft never reads SQLite's memory statistics, and keeping them takes one process-wide
+  // mutex on every allocation, which the writer, the readers and the checkpointer contend
+  // on. Turned off before SQLite initializes (if something else initialized it first, the
+  // call is refused and nothing changes).
+  static const bool memstatus_off = [] { return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK; }();
+  (void)memstatus_off;
   try {
     return std::make_unique<SqliteStore>(path);
   } catch (const StoreError&) {

@@ -152,6 +152,10 @@ class Store {
                                                           const std::string& correlation_id) = 0;
   // Whether this tenant + connection + message id is in the inbox (done or not).
   virtual bool inbox_has(const std::string& tenant, const std::string& connection, const std::string& message_id) = 0;
+  // The same for several records (a committed batch), in fewer statements.
+  virtual void inbox_done(const std::vector<int64_t>& seqs) {
+    for (int64_t seq : seqs) inbox_done(seq);
+  }
   // Records not yet done (of one tenant, if given).
   virtual int64_t inbox_backlog(const std::string& tenant = "") = 0;
   // Drops up to `limit` done inbox records received before `older_than_ms` that no outbox
@@ -234,6 +238,10 @@ class Store {
   virtual void clear_shadow(int64_t entity_id) = 0;
 
   virtual void audit(const AuditEvent& e) = 0;
+  // Several events, written in their order (a batch's, in fewer statements).
+  virtual void audit(const std::vector<AuditEvent>& events) {
+    for (const auto& e : events) audit(e);
+  }
   virtual std::vector<AuditEvent> trace(const std::string& correlation_id) = 0;
 
   virtual std::vector<FlowStatus> status() = 0;
