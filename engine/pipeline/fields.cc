@@ -279,6 +279,7 @@ ShadowField shadow_field(const json::object& shadow, const std::string& path) {
 namespace {
 json::object encode_field(const json::value* sent, const json::value* held, int64_t at, const std::string& by) {
   json::object e;
+  e.reserve(4);  // at most four members: no rehash while they go in
   if (sent && held && *sent == *held) {
     e["v"] = *sent;
   } else {

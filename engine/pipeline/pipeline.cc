@@ -220,7 +220,11 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   op.entity_id = r.entity_id;
 
   // 5 merge, against the shadow of what the destination holds
-  std::map<std::string, std::string> owners = owners_of(flow, *model);
+  // The flow's owners with the destination's aliases resolved: fixed for this sandbox, so
+  // built once per flow (commit runs on one thread at a time).
+  auto owners_it = owners_.find(flow.name);
+  if (owners_it == owners_.end()) owners_it = owners_.emplace(flow.name, owners_of(flow, *model)).first;
+  const std::map<std::string, std::string>& owners = owners_it->second;
   // (A record identify just created has neither a shadow nor operations: not looked up.)
   json::value shadow_v = r.new_entity ? json::value(json::object()) : json::parse(store_.shadow(r.entity_id).fields_json);
   const json::object held_shadow = shadow_v.as_object();  // before the overlay below
@@ -315,8 +319,8 @@ bool Pipeline::identify(const workspace::Flow& flow, const delivery::Model& mode
   const std::string& tenant = tenant_->tenant;
   const std::string& conn = flow.destination_connection;
   const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
-  std::vector<std::string> match = spec && !spec->match.empty() ? spec->match
-                                                                 : std::vector<std::string>{"externalId", "email", "phone"};
+  static const std::vector<std::string> kDefaultMatch{"externalId", "email", "phone"};
+  const std::vector<std::string>& match = spec && !spec->match.empty() ? spec->match : kDefaultMatch;
   const std::string external_kind = "externalId:" + flow.source_connection;
 
   struct Claim {

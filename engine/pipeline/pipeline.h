@@ -90,6 +90,7 @@ class Pipeline {
   std::shared_ptr<const workspace::TenantVersion> tenant_;
   store::Store& store_;
   std::unique_ptr<script::Sandbox> sandbox_;
+  std::map<std::string, std::map<std::string, std::string>> owners_;  // per flow, built by commit
 };
 
 }  // namespace weft::pipeline
