@@ -36,8 +36,14 @@ bool keyed_array(const json::array& a) {
 }
 
 bool is_atomic(const std::vector<std::string>& atomic, const std::string& path) {
-  for (const auto& p : atomic)
+  for (const auto& p : atomic) {
+    // Quick reject (most paths match no pattern): the pattern's literal start, up to its
+    // first '*' or '[', must begin the path for path_matches to hold.
+    size_t i = 0;
+    while (i < p.size() && p[i] != '*' && p[i] != '[' && i < path.size() && p[i] == path[i]) ++i;
+    if (i < p.size() && p[i] != '*' && p[i] != '[') continue;
     if (path_matches(p, path)) return true;
+  }
   return false;
 }
 
