@@ -2,7 +2,7 @@
 # The webhook benchmark: single-record commercetools webhook POSTs to `weft serve`, each
 # answered 202 only once durable (committed to the spool, see engine/serve/spool.h), while
 # the pipeline maps and delivers them to the fake Omnisend on the same 2 cores.
-#   1. latency at a fixed rate: wrk -t2 -c20 with a per-connection delay tuned to ~2,000
+#   1. latency at a fixed rate: wrk -t2 -c24 with a per-connection delay tuned to ~2,000
 #      requests/s (wrk has no rate option; bench/wrk/webhook_rate.lua adds a delay), for
 #      SECONDS (default 15); then the pipeline drains
 #   2. throughput: wrk -t2 -c32 for SECONDS, as fast as it can
@@ -67,8 +67,8 @@ drain() {  # waits until nothing waits in the spool, the inbox or the outbox (or
     sleep 0.5
   done
 }
-echo "== latency at ~2,000 requests/s: wrk -t2 -c20, 9 ms between a connection's requests"
-WEFT_BENCH_PREFIX=r WEFT_BENCH_PHONE_SERIES=73 WEFT_BENCH_DELAY_MS=9 wrk -t2 -c20 -d"${SECONDS_RUN}s" --latency \
+echo "== latency at ~2,000 requests/s: wrk -t2 -c24, 9 ms between a connection's requests"
+WEFT_BENCH_PREFIX=r WEFT_BENCH_PHONE_SERIES=73 WEFT_BENCH_DELAY_MS=9 wrk -t2 -c24 -d"${SECONDS_RUN}s" --latency \
   -s "$ROOT/bench/wrk/webhook_rate.lua" "${hdr[@]}" "$url" -- "$work/template.json"
 drain
 echo

@@ -90,7 +90,12 @@ bool Engine::start(std::string* error) {
     *error = e.what();
     return false;
   }
-  ingest_ = std::thread(&Engine::ingest_loop, this);
+  try {
+    ingest_reader_ = store::open_sqlite(db_);  // duplicates already in the inbox (used by the commit leader)
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
+  }
   mover_ = std::thread(&Engine::move_loop, this);
   // The log is checkpointed from a connection of its own, so neither the webhook commits
   // nor the pipeline pay for it inside their transactions (shared/reference/http.md: the
@@ -99,8 +104,10 @@ bool Engine::start(std::string* error) {
     try {
       auto db = store::open_sqlite(db_);
       std::unique_lock<std::mutex> lock(cp_mu_);
-      while (!cp_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_.load(); }))
+      while (!cp_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_.load(); })) {
         db->checkpoint();
+        spool_->checkpoint();
+      }
     } catch (const std::exception& e) {
       spdlog::warn("checkpoints: {}", e.what());
     }
@@ -132,13 +139,15 @@ void Engine::stop() {
   if (watch_fd_ >= 0) close(watch_fd_);
   for (int fd : watch_wake_)
     if (fd >= 0) close(fd);
-  // Webhooks already taken are committed and answered before the ingest thread ends.
+  // No new webhooks; those already taken are committed and answered by their own threads.
   {
     std::lock_guard<std::mutex> lock(ingest_mu_);
     ingest_stop_ = true;
   }
-  ingest_cv_.notify_all();
-  if (ingest_.joinable()) ingest_.join();
+  {
+    std::unique_lock<std::mutex> lock(ingest_mu_);
+    ingest_cv_.wait(lock, [&] { return ingest_active_ == 0; });
+  }
   // The spool is emptied into the inbox (what is left would move at the next start).
   {
     std::lock_guard<std::mutex> lock(ingest_mu_);
@@ -537,8 +546,28 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
     std::unique_lock<std::mutex> lock(ingest_mu_);
     if (ingest_stop_) return fail(503, "shutting_down", "weft is stopping; send again shortly", 5);
     ingest_queue_.push_back(&p);
-    ingest_cv_.notify_all();
-    ingest_cv_.wait(lock, [&] { return p.done; });
+    ++ingest_active_;
+    while (!p.done) {
+      if (committing_) {
+        ingest_cv_.wait(lock);
+        continue;
+      }
+      committing_ = true;  // this thread leads the next commit
+      std::vector<Pending*> batch;
+      size_t records = 0;
+      while (!ingest_queue_.empty() && records < 2000) {
+        records += ingest_queue_.front()->records.size();
+        batch.push_back(ingest_queue_.front());
+        ingest_queue_.pop_front();
+      }
+      lock.unlock();
+      commit_batch(batch);
+      lock.lock();
+      for (Pending* q : batch) q->done = true;
+      committing_ = false;
+      ingest_cv_.notify_all();
+    }
+    if (--ingest_active_ == 0) ingest_cv_.notify_all();
   }
   if (!p.error.empty()) return fail(503, "store_unavailable", "the records could not be stored; send again", 5);
   for (size_t i = 0; i < p.records.size(); ++i)
@@ -552,68 +581,40 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
   return a;
 }
 
-// Group commit: every webhook waiting when the previous commit ended goes into the next
-// transaction (of the spool, see spool.h), so a burst costs one log write, and each answer
-// still waits for its commit.
-void Engine::ingest_loop() {
-  std::unique_ptr<store::Store> reader;  // duplicates already in the inbox
+// Group commit, led by the webhook threads themselves: the first one to find no commit in
+// progress takes every request waiting (its own included) into one spool transaction; the
+// others wait for it and may lead the next. A burst costs one log write, each answer still
+// waits for its own commit, and no other thread sits between a request and its commit.
+void Engine::commit_batch(std::vector<Pending*>& batch) {
+  std::string error;
+  int64_t added = 0;
   try {
-    reader = store::open_sqlite(db_);
+    std::vector<store::InboxRecord> fresh;
+    std::vector<std::pair<Pending*, size_t>> where;
+    for (Pending* p : batch) {
+      p->added.assign(p->records.size(), false);
+      for (size_t i = 0; i < p->records.size(); ++i) {
+        const auto& r = p->records[i];
+        if (ingest_reader_ && ingest_reader_->inbox_has(r.tenant, r.connection, r.message_id)) continue;  // a re-delivery
+        fresh.push_back(r);
+        where.emplace_back(p, i);
+      }
+    }
+    std::vector<bool> ok;
+    if (!fresh.empty()) spool_->add(fresh, &ok);
+    for (size_t k = 0; k < where.size(); ++k)
+      if (ok[k]) {
+        where[k].first->added[where[k].second] = true;
+        ++added;
+      }
   } catch (const std::exception& e) {
-    spdlog::error("webhooks: cannot open a reader on the store: {}", e.what());
+    error = e.what();
+    spdlog::error("webhooks: storing {} requests failed: {}", batch.size(), error);
   }
-  while (true) {
-    std::vector<Pending*> batch;
-    {
-      std::unique_lock<std::mutex> lock(ingest_mu_);
-      ingest_cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return ingest_stop_ || !ingest_queue_.empty(); });
-      if (ingest_queue_.empty() && ingest_stop_) return;
-      size_t records = 0;
-      while (!ingest_queue_.empty() && records < 2000) {
-        records += ingest_queue_.front()->records.size();
-        batch.push_back(ingest_queue_.front());
-        ingest_queue_.pop_front();
-      }
-    }
-    std::string error;
-    int64_t added = 0;
-    if (!batch.empty()) {
-      try {
-        std::vector<store::InboxRecord> fresh;
-        std::vector<std::pair<Pending*, size_t>> where;
-        for (Pending* p : batch) {
-          p->added.assign(p->records.size(), false);
-          for (size_t i = 0; i < p->records.size(); ++i) {
-            const auto& r = p->records[i];
-            if (reader && reader->inbox_has(r.tenant, r.connection, r.message_id)) continue;  // a re-delivery
-            fresh.push_back(r);
-            where.emplace_back(p, i);
-          }
-        }
-        std::vector<bool> ok;
-        if (!fresh.empty()) spool_->add(fresh, &ok);
-        for (size_t k = 0; k < where.size(); ++k)
-          if (ok[k]) {
-            where[k].first->added[where[k].second] = true;
-            ++added;
-          }
-      } catch (const std::exception& e) {
-        error = e.what();
-        spdlog::error("webhooks: storing {} requests failed: {}", batch.size(), error);
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(ingest_mu_);
-      for (Pending* p : batch) {
-        p->done = true;
-        p->error = error;
-      }
-    }
-    ingest_cv_.notify_all();
-    if (added) {
-      spooled_ += added;
-      move_cv_.notify_all();
-    }
+  for (Pending* p : batch) p->error = error;
+  if (added) {
+    spooled_ += added;
+    move_cv_.notify_all();
   }
 }
 

@@ -140,7 +140,7 @@ class Engine {
  private:
   struct Tenant;
   struct Pending;
-  void ingest_loop();
+  void commit_batch(std::vector<Pending*>& batch);
   void move_loop();
   void driver_loop(Tenant* t);
   void watch_loop();
@@ -168,7 +168,9 @@ class Engine {
   std::condition_variable ingest_cv_;
   std::deque<Pending*> ingest_queue_;
   bool ingest_stop_ = false;
-  std::thread ingest_;
+  bool committing_ = false;   // a webhook thread is committing a batch
+  int ingest_active_ = 0;     // webhooks between enqueue and answer
+  std::unique_ptr<store::Store> ingest_reader_;
   std::unique_ptr<class Spool> spool_;
   std::thread mover_;
   std::condition_variable move_cv_;

@@ -18,9 +18,14 @@ struct Spool::Impl {
                    "ORDER BY id LIMIT ?"),
         remove(db, "DELETE FROM spool WHERE id <= ?"),
         count(db, "SELECT count(*) FROM spool") {}
+  std::string path;
+  std::unique_ptr<SQLite::Database> checkpointer;  // a connection of its own (see checkpoint())
   static SQLite::Database& init(SQLite::Database& db) {
     db.exec("PRAGMA journal_mode=WAL");
     db.exec("PRAGMA synchronous=NORMAL");
+    // Checkpoints run from Spool::checkpoint on another connection, not inside a webhook's
+    // commit (they made the latency tail).
+    db.exec("PRAGMA wal_autocheckpoint=0");
     db.setBusyTimeout(5000);
     db.exec(
         "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, "
@@ -33,6 +38,7 @@ struct Spool::Impl {
 Spool::Spool(const std::string& path) {
   try {
     impl_ = std::make_unique<Impl>(path);
+    impl_->path = path;
   } catch (const std::exception& e) {
     throw store::StoreError(path + ": " + e.what());
   }
@@ -87,6 +93,16 @@ void Spool::done(int64_t seq) {
   impl_->remove.reset();
   impl_->remove.bind(1, seq);
   impl_->remove.exec();
+}
+
+void Spool::checkpoint() {
+  // Not under the spool's lock: a passive checkpoint copies committed pages while the
+  // ingest connection goes on writing.
+  if (!impl_->checkpointer) {
+    impl_->checkpointer = std::make_unique<SQLite::Database>(impl_->path, SQLite::OPEN_READWRITE);
+    impl_->checkpointer->setBusyTimeout(1000);
+  }
+  impl_->checkpointer->exec("PRAGMA wal_checkpoint(PASSIVE)");
 }
 
 int64_t Spool::size() {

@@ -33,6 +33,9 @@ class Spool {
   // Forgets records up to `seq` (the spool's own ids, in InboxRecord::seq from take()).
   void done(int64_t seq);
   int64_t size();
+  // Copies the spool's log back into its file (passive: never waits for the writer). Called
+  // from one thread (the engine's checkpointer); the spool itself never checkpoints.
+  void checkpoint();
 
  private:
   struct Impl;
