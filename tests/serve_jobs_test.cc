@@ -707,3 +707,23 @@ TEST_CASE("serve: tenants come and go with their folders", "[serve]") {
   CHECK(r->status == 404);
   CHECK(w.stop() == 0);
 }
+
+TEST_CASE("serve: a notification deferred while the source is down is fetched again later, without a restart",
+          "[serve]") {
+  setenv("WEFT_DEFERRED_RETRY_MS", "1000", 1);  // instead of 30 s
+  ServeWorld w;
+  json::object c = w.ct.put_customer(serve_customer(9));
+  w.start();
+  unsetenv("WEFT_DEFERRED_RETRY_MS");
+  // A change notification carries no customer: weft must fetch it, and the source is down.
+  w.ct.set_down(true);
+  auto r = w.post_webhook(json::serialize(w.ct.notification(std::string(c.at("id").as_string()), "ResourceUpdated")));
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return w.metric("weft_records_total", "status=\"deferred\"") >= 1; }));
+  CHECK(!w.om.contact_by_email(email(9)).has_value());
+  // The source comes back: the record is tried again and delivered.
+  w.ct.set_down(false);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email(email(9)).has_value(); }, 30000));
+  CHECK(w.stop() == 0);
+}

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <array>
 #include <chrono>
+#include <cstdlib>
 #include <stdexcept>
 #include <thread>
 
@@ -45,6 +46,7 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
     for (const auto& [name, f] : tenant_->flows)
       if (f.enabled) flows_.push_back(name);
   pipeline_ = std::make_unique<Pipeline>(tenant_, store_);
+  if (const char* ms = std::getenv("WEFT_DEFERRED_RETRY_MS"); ms && std::atoll(ms) > 0) retry_deferred_ms_ = std::atoll(ms);
   // Sources fail here too, before anything runs, if they cannot be used (an unset secret).
   for (const auto& name : flows_) {
     const workspace::Flow* f = tenant_->flow(name);
@@ -270,6 +272,15 @@ void Runner::map_loop() {
       std::vector<store::InboxRecord> in = read_inbox(reader.get(), after, batch_size_);
       if (in.empty()) {
         std::unique_lock<std::mutex> lock(map_mu_);
+        // Records deferred (their source did not answer) are still in the inbox, behind
+        // `after`: once nothing is prepared or being committed, and a while has passed, read
+        // the inbox from its start again so they are tried again (weft serve runs for days).
+        if (deferred_since_ms_ && util::now_ms() - deferred_since_ms_ >= retry_deferred_ms_ && prepared_.empty() &&
+            !committing_) {
+          deferred_since_ms_ = 0;
+          after = 0;
+          continue;
+        }
         map_idle_ = true;
         idle_seen_writes_ = writes;
         map_cv_.notify_all();
@@ -381,8 +392,16 @@ size_t Runner::process_batch(size_t batch) {
     if (prepared_.empty()) return (map_idle_ && idle_seen_writes_ == inbox_writes_.load()) ? 0 : 1;
     ready = std::move(prepared_.front());
     prepared_.pop_front();
+    committing_ = true;
   }
   map_cv_.notify_all();
+  struct Committed {  // however the commit ends
+    Runner& r;
+    ~Committed() {
+      std::lock_guard<std::mutex> lock(r.map_mu_);
+      r.committing_ = false;
+    }
+  } committed{*this};
 
   {
     std::lock_guard<std::mutex> lock(store_mu_);
@@ -491,6 +510,10 @@ size_t Runner::process_batch(size_t batch) {
     counts_.unchanged += unchanged;
     counts_.conflicts += conflicts;
     counts_.deferred += deferred;
+    if (deferred > 0) {
+      std::lock_guard<std::mutex> lock(map_mu_);
+      if (!deferred_since_ms_) deferred_since_ms_ = util::now_ms();
+    }
     if (metrics_) {
       const std::string& t = tenant_->tenant;
       for (const auto& [k, n] : by_flow)

@@ -136,6 +136,11 @@ class Runner {
   int64_t idle_seen_writes_ = 0;  // ...and started after this many inbox writes
   std::atomic<int64_t> inbox_writes_{0};  // commits that added inbox records (pulls)
   std::exception_ptr map_error_;
+  // Deferred records are read again this long after the first of them (while idle): 30 s,
+  // or $WEFT_DEFERRED_RETRY_MS.
+  int64_t retry_deferred_ms_ = 30000;
+  int64_t deferred_since_ms_ = 0;  // map_mu_
+  bool committing_ = false;        // map_mu_: process_batch holds a batch taken from prepared_
 };
 
 }  // namespace weft::pipeline

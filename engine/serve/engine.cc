@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <regex>
 #include <set>
 
 #include "connectors/commercetools/notifications.h"
@@ -172,14 +173,14 @@ void Engine::stop() {
   }
 }
 
-Engine::Tenant* Engine::find(const std::string& tenant) const {
+std::shared_ptr<Engine::Tenant> Engine::find(const std::string& tenant) const {
   std::lock_guard<std::mutex> lock(tenants_mu_);
   auto it = tenants_.find(tenant);
-  return it == tenants_.end() ? nullptr : it->second.get();
+  return it == tenants_.end() ? nullptr : it->second;
 }
 
 std::shared_ptr<const ws::TenantVersion> Engine::active(const std::string& tenant) const {
-  Tenant* t = find(tenant);
+  std::shared_ptr<Tenant> t = find(tenant);
   if (!t) return nullptr;
   std::lock_guard<std::mutex> lock(t->mu);
   return t->next_version ? t->next_version : t->version;
@@ -193,7 +194,7 @@ std::vector<std::string> Engine::tenant_names() const {
 }
 
 void Engine::notify(const std::string& tenant) {
-  Tenant* t = find(tenant);
+  std::shared_ptr<Tenant> t = find(tenant);
   if (!t) return;
   std::lock_guard<std::mutex> lock(t->mu);
   if (t->runner) t->runner->notify_inbox();
@@ -215,9 +216,9 @@ std::shared_ptr<pipeline::Runner> Engine::make_runner(std::shared_ptr<const ws::
 // ---- tenants: start, stop, reload ----
 
 void Engine::start_tenant(const std::string& name, std::shared_ptr<const ws::TenantVersion> v) {
-  auto t = std::make_unique<Tenant>();
+  auto t = std::make_shared<Tenant>();
   t->name = name;
-  Tenant* raw = t.get();
+  Tenant* raw = t.get();  // the driver thread is joined before the tenant goes
   {
     std::lock_guard<std::mutex> lock(tenants_mu_);
     tenants_[name] = std::move(t);
@@ -241,7 +242,7 @@ void Engine::start_tenant(const std::string& name, std::shared_ptr<const ws::Ten
 }
 
 void Engine::stop_tenant(const std::string& name) {
-  Tenant* t = find(name);
+  std::shared_ptr<Tenant> t = find(name);
   if (!t) return;
   {
     std::lock_guard<std::mutex> lock(t->mu);
@@ -253,7 +254,23 @@ void Engine::stop_tenant(const std::string& name) {
 
 json::object Engine::reload(const std::string& tenant, const std::string& trigger) {
   std::lock_guard<std::mutex> lock(reload_mu_);
-  if (!tenant.empty()) return reload_one(tenant, trigger);
+  try {
+    return reload_locked(tenant, trigger);
+  } catch (const std::exception& e) {
+    // An unreadable folder and the like: refused, never fatal (the watcher and SIGHUP call this).
+    std::string why = secrets_.redact(e.what());
+    spdlog::error("reload ({}) failed: {}", trigger, why);
+    return json::object{{"result", "refused"}, {"error", why}};
+  }
+}
+
+json::object Engine::reload_locked(const std::string& tenant, const std::string& trigger) {
+  if (!tenant.empty()) {
+    static const std::regex name_re("^[a-z0-9][a-z0-9_-]{0,62}$");  // as schemas/tenant.schema.json
+    if (!std::regex_match(tenant, name_re))
+      return json::object{{"result", "refused"}, {"error", "'" + tenant + "' is not a tenant name"}};
+    return reload_one(tenant, trigger);
+  }
   // Every tenant folder: new ones start, removed ones stop, the others reload.
   std::set<std::string> present;
   for (const auto& n : ws::list_tenants(opts_.workspace)) present.insert(n);
@@ -267,11 +284,9 @@ json::object Engine::reload(const std::string& tenant, const std::string& trigge
   for (const auto& n : gone) {
     spdlog::info("tenant {}: folder removed; stopping it (its records stay in the store)", n);
     stop_tenant(n);
-    std::unique_ptr<Tenant> t;
     {
       std::lock_guard<std::mutex> l(tenants_mu_);
-      t = std::move(tenants_[n]);
-      tenants_.erase(n);
+      tenants_.erase(n);  // callers holding it keep it alive; its driver has stopped
     }
     if (scheduler_) scheduler_->tenant_changed(n);
     out[n] = json::object{{"result", "removed"}};
@@ -283,11 +298,12 @@ json::object Engine::reload(const std::string& tenant, const std::string& trigge
 json::object Engine::reload_one(const std::string& name, const std::string& trigger) {
   int64_t started = util::now_ms();
   std::vector<ws::Problem> problems;
-  if (!fs::exists(fs::path(opts_.workspace) / name / "tenant.json")) {
+  std::error_code exists_ec;
+  if (!fs::exists(fs::path(opts_.workspace) / name / "tenant.json", exists_ec)) {
     return json::object{{"result", "refused"}, {"error", "no tenant folder " + name + " in the workspace"}};
   }
   auto v = ws::build_version(opts_.workspace, name, true, &problems);
-  Tenant* t = find(name);
+  std::shared_ptr<Tenant> t = find(name);
   json::object report{{"tenant", name}, {"trigger", trigger}, {"at", util::iso8601_ms(started)}};
   auto refuse = [&](json::object why) {
     report["result"] = "refused";
@@ -420,7 +436,7 @@ void Engine::driver_loop(Tenant* t) {
       std::unique_lock<std::mutex> lock(t->mu);
       t->runner = nullptr;
       int wait_ms = std::min(30000, 500 << std::min(++failures, 6));
-      t->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return t->stop; });
+      t->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return t->stop || t->next != nullptr; });
       if (!t->stop && !t->next && version) {
         lock.unlock();
         std::string error;
@@ -448,27 +464,11 @@ void Engine::driver_loop(Tenant* t) {
 
 // ---- webhooks ----
 
-std::string Engine::signature_header(const std::string& tenant, const std::string& connection) const {
-  Tenant* t = find(tenant);
-  if (!t) return "";
-  std::shared_ptr<const ws::TenantVersion> v;
-  {
-    std::lock_guard<std::mutex> lock(t->mu);
-    v = t->version;
-  }
-  if (!v) return "";
-  const json::object* c = connection_of(*v, connection);
-  if (!c) return "";
-  auto* w = c->if_contains("webhook");
-  if (!w || !w->is_object()) return "";
-  std::string h = str_of(w->as_object(), "signature_header");
-  return h.empty() ? "X-Weft-Signature" : h;
-}
-
 int64_t Engine::backlog(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(backlog_mu_);
   auto it = backlog_.find(tenant);
-  return (it == backlog_.end() ? 0 : it->second) + spooled_.load();
+  auto sp = spooled_by_tenant_.find(tenant);
+  return (it == backlog_.end() ? 0 : it->second) + (sp == spooled_by_tenant_.end() ? 0 : sp->second);
 }
 
 WebhookAnswer Engine::webhook(const WebhookCall& call) {
@@ -481,12 +481,14 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
     return a;
   };
   if (!accepting_) return fail(503, "shutting_down", "weft is stopping; send again shortly", 5);
-  Tenant* t = find(call.tenant);
+  std::shared_ptr<Tenant> t = find(call.tenant);
   if (!t) return fail(404, "unknown_tenant", "no tenant '" + call.tenant + "' in this workspace");
+  // The newest loaded version decides (a reload that rotates a secret applies at once), and
+  // the same one is used for everything about this request.
   std::shared_ptr<const ws::TenantVersion> v;
   {
     std::lock_guard<std::mutex> lock(t->mu);
-    v = t->version ? t->version : t->next_version;
+    v = t->next_version ? t->next_version : t->version;
   }
   if (!v) return fail(503, "tenant_not_running", "tenant " + call.tenant + " is not running (see GET /api/tenants/" +
                                                      call.tenant + "); send again later", 30);
@@ -507,7 +509,9 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
                     call.connection, missing);
       return fail(503, "not_configured", "this webhook's secret is not configured on the server; send again later", 60);
     }
-    bool ok = !hmac_ref.empty() ? http::verify_hmac_sha256(*secret, call.body, call.signature)
+    std::string header_name = str_of(w, "signature_header");
+    if (header_name.empty()) header_name = "X-Weft-Signature";
+    bool ok = !hmac_ref.empty() ? http::verify_hmac_sha256(*secret, call.body, call.header ? call.header(header_name) : "")
                                 : http::verify_bearer(*secret, call.authorization);
     if (!ok) return fail(401, "unauthorized", "the request could not be authenticated");
   } else if (auto* open = w.if_contains("unauthenticated"); !(open && open->is_bool() && open->as_bool())) {
@@ -572,8 +576,6 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
   if (!p.error.empty()) return fail(503, "store_unavailable", "the records could not be stored; send again", 5);
   for (size_t i = 0; i < p.records.size(); ++i)
     (p.added[i] ? a.accepted : a.duplicates).push_back(p.records[i].message_id);
-  metrics_.add("weft_records_received_total", {{"tenant", call.tenant}, {"connection", call.connection}},
-               static_cast<double>(a.accepted.size()), "Records stored in the inbox (webhooks and pulls)");
   if (!a.duplicates.empty())
     metrics_.add("weft_webhook_duplicates_total", {{"tenant", call.tenant}, {"connection", call.connection}},
                  static_cast<double>(a.duplicates.size()), "Webhook messages already in the inbox (ignored)");
@@ -602,11 +604,15 @@ void Engine::commit_batch(std::vector<Pending*>& batch) {
     }
     std::vector<bool> ok;
     if (!fresh.empty()) spool_->add(fresh, &ok);
+    std::map<std::string, int64_t> per_tenant;
     for (size_t k = 0; k < where.size(); ++k)
       if (ok[k]) {
         where[k].first->added[where[k].second] = true;
         ++added;
+        ++per_tenant[fresh[k].tenant];
       }
+    std::lock_guard<std::mutex> lock(backlog_mu_);
+    for (const auto& [t, n] : per_tenant) spooled_by_tenant_[t] += n;
   } catch (const std::exception& e) {
     error = e.what();
     spdlog::error("webhooks: storing {} requests failed: {}", batch.size(), error);
@@ -622,6 +628,7 @@ void Engine::commit_batch(std::vector<Pending*>& batch) {
 // then drops them from the spool.
 void Engine::move_loop() {
   int failures = 0;
+  int64_t last_prune_ms = 0;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(ingest_mu_);
@@ -640,6 +647,30 @@ void Engine::move_loop() {
       std::lock_guard<std::mutex> lock(backlog_mu_);
       backlog_ = std::move(counts);
     }
+    // Done inbox records older than a week go, a chunk at a time (kept that long so late
+    // duplicates of a message are still recognized).
+    if (now - last_prune_ms >= 3600000) {
+      last_prune_ms = now;
+      try {
+        for (int chunk = 0; chunk < 100; ++chunk) {
+          int64_t n;
+          {
+            std::lock_guard<std::mutex> lock(store_mu_);
+            store_->begin();
+            try {
+              n = store_->prune(now - int64_t{7} * 86400000, 2000);
+              store_->commit();
+            } catch (...) {
+              store_->rollback();
+              throw;
+            }
+          }
+          if (n < 2000) break;
+        }
+      } catch (const std::exception& e) {
+        spdlog::warn("pruning the inbox: {}", e.what());
+      }
+    }
     std::vector<store::InboxRecord> recs;
     try {
       recs = spool_->take(2000);
@@ -656,20 +687,30 @@ void Engine::move_loop() {
       if (stop) return;
       continue;
     }
-    std::map<std::string, std::pair<std::string, int64_t>> added;  // tenant -> (connection, records)
+    std::map<std::pair<std::string, std::string>, int64_t> added;  // (tenant, connection) -> new inbox records
+    std::map<std::string, int64_t> moved;                           // tenant -> records out of the spool
     try {
       {
         std::lock_guard<std::mutex> lock(store_mu_);
+        // Synced before the records leave the spool (which is synced): otherwise a power cut
+        // could keep the spool's delete and lose the inbox's insert.
+        store_->set_synced_commits(true);
+        struct Normal {
+          store::Store& s;
+          ~Normal() {
+            try {
+              s.set_synced_commits(false);
+            } catch (...) {
+            }
+          }
+        } normal{*store_};
         store_->begin();
         try {
           for (auto& r : recs) {
             int64_t spool_seq = r.seq;
             r.seq = 0;
-            if (store_->inbox_add(r)) {
-              auto& a = added[r.tenant];
-              a.first = r.connection;
-              ++a.second;
-            }
+            if (store_->inbox_add(r)) ++added[{r.tenant, r.connection}];
+            ++moved[r.tenant];
             r.seq = spool_seq;
           }
           store_->commit();
@@ -691,9 +732,13 @@ void Engine::move_loop() {
     }
     {
       std::lock_guard<std::mutex> lock(backlog_mu_);
-      for (const auto& [t, a] : added) backlog_[t] += a.second;  // until the next count
+      for (const auto& [tc, n] : added) backlog_[tc.first] += n;  // until the next count
+      for (const auto& [t, n] : moved) spooled_by_tenant_[t] = std::max<int64_t>(0, spooled_by_tenant_[t] - n);
     }
-    for (const auto& [t, _] : added) notify(t);
+    for (const auto& [tc, n] : added)
+      metrics_.add("weft_records_received_total", {{"tenant", tc.first}, {"connection", tc.second}},
+                   static_cast<double>(n), "Records stored in the inbox (webhooks and pulls)");
+    for (const auto& [t, _] : moved) notify(t);
   }
 }
 
@@ -757,9 +802,14 @@ bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::
              "resolve it for the destination, or change the record at the source";
     return false;
   }
-  with_store([&](store::Store& s) {
+  bool resolved = with_store([&](store::Store& s) {
     s.begin();
     try {
+      // First, so a second request for the same conflict (a retry, two people) changes nothing.
+      if (!s.resolve_conflict(id, side)) {
+        s.rollback();
+        return false;
+      }
       std::string note;
       if (found->kind == "field" && found->entity_id) {
         json::value detail = json::parse(found->detail);
@@ -779,17 +829,21 @@ bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::
         s.inbox_add(r);
         note += "; the source record goes through again to write " + found->field;
       }
-      s.resolve_conflict(id, side);
       s.audit({found->correlation_id, tenant, found->flow, found->record_key, "conflict_resolved",
                "conflict " + std::to_string(id) + " (" + found->kind + (found->field.empty() ? "" : " " + found->field) +
                    ") resolved for the " + side + note + " (admin API, request " + request_id + ")",
                0});
       s.commit();
+      return true;
     } catch (...) {
       s.rollback();
       throw;
     }
   });
+  if (!resolved) {
+    *error = "conflict " + std::to_string(id) + " was already resolved";
+    return false;
+  }
   if (source) notify(tenant);
   return true;
 }
@@ -825,7 +879,7 @@ json::array Engine::tenants_json() {
     for (const auto& [n, _] : tenants_) names.push_back(n);
   }
   for (const auto& n : names) {
-    Tenant* t = find(n);
+    std::shared_ptr<Tenant> t = find(n);
     if (!t) continue;
     std::lock_guard<std::mutex> lock(t->mu);
     json::object o{{"tenant", n}, {"state", t->state}};
@@ -838,7 +892,7 @@ json::array Engine::tenants_json() {
 }
 
 std::optional<json::object> Engine::tenant_json(const std::string& name) {
-  Tenant* t = find(name);
+  std::shared_ptr<Tenant> t = find(name);
   if (!t) return std::nullopt;
   json::object o{{"tenant", name}};
   std::shared_ptr<const ws::TenantVersion> v;
@@ -888,11 +942,11 @@ std::optional<json::object> Engine::tenant_json(const std::string& name) {
 // ---- the workspace watch ----
 
 namespace {
-void add_watches(int fd, const fs::path& dir, std::map<int, fs::path>& wds) {
+void add_watches(int fd, const fs::path& dir, std::map<int, fs::path>& wds, bool root = false) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;
   std::string leaf = dir.filename().string();
-  if (!leaf.empty() && leaf[0] == '.') return;  // .weft (the database), .git, editor folders
+  if (!root && !leaf.empty() && leaf[0] == '.') return;  // .weft (the database), .git, editor folders
   int wd = inotify_add_watch(fd, dir.c_str(),
                              IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_DELETE_SELF);
   if (wd >= 0) wds[wd] = dir;
@@ -903,8 +957,10 @@ void add_watches(int fd, const fs::path& dir, std::map<int, fs::path>& wds) {
 
 void Engine::watch_loop() {
   std::map<int, fs::path> wds;
-  fs::path root = fs::absolute(opts_.workspace);
-  add_watches(watch_fd_, root, wds);
+  // "." and "ws/" alike: no trailing "." or "/" (the root itself is never taken for hidden)
+  fs::path root = fs::absolute(opts_.workspace).lexically_normal();
+  if (root.has_parent_path() && root.filename().empty()) root = root.parent_path();
+  add_watches(watch_fd_, root, wds, true);
   std::set<std::string> dirty;  // tenant names; "*" = every tenant (lib/ or a folder came or went)
   int64_t last_event = 0;
   alignas(inotify_event) char buf[16384];

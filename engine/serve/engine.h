@@ -45,7 +45,8 @@ struct Options {
 // A webhook request as the engine needs it.
 struct WebhookCall {
   std::string tenant, connection;
-  std::string content_type, authorization, signature;  // signature: the connection's signature header
+  std::string content_type, authorization;
+  std::function<std::string(const std::string&)> header;  // any request header by name ("" if absent)
   std::string body;
   std::string correlation_id;
 };
@@ -84,8 +85,6 @@ class Engine {
 
   // Durable in the inbox before it returns 202.
   WebhookAnswer webhook(const WebhookCall& call);
-  // Which header carries the signature for this connection ("" if none configured).
-  std::string signature_header(const std::string& tenant, const std::string& connection) const;
 
   // Reloads one tenant ("" = every tenant folder; new folders start, removed ones stop).
   boost::json::object reload(const std::string& tenant, const std::string& trigger);
@@ -148,8 +147,10 @@ class Engine {
   std::shared_ptr<pipeline::Runner> make_runner(std::shared_ptr<const workspace::TenantVersion> v, std::string* error);
   void start_tenant(const std::string& name, std::shared_ptr<const workspace::TenantVersion> v);
   void stop_tenant(const std::string& name);
+  boost::json::object reload_locked(const std::string& tenant, const std::string& trigger);
   boost::json::object reload_one(const std::string& tenant, const std::string& trigger);
-  Tenant* find(const std::string& tenant) const;
+  // A tenant stays alive while a caller holds it, even if its folder is removed meanwhile.
+  std::shared_ptr<Tenant> find(const std::string& tenant) const;
 
   Options opts_;
   std::string db_;
@@ -160,7 +161,7 @@ class Engine {
   std::mutex store_mu_;
 
   mutable std::mutex tenants_mu_;
-  std::map<std::string, std::unique_ptr<Tenant>> tenants_;
+  std::map<std::string, std::shared_ptr<Tenant>> tenants_;
   std::mutex reload_mu_;
 
   // Webhook group commit.
@@ -177,7 +178,8 @@ class Engine {
   bool move_stop_ = false;
   std::atomic<int64_t> spooled_{0};
   std::mutex backlog_mu_;
-  std::map<std::string, int64_t> backlog_;
+  std::map<std::string, int64_t> backlog_;            // inbox records not yet processed, per tenant
+  std::map<std::string, int64_t> spooled_by_tenant_;  // webhook records still in the spool
   int64_t backlog_refreshed_ms_ = 0;
 
   std::unique_ptr<Scheduler> scheduler_;

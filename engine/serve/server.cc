@@ -155,16 +155,18 @@ struct Server::Impl {
       call.connection = req.matches[2];
       call.content_type = req.get_header_value("Content-Type");
       call.authorization = req.get_header_value("Authorization");
-      std::string sig = engine.signature_header(call.tenant, call.connection);
-      if (!sig.empty()) call.signature = req.get_header_value(sig.c_str());
+      call.header = [&req](const std::string& name) { return req.get_header_value(name.c_str()); };
       call.body = req.body;
       call.correlation_id = cid;
       WebhookAnswer a = engine.webhook(call);
+      // Names nobody configured are not kept as labels or log keys: anyone can send them.
+      bool unknown = a.code == "unknown_tenant" || a.code == "unknown_connection";
+      std::string tenant = unknown ? "_unknown" : call.tenant, connection = unknown ? "_unknown" : call.connection;
       engine.metrics().add("weft_webhook_requests_total",
-                           {{"tenant", call.tenant}, {"connection", call.connection}, {"status", std::to_string(a.status)}},
+                           {{"tenant", tenant}, {"connection", connection}, {"status", std::to_string(a.status)}},
                            1, "Webhook requests by answer");
       if (a.status != 202) {
-        if (int more = 0; throttle(call.tenant + "/" + a.code, &more))
+        if (int more = 0; throttle(tenant + "/" + a.code, &more))
           spdlog::warn("tenant {}: webhook {}: {} {}: {}{} [correlation {}]", call.tenant, call.connection, a.status,
                        a.code, a.message, more ? " (and " + std::to_string(more) + " more like it in the last second)" : "",
                        cid);
@@ -287,8 +289,10 @@ struct Server::Impl {
                 if (side != "source" && side != "destination")
                   return send_error(res, 400, "bad_request", "side: \"source\" or \"destination\"", cid);
                 std::string error;
-                if (!engine.resolve_conflict(req.matches[1], std::stoll(req.matches[2]), side, cid, &error))
-                  return send_error(res, 404, "not_found", error, cid);
+                if (!engine.resolve_conflict(req.matches[1], std::stoll(req.matches[2]), side, cid, &error)) {
+                  bool twice = error.find("already resolved") != std::string::npos;
+                  return send_error(res, twice ? 409 : 404, twice ? "conflict" : "not_found", error, cid);
+                }
                 send_json(res, 200, json::object{{"resolved", std::stoll(req.matches[2])}, {"side", side}});
               }));
 

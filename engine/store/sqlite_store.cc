@@ -234,6 +234,7 @@ class SqliteStore final : public Store {
   }
 
   void begin() override { db_.exec("BEGIN IMMEDIATE"); }
+  void set_synced_commits(bool on) override { db_.exec(on ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"); }
   void commit() override { db_.exec("COMMIT"); }
   void rollback() override { db_.exec("ROLLBACK"); }
 

@@ -137,6 +137,10 @@ class Store {
   // One batch is one transaction: begin, the writes, commit (durable on return; WAL mode
   // with synchronous=NORMAL, so a batch costs one log write, not one fsync per record).
   virtual void begin() = 0;
+  // Commits from now on are synced to disk before they return (true) or only written to the
+  // log (false, the default: safe against a crash of weft, not of the machine). Outside a
+  // transaction.
+  virtual void set_synced_commits(bool on) = 0;
   virtual void commit() = 0;
   virtual void rollback() = 0;
 

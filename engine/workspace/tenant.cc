@@ -169,8 +169,11 @@ void load_fixtures(const fs::path& dir, const std::string& tenant, TenantVersion
 std::vector<std::string> list_tenants(const fs::path& workspace) {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(workspace, ec))
-    if (e.is_directory() && fs::exists(e.path() / "tenant.json")) out.push_back(e.path().filename().string());
+  // A folder that cannot be read (another user's, lost+found) is not a tenant, not an error.
+  for (const auto& e : fs::directory_iterator(workspace, ec)) {
+    std::error_code dir_ec, file_ec;
+    if (e.is_directory(dir_ec) && fs::exists(e.path() / "tenant.json", file_ec)) out.push_back(e.path().filename().string());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
