@@ -242,7 +242,7 @@ bool Scheduler::launch(const std::string& tenant, const std::string& flow, const
   if (slot_ms) last_slot_[key] = slot_ms;
   Run* raw = run.get();
   runs_[key] = std::move(run);
-  raw->thread = std::thread(&Scheduler::execute, this, raw, v, trigger, slot_ms);
+  raw->thread = std::thread(&Scheduler::execute, this, raw, v, trigger);
   return true;
 }
 
@@ -313,7 +313,7 @@ void Scheduler::loop() {
   }
 }
 
-void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, std::string trigger, int64_t slot_ms) {
+void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, std::string trigger) {
   lower_priority();
   json::object counts;
   std::string status = "ok", error;
@@ -367,7 +367,6 @@ void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, st
   else
     spdlog::info("tenant {}: flow {}: {} {} in {} ms: {}", t, fname, run->job, status, util::now_ms() - started,
                  json::serialize(counts));
-  (void)slot_ms;
   run->done = true;
   cv_.notify_all();
 }

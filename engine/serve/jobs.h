@@ -53,7 +53,7 @@ class Scheduler {
     std::thread thread;
   };
   void loop();
-  void execute(Run* run, std::shared_ptr<const workspace::TenantVersion> v, std::string trigger, int64_t slot_ms);
+  void execute(Run* run, std::shared_ptr<const workspace::TenantVersion> v, std::string trigger);
   boost::json::object reconcile(Run* run, std::shared_ptr<const workspace::TenantVersion> v, const workspace::Flow& flow);
   // Starts a run unless one of this flow and job is going; lock held.
   bool launch(const std::string& tenant, const std::string& flow, const std::string& job, const std::string& trigger,
