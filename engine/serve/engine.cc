@@ -673,7 +673,7 @@ void Engine::move_loop() {
     }
     std::vector<store::InboxRecord> recs;
     try {
-      recs = spool_->take(2000);
+      recs = spool_->take(500);  // each take holds the spool's lock: short, so webhooks do not wait
     } catch (const std::exception& e) {
       spdlog::error("webhooks: reading the spool failed: {}", e.what());
     }
