@@ -995,12 +995,12 @@ void Engine::watch_loop() {
       }
     }
     if (!dirty.empty() && util::now_ms() - last_event >= opts_.watch_settle_ms) {
-      std::set<std::string> todo;
-      todo.swap(dirty);
-      if (todo.count("*")) {
+      std::set<std::string> changed;
+      changed.swap(dirty);
+      if (changed.count("*")) {
         reload("", "watch");
       } else {
-        for (const auto& n : todo) reload(n, "watch");
+        for (const auto& n : changed) reload(n, "watch");
       }
     }
   }
