@@ -1,7 +1,7 @@
 -- wrk script for bench/webhook_bench.sh: one commercetools CustomerCreated message per
 -- request, each with its own message id, customer id, email and phone (every request is a
--- new record, not a duplicate). The template (first argument after --) holds the
--- placeholders MSGID, CUSTID and PHONE.
+-- new record, not a duplicate). In the template (first argument after --), the words
+-- MSGID, CUSTID and PHONE are replaced by each request's own values.
 local counter = 0
 local template = nil
 local threads = 0
