@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
+#include <ctime>
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -573,6 +576,65 @@ TEST_CASE("sandbox: the CPU limit is configurable", "[sandbox]") {
   CHECK_REJECTED_AT(o, "cpu_limit", "t/f.lua", line_of(src, "@loop"));
   CHECK(contains(o.reason, "20 ms"));
   CHECK_OK(run(*tight, "{}", "f", ctx_n(10)), R"({"ok":true})");
+}
+
+TEST_CASE("sandbox: the CPU limit counts CPU time, so a mapping waiting for a core is not cut off", "[sandbox]") {
+  std::string src = flow("  local x = 0\n  for i = 1, ctx.n do x = x + i % 7 end -- @loop\n  return { ok = true }");
+  auto ctx_n = [](double n) {
+    ws::CallContext c;
+    c.fields["n"] = n;
+    return c;
+  };
+  auto thread_cpu_ms = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+  };
+  // Calibrate on this thread's CPU clock: n for about 40 ms of CPU.
+  auto cal = Tenant(src).cpu(60000).build();
+  double best_ms = 1e9;
+  for (int i = 0; i < 3; ++i) {
+    double c0 = thread_cpu_ms();
+    REQUIRE(run(*cal, "{}", "f", ctx_n(2e6)).kind == Kind::ok);
+    best_ms = std::min(best_ms, thread_cpu_ms() - c0);
+  }
+  double n = std::max(1e5, 2e6 * 40.0 / std::max(best_ms, 0.01));
+  INFO("2e6 iterations took " << best_ms << " ms of CPU; using n = " << n);
+
+  // Four busy threads per core: this thread gets about a fifth of one, so 40 ms of CPU take
+  // some 200 ms on the wall clock, past the 100 ms limit.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> spinners;
+  for (unsigned i = 0; i < 4 * std::max(1u, std::thread::hardware_concurrency()); ++i)
+    spinners.emplace_back([&stop] {
+      volatile uint64_t x = 0;
+      while (!stop.load(std::memory_order_relaxed)) x = x + 1;
+    });
+  struct Join {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~Join() {
+      stop = true;
+      for (auto& t : threads) t.join();
+    }
+  } join{stop, spinners};
+
+  auto limited = Tenant(src).cpu(100).build();
+  auto t0 = std::chrono::steady_clock::now();
+  ws::Outcome o = run(*limited, "{}", "f", ctx_n(n));
+  double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  INFO("the call took " << wall_ms << " ms on the wall clock");
+  REQUIRE(wall_ms > 100);  // the contention this test is about did happen
+  CHECK_OK(o, R"({"ok":true})");
+
+  // A runaway script is still stopped, once it has had its 100 ms of CPU.
+  auto runaway = Tenant(flow("  while true do end -- @spin\n  return {}")).cpu(100).build();
+  t0 = std::chrono::steady_clock::now();
+  o = run(*runaway, "{}", "f");
+  wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(o.kind != Kind::ok);
+  CHECK(contains(o.reason, "cpu limit exceeded (100 ms)"));
+  CHECK(wall_ms < 20000);
 }
 
 // =============================================================================================

@@ -1,6 +1,8 @@
 #pragma once
 // Internal to engine/script: the state shared by the Lua glue files (sandbox.cc,
 // lua_json.cc, lua_pattern.cc, lua_norm.cc). Nothing outside engine/script includes this.
+#include <pthread.h>
+#include <time.h>
 #include <lua.hpp>
 
 #include <boost/json.hpp>
@@ -51,9 +53,15 @@ struct Sandbox::Impl {
   bool memory_hit = false;       // set by the allocator, cleared per call
   bool enforce = false;          // the cap applies while script code runs, not to host setup
 
-  // CPU: while a call runs, `deadline` is set; the watchdog thread installs a count hook
-  // once it has passed (see watchdog.cc), and the hook raises the error in the VM thread.
+  // CPU: the limit counts the CPU time of the thread running the call, not wall time (on a
+  // busy machine a mapping that is waiting for a core must not be cut off). While a call
+  // runs, `deadline` is the earliest wall time at which the limit could be reached; the
+  // watchdog thread, once it has passed, reads the thread's CPU clock and either moves the
+  // deadline on or installs a count hook (see watchdog.cc), and the hook raises the error
+  // in the VM thread.
   Clock::time_point deadline{};
+  clockid_t cpu_clock{};                   // the calling thread's CPU-time clock
+  int64_t cpu_start_ns = 0;                // its reading when the call began
   bool armed = false;
   std::atomic<int64_t> watch_deadline{0};  // deadline in steady-clock ns; 0 = no call running
   std::mutex hook_mu;                      // serializes lua_sethook between the two threads
@@ -113,6 +121,11 @@ void hook_now(Sandbox::Impl* I);
 // Raises the CPU-limit error if the deadline passed (used by C functions the hook cannot
 // interrupt, such as pattern matching). Does not return when the limit is hit.
 void check_deadline(lua_State* L);
+// CPU time of `clock` in ns (a thread's clock from pthread_getcpuclockid).
+int64_t cpu_now_ns(clockid_t clock);
+// Whether the call has used up its CPU limit. Past the wall deadline it reads the thread's
+// CPU clock; if time is left, the deadline moves to when it could run out (and false).
+bool cpu_limit_reached(Sandbox::Impl* I);
 // Marks the limit as hit, keeps the hook firing on every instruction, raises the error.
 [[noreturn]] void raise_cpu_limit(lua_State* L);
 

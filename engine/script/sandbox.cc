@@ -63,7 +63,15 @@ void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
 void count_hook(lua_State* L, lua_Debug*) {
   Sandbox::Impl* I = impl_of(L);
   if (!I->armed) return;
-  if (I->cpu_hit || Clock::now() >= I->deadline) raise_cpu_limit(L);
+  if (I->cpu_hit || cpu_limit_reached(I)) raise_cpu_limit(L);
+  // Hooked although CPU time is left (the watchdog's reading and this one differ): back to
+  // full speed, watched again from the new deadline.
+  std::lock_guard<std::mutex> lock(I->hook_mu);
+  if (I->hooked) {
+    lua_sethook(L, nullptr, 0, 0);
+    I->hooked = false;
+  }
+  I->watch_deadline.store(I->deadline.time_since_epoch().count(), std::memory_order_release);
 }
 
 // ---- the environment -----------------------------------------------------------------
@@ -215,6 +223,9 @@ int protected_call(Sandbox::Impl* I, int nargs, int nresults) {
   I->limit_where = {};
   I->pattern_depth = 0;
   I->deadline = Clock::now() + std::chrono::milliseconds(I->code.limits.cpu_ms);
+  I->cpu_clock = CLOCK_THREAD_CPUTIME_ID;
+  (void)pthread_getcpuclockid(pthread_self(), &I->cpu_clock);  // a clock the watchdog can read too
+  I->cpu_start_ns = cpu_now_ns(I->cpu_clock);
   I->armed = true;
   I->enforce = true;
   I->watch_deadline.store(I->deadline.time_since_epoch().count(), std::memory_order_release);
@@ -596,7 +607,22 @@ void hook_now(Sandbox::Impl* I) {
 
 void check_deadline(lua_State* L) {
   Sandbox::Impl* I = impl_of(L);
-  if (I->armed && (I->cpu_hit || Clock::now() >= I->deadline)) raise_cpu_limit(L);
+  if (I->armed && (I->cpu_hit || cpu_limit_reached(I))) raise_cpu_limit(L);
+}
+
+int64_t cpu_now_ns(clockid_t clock) {
+  timespec ts{};
+  if (clock_gettime(clock, &ts) != 0) return INT64_MAX;  // unreadable: count the limit as reached
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+bool cpu_limit_reached(Sandbox::Impl* I) {
+  Clock::time_point now = Clock::now();
+  if (now < I->deadline) return false;  // CPU time never runs faster than the wall clock
+  int64_t left = int64_t{I->code.limits.cpu_ms} * 1000000 - (cpu_now_ns(I->cpu_clock) - I->cpu_start_ns);
+  if (left <= 0) return true;
+  I->deadline = now + std::chrono::nanoseconds(left);
+  return false;
 }
 
 std::string Outcome::describe(const std::string& tenant, const std::string& flow) const {
