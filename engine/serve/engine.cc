@@ -85,14 +85,20 @@ bool Engine::start(std::string* error) {
     fs::path parent = fs::path(db_).parent_path();
     if (!parent.empty()) fs::create_directories(parent);
     store_ = store::open_sqlite(db_);
-    spool_ = std::make_unique<Spool>(db_ + "-spool");
-    spooled_ = spool_->size();
+    // Lane 0's spool keeps the name it had before there were lanes.
+    lanes_.resize(kLanes);
+    int64_t spooled = 0;
+    for (size_t i = 0; i < kLanes; ++i) {
+      lanes_[i].spool = std::make_unique<Spool>(db_ + "-spool" + (i ? "-" + std::to_string(i) : ""));
+      spooled += lanes_[i].spool->size();
+    }
+    spooled_ = spooled;
   } catch (const std::exception& e) {
     *error = e.what();
     return false;
   }
   try {
-    ingest_reader_ = store::open_sqlite(db_);  // duplicates already in the inbox (used by the commit leader)
+    for (auto& lane : lanes_) lane.reader = store::open_sqlite(db_);
   } catch (const std::exception& e) {
     *error = e.what();
     return false;
@@ -107,7 +113,7 @@ bool Engine::start(std::string* error) {
       std::unique_lock<std::mutex> lock(cp_mu_);
       while (!cp_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_.load(); })) {
         db->checkpoint();
-        spool_->checkpoint();
+        for (auto& lane : lanes_) lane.spool->checkpoint();
       }
     } catch (const std::exception& e) {
       spdlog::warn("checkpoints: {}", e.what());
@@ -549,26 +555,37 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
   {
     std::unique_lock<std::mutex> lock(ingest_mu_);
     if (ingest_stop_) return fail(503, "shutting_down", "weft is stopping; send again shortly", 5);
-    ingest_queue_.push_back(&p);
+    // The first idle lane (so a resend soon after finds its first copy in the same spool),
+    // else the one with the shortest queue.
+    Lane* lane = nullptr;
+    for (auto& l : lanes_)
+      if (!l.committing && !l.moving && l.queue.empty()) {
+        lane = &l;
+        break;
+      }
+    if (!lane)
+      for (auto& l : lanes_)
+        if (!lane || l.queue.size() + l.moving < lane->queue.size() + lane->moving) lane = &l;
+    lane->queue.push_back(&p);
     ++ingest_active_;
     while (!p.done) {
-      if (committing_) {
+      if (lane->committing) {
         ingest_cv_.wait(lock);
         continue;
       }
-      committing_ = true;  // this thread leads the next commit
+      lane->committing = true;  // this thread leads the lane's next commit
       std::vector<Pending*> batch;
       size_t records = 0;
-      while (!ingest_queue_.empty() && records < 2000) {
-        records += ingest_queue_.front()->records.size();
-        batch.push_back(ingest_queue_.front());
-        ingest_queue_.pop_front();
+      while (!lane->queue.empty() && records < 2000) {
+        records += lane->queue.front()->records.size();
+        batch.push_back(lane->queue.front());
+        lane->queue.pop_front();
       }
       lock.unlock();
-      commit_batch(batch);
+      commit_batch(*lane, batch);
       lock.lock();
       for (Pending* q : batch) q->done = true;
-      committing_ = false;
+      lane->committing = false;
       ingest_cv_.notify_all();
     }
     if (--ingest_active_ == 0) ingest_cv_.notify_all();
@@ -584,10 +601,11 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
 }
 
 // Group commit, led by the webhook threads themselves: the first one to find no commit in
-// progress takes every request waiting (its own included) into one spool transaction; the
-// others wait for it and may lead the next. A burst costs one log write, each answer still
-// waits for its own commit, and no other thread sits between a request and its commit.
-void Engine::commit_batch(std::vector<Pending*>& batch) {
+// progress in its lane takes every request waiting there (its own included) into one spool
+// transaction; the others wait for it and may lead the lane's next. A burst costs one log
+// write, each answer still waits for its own commit, and no other thread sits between a
+// request and its commit.
+void Engine::commit_batch(Lane& lane, std::vector<Pending*>& batch) {
   std::string error;
   int64_t added = 0;
   try {
@@ -597,13 +615,13 @@ void Engine::commit_batch(std::vector<Pending*>& batch) {
       p->added.assign(p->records.size(), false);
       for (size_t i = 0; i < p->records.size(); ++i) {
         const auto& r = p->records[i];
-        if (ingest_reader_ && ingest_reader_->inbox_has(r.tenant, r.connection, r.message_id)) continue;  // a re-delivery
+        if (lane.reader->inbox_has(r.tenant, r.connection, r.message_id)) continue;  // a re-delivery
         fresh.push_back(r);
         where.emplace_back(p, i);
       }
     }
     std::vector<bool> ok;
-    if (!fresh.empty()) spool_->add(fresh, &ok);
+    if (!fresh.empty()) lane.spool->add(fresh, &ok);
     std::map<std::string, int64_t> per_tenant;
     for (size_t k = 0; k < where.size(); ++k)
       if (ok[k]) {
@@ -623,6 +641,21 @@ void Engine::commit_batch(std::vector<Pending*>& batch) {
     move_cv_.notify_all();
   }
 }
+
+// While the mover reads or deletes in a lane's spool (holding its lock), new webhooks go
+// to the other lanes.
+struct Engine::MovingLane {
+  Engine& e;
+  Lane& lane;
+  MovingLane(Engine& en, Lane& l) : e(en), lane(l) {
+    std::lock_guard<std::mutex> lock(e.ingest_mu_);
+    lane.moving = true;
+  }
+  ~MovingLane() {
+    std::lock_guard<std::mutex> lock(e.ingest_mu_);
+    lane.moving = false;
+  }
+};
 
 // Carries spooled webhook records into the inbox, in large batches (one transaction each),
 // then drops them from the spool.
@@ -671,9 +704,17 @@ void Engine::move_loop() {
         spdlog::warn("pruning the inbox: {}", e.what());
       }
     }
+    // Up to 500 from each lane (each take holds the lane's spool lock: short, so webhooks do
+    // not wait); lane_end[i] is where lane i's records end in recs.
     std::vector<store::InboxRecord> recs;
+    std::vector<size_t> lane_end(lanes_.size(), 0);
     try {
-      recs = spool_->take(500);  // each take holds the spool's lock: short, so webhooks do not wait
+      for (size_t i = 0; i < lanes_.size(); ++i) {
+        MovingLane m(*this, lanes_[i]);
+        auto taken = lanes_[i].spool->take(500);
+        for (auto& r : taken) recs.push_back(std::move(r));
+        lane_end[i] = recs.size();
+      }
     } catch (const std::exception& e) {
       spdlog::error("webhooks: reading the spool failed: {}", e.what());
     }
@@ -719,7 +760,11 @@ void Engine::move_loop() {
           throw;
         }
       }
-      spool_->done(recs.back().seq);
+      for (size_t i = 0, begin = 0; i < lanes_.size(); begin = lane_end[i++])
+        if (lane_end[i] > begin) {
+          MovingLane m(*this, lanes_[i]);
+          lanes_[i].spool->done(recs[lane_end[i] - 1].seq);
+        }
       spooled_ -= static_cast<int64_t>(recs.size());
       if (spooled_ < 0) spooled_ = 0;
       failures = 0;

@@ -139,7 +139,9 @@ class Engine {
  private:
   struct Tenant;
   struct Pending;
-  void commit_batch(std::vector<Pending*>& batch);
+  struct Lane;
+  struct MovingLane;
+  void commit_batch(Lane& lane, std::vector<Pending*>& batch);
   void move_loop();
   void driver_loop(Tenant* t);
   void watch_loop();
@@ -164,15 +166,22 @@ class Engine {
   std::map<std::string, std::shared_ptr<Tenant>> tenants_;
   std::mutex reload_mu_;
 
-  // Webhook group commit.
+  // Webhook group commit, in lanes: each lane is a spool file of its own with its own
+  // commit leader, so a webhook that arrives while one lane waits for its fsync commits in
+  // an idle lane at once instead of queueing behind it (fsyncs of different files overlap).
+  struct Lane {
+    std::unique_ptr<class Spool> spool;
+    std::unique_ptr<store::Store> reader;  // finds duplicates already in the inbox (the lane's leader)
+    std::deque<Pending*> queue;
+    bool committing = false;               // a webhook thread is committing this lane's batch
+    bool moving = false;                   // the mover is reading or deleting in its spool
+  };
+  static constexpr size_t kLanes = 4;
   std::mutex ingest_mu_;
   std::condition_variable ingest_cv_;
-  std::deque<Pending*> ingest_queue_;
+  std::vector<Lane> lanes_;
   bool ingest_stop_ = false;
-  bool committing_ = false;   // a webhook thread is committing a batch
   int ingest_active_ = 0;     // webhooks between enqueue and answer
-  std::unique_ptr<store::Store> ingest_reader_;
-  std::unique_ptr<class Spool> spool_;
   std::thread mover_;
   std::condition_variable move_cv_;
   bool move_stop_ = false;

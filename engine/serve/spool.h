@@ -3,8 +3,9 @@
 //
 // Webhooks must be acknowledged in milliseconds, but the store's one writer is busy with
 // the pipeline's batch transactions (each holds SQLite's write lock for several ms). So
-// webhooks commit to a small SQLite database of their own (<db>-spool, WAL, group commit),
-// and a mover thread carries spooled records into the inbox in large batches. The move is
+// webhooks commit to a small SQLite database of their own (<db>-spool, WAL, group commit;
+// the engine keeps one per commit lane), and a mover thread carries spooled records into
+// the inbox in large batches. The move is
 // idempotent: a record is deleted from the spool only after the inbox transaction that took
 // it committed, and the inbox ignores a message id it already has, so a crash between the
 // two repeats nothing.
