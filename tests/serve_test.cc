@@ -330,6 +330,31 @@ TEST_CASE("serve: records left in any lane's spool by a crash move on at the nex
   CHECK(weft::serve::Spool(w.db() + "-spool-3").size() == 0);
 }
 
+TEST_CASE("serve: webhooks that trickle in reach Omnisend in batches, not a request each", "[serve]") {
+  // Omnisend allows 400 requests a minute: one request per contact would cap a tenant at
+  // under 7 webhooks a second. A short batch waits a moment for more, so the delivery has a
+  // backlog to send through the Batches API.
+  ServeWorld w;
+  w.start();
+  const int n = 40;
+  for (int i = 0; i < n; ++i) {
+    auto r = w.post_webhook(message(500 + i));
+    REQUIRE(r);
+    REQUIRE(r->status == 202);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() >= n; }, 30000));
+  int singles = 0, batches = 0;
+  for (const auto& req : w.om.requests()) {
+    if (req.method == "POST" && req.path == "/v3/contacts") ++singles;
+    if (req.method == "POST" && req.path == "/v3/batches") ++batches;
+  }
+  INFO(singles << " single contact requests, " << batches << " batches");
+  CHECK(singles + batches <= n / 2);
+  CHECK(batches >= 1);
+  CHECK(w.stop() == 0);
+}
+
 TEST_CASE("serve: --log-format json writes one JSON object per line", "[serve]") {
   ServeWorld w;
   w.start({"--log-format", "json"});

@@ -262,6 +262,7 @@ void Runner::map_loop() {
   try {
     std::unique_ptr<store::Store> reader = open_reader_ ? open_reader_() : nullptr;
     int64_t after = 0;  // inbox records up to here are prepared or committed
+    bool gathered = false;
     while (true) {
       {
         std::unique_lock<std::mutex> lock(map_mu_);
@@ -287,6 +288,14 @@ void Runner::map_loop() {
         map_cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return map_stop_; });
         continue;
       }
+      if (int ms = gather_ms_.load(); ms > 0 && in.size() < batch_size_ && !gathered) {
+        // Short: wait for more, then read again from the same place.
+        gathered = true;
+        std::unique_lock<std::mutex> lock(map_mu_);
+        map_cv_.wait_for(lock, std::chrono::milliseconds(ms), [&] { return map_stop_; });
+        continue;
+      }
+      gathered = false;
       after = in.back().seq;
       std::vector<PreparedRecord> out;
       out.reserve(in.size());

@@ -87,6 +87,11 @@ class Runner {
   void notify_inbox();
   const workspace::TenantVersion& version() const { return *tenant_; }
   int64_t next_retry_ms() const;
+  // A batch that would be short waits up to `ms` for more records before it is mapped (weft
+  // serve, where webhooks trickle in: each batch transaction rewrites whole pages of a
+  // dozen tables and indexes, so batches of a few records cost tens of KB of writes each).
+  // 0 (the default): no wait.
+  void set_gather(int ms) { gather_ms_ = ms; }
 
   const std::vector<std::string>& flows() const { return flows_; }
   const RunCounts& counts() const { return counts_; }
@@ -139,6 +144,7 @@ class Runner {
   // Deferred records are read again this long after the first of them (while idle): 30 s,
   // or $WEFT_DEFERRED_RETRY_MS.
   int64_t retry_deferred_ms_ = 30000;
+  std::atomic<int> gather_ms_{0};
   int64_t deferred_since_ms_ = 0;  // map_mu_
   bool committing_ = false;        // map_mu_: process_batch holds a batch taken from prepared_
 };

@@ -211,8 +211,10 @@ void Engine::notify(const std::string& tenant) {
 std::shared_ptr<pipeline::Runner> Engine::make_runner(std::shared_ptr<const ws::TenantVersion> v, std::string* error) {
   try {
     std::string path = db_;
-    return std::make_shared<pipeline::Runner>(v, *store_, store_mu_, secrets_, std::vector<std::string>{},
-                                              [path] { return store::open_sqlite(path); }, &metrics_);
+    auto r = std::make_shared<pipeline::Runner>(v, *store_, store_mu_, secrets_, std::vector<std::string>{},
+                                                [path] { return store::open_sqlite(path); }, &metrics_);
+    r->set_gather(kBatchGatherMs);
+    return r;
   } catch (const std::exception& e) {
     *error = secrets_.redact(e.what());
     return nullptr;
@@ -662,11 +664,19 @@ struct Engine::MovingLane {
 void Engine::move_loop() {
   int failures = 0;
   int64_t last_prune_ms = 0;
+  auto last_move = std::chrono::steady_clock::now();
   while (true) {
     {
       std::unique_lock<std::mutex> lock(ingest_mu_);
       move_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return move_stop_ || spooled_.load() > 0; });
+      // Records spooled since the last move gather for up to kMoveGatherMs (unless a full
+      // move's worth is there): each synced inbox transaction rewrites whole pages of the
+      // inbox and its indexes, so a move per webhook wrote ~50 KB a record and its fsyncs
+      // stalled the webhooks' own.
+      move_cv_.wait_until(lock, last_move + std::chrono::milliseconds(kMoveGatherMs),
+                          [&] { return move_stop_ || spooled_.load() >= 500; });
     }
+    last_move = std::chrono::steady_clock::now();
     // The backlog bound is checked against a count refreshed a few times a second.
     int64_t now = util::now_ms();
     if (now - backlog_refreshed_ms_ >= 250) {

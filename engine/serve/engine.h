@@ -177,6 +177,8 @@ class Engine {
     bool moving = false;                   // the mover is reading or deleting in its spool
   };
   static constexpr size_t kLanes = 4;
+  static constexpr int kMoveGatherMs = 50;     // see move_loop
+  static constexpr int kBatchGatherMs = 50;    // see pipeline::Runner::set_gather
   std::mutex ingest_mu_;
   std::condition_variable ingest_cv_;
   std::vector<Lane> lanes_;
