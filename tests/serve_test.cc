@@ -78,6 +78,17 @@ TEST_CASE("serve: a webhook reaches Omnisend, and its correlation id traces it",
   CHECK(json::parse(r->body).at("accepted").as_array().size() == 2);
   REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email("c4@x.se").has_value(); }));
   CHECK(w.om.contact_count() == 4);
+
+  // What the metrics say about it: 4 requests answered 202 (one a duplicate), their ack
+  // times, and 4 records delivered with their latency.
+  CHECK(w.metric("weft_webhook_requests_total", "status=\"202\"") == 4);
+  CHECK(w.metric("weft_webhook_duplicates_total") == 1);
+  CHECK(w.metric("weft_webhook_ack_seconds_count", "connection=\"ct\"") == 4);
+  CHECK(w.metric("weft_webhook_ack_seconds_bucket", "le=\"+Inf\"") == 4);
+  REQUIRE(ServeWorld::wait_for([&] {
+    return w.metric("weft_deliveries_total", "outcome=\"delivered\"") == 4;
+  }));
+  CHECK(w.metric("weft_delivery_latency_seconds_count") == 4);
   CHECK(w.stop() == 0);
 }
 

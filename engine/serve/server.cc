@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cctype>
+#include <chrono>
 
 #include "engine/cli/commands.h"
 #include "engine/serve/jobs.h"
@@ -150,6 +151,7 @@ struct Server::Impl {
 
   void routes() {
     http.Post(R"(/webhooks/([^/]+)/([^/]+))", wrap("webhook", false, [this](const auto& req, auto& res, const auto& cid) {
+      auto started = std::chrono::steady_clock::now();
       WebhookCall call;
       call.tenant = req.matches[1];
       call.connection = req.matches[2];
@@ -165,6 +167,11 @@ struct Server::Impl {
       engine.metrics().add("weft_webhook_requests_total",
                            {{"tenant", tenant}, {"connection", connection}, {"status", std::to_string(a.status)}},
                            1, "Webhook requests by answer");
+      if (a.status == 202)
+        engine.metrics().observe(
+            "weft_webhook_ack_seconds", {{"tenant", tenant}, {"connection", connection}},
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+            "Time from a webhook's body read to its 202 (checks, parsing and the durable commit)");
       if (a.status != 202) {
         if (int more = 0; throttle(tenant + "/" + a.code, &more))
           spdlog::warn("tenant {}: webhook {}: {} {}: {}{} [correlation {}]", call.tenant, call.connection, a.status,

@@ -39,7 +39,7 @@ std::string label_text(const Labels& labels) {
 }
 
 const std::vector<double>& Metrics::buckets() {
-  static const std::vector<double> b = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+  static const std::vector<double> b = {0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                         0.5,   1,      2.5,   5,    10,    30,   60,  300};
   return b;
 }

@@ -19,7 +19,7 @@ class Metrics {
   // `help` is taken from the first call per name.
   void add(const std::string& name, const Labels& labels, double v, const char* help = "");
   void set(const std::string& name, const Labels& labels, double v, const char* help = "");
-  // Histogram of seconds (buckets from 1 ms to 5 min).
+  // Histogram of seconds (buckets from 0.25 ms to 5 min).
   void observe(const std::string& name, const Labels& labels, double seconds, const char* help = "");
   // Drops every gauge series of `name` (before setting the current ones again).
   void clear_gauge(const std::string& name);
