@@ -548,25 +548,43 @@ TEST_CASE("sandbox: a top-level infinite loop makes create fail, not hang", "[sa
   }
 }
 
-TEST_CASE("sandbox: the CPU limit is configurable", "[sandbox]") {
-  // An instruction-count loop; its length comes from ctx.n.
-  std::string src = flow("  local x = 0\n  for i = 1, ctx.n do x = x + i % 7 end -- @loop\n  return { ok = true }");
-  auto ctx_n = [](double n) {
-    ws::CallContext c;
-    c.fields["n"] = n;
-    return c;
-  };
-  // Calibrate: how long do 2e6 iterations take here (fastest of three)?
-  auto cal = Tenant(src).cpu(60000).build();
+namespace {
+// A flow that loops ctx.n times (its loop's line is marked @loop).
+std::string loop_flow() {
+  return flow("  local x = 0\n  for i = 1, ctx.n do x = x + i % 7 end -- @loop\n  return { ok = true }");
+}
+ws::CallContext ctx_n(double n) {
+  ws::CallContext c;
+  c.fields["n"] = n;
+  return c;
+}
+double wall_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+double thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+// How many iterations of loop_flow() take about `target_ms` on `clock` here (calibrated on
+// the fastest of three runs of 2e6).
+double loop_iterations_for(double target_ms, double (*clock)()) {
+  auto cal = Tenant(loop_flow()).cpu(60000).build();
   double best_ms = 1e9;
   for (int i = 0; i < 3; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    ws::Outcome o = run(*cal, "{}", "f", ctx_n(2e6));
-    REQUIRE(o.kind == Kind::ok);
-    best_ms = std::min(best_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    double t0 = clock();
+    REQUIRE(run(*cal, "{}", "f", ctx_n(2e6)).kind == Kind::ok);
+    best_ms = std::min(best_ms, clock() - t0);
   }
-  double n = std::max(1e5, 2e6 * 90.0 / std::max(best_ms, 0.01));  // about 90 ms of work
-  INFO("2e6 iterations took " << best_ms << " ms; using n = " << n);
+  INFO("2e6 iterations took " << best_ms << " ms");
+  return std::max(1e5, 2e6 * target_ms / std::max(best_ms, 0.01));
+}
+}  // namespace
+
+TEST_CASE("sandbox: the CPU limit is configurable", "[sandbox]") {
+  std::string src = loop_flow();
+  double n = loop_iterations_for(90, wall_ms);  // about 90 ms of work
+  INFO("using n = " << n);
 
   auto roomy = Tenant(src).cpu(200).build();
   CHECK_OK(run(*roomy, "{}", "f", ctx_n(n)), R"({"ok":true})");
@@ -579,27 +597,9 @@ TEST_CASE("sandbox: the CPU limit is configurable", "[sandbox]") {
 }
 
 TEST_CASE("sandbox: the CPU limit counts CPU time, so a mapping waiting for a core is not cut off", "[sandbox]") {
-  std::string src = flow("  local x = 0\n  for i = 1, ctx.n do x = x + i % 7 end -- @loop\n  return { ok = true }");
-  auto ctx_n = [](double n) {
-    ws::CallContext c;
-    c.fields["n"] = n;
-    return c;
-  };
-  auto thread_cpu_ms = [] {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-  };
-  // Calibrate on this thread's CPU clock: n for about 40 ms of CPU.
-  auto cal = Tenant(src).cpu(60000).build();
-  double best_ms = 1e9;
-  for (int i = 0; i < 3; ++i) {
-    double c0 = thread_cpu_ms();
-    REQUIRE(run(*cal, "{}", "f", ctx_n(2e6)).kind == Kind::ok);
-    best_ms = std::min(best_ms, thread_cpu_ms() - c0);
-  }
-  double n = std::max(1e5, 2e6 * 40.0 / std::max(best_ms, 0.01));
-  INFO("2e6 iterations took " << best_ms << " ms of CPU; using n = " << n);
+  std::string src = loop_flow();
+  double n = loop_iterations_for(40, thread_cpu_ms);  // about 40 ms of CPU
+  INFO("using n = " << n);
 
   // Four busy threads per core: this thread gets about a fifth of one, so 40 ms of CPU take
   // some 200 ms on the wall clock, past the 100 ms limit.
@@ -622,19 +622,19 @@ TEST_CASE("sandbox: the CPU limit counts CPU time, so a mapping waiting for a co
   auto limited = Tenant(src).cpu(100).build();
   auto t0 = std::chrono::steady_clock::now();
   ws::Outcome o = run(*limited, "{}", "f", ctx_n(n));
-  double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  INFO("the call took " << wall_ms << " ms on the wall clock");
-  REQUIRE(wall_ms > 100);  // the contention this test is about did happen
+  double took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  INFO("the call took " << took_ms << " ms on the wall clock");
+  REQUIRE(took_ms > 100);  // the contention this test is about did happen
   CHECK_OK(o, R"({"ok":true})");
 
   // A runaway script is still stopped, once it has had its 100 ms of CPU.
   auto runaway = Tenant(flow("  while true do end -- @spin\n  return {}")).cpu(100).build();
   t0 = std::chrono::steady_clock::now();
   o = run(*runaway, "{}", "f");
-  wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   CHECK(o.kind != Kind::ok);
   CHECK(contains(o.reason, "cpu limit exceeded (100 ms)"));
-  CHECK(wall_ms < 20000);
+  CHECK(took_ms < 20000);
 }
 
 // =============================================================================================

@@ -24,6 +24,51 @@ std::string message(int i, int64_t version = 1, const std::string& msg_id = "") 
       customer_created(serve_customer(i, version), msg_id.empty() ? "msg-" + std::to_string(i) + "-" + std::to_string(version) : msg_id));
 }
 
+
+// `n` threads post new customers' webhooks until stop(); acked() is what got its 202.
+class Senders {
+ public:
+  Senders(ServeWorld& w, int n) {
+    for (int t = 0; t < n; ++t)
+      threads_.emplace_back([this, &w] {
+        while (go_) {
+          int i = next_++;
+          auto r = w.post_webhook(message(i));
+          if (r && r->status == 202) {
+            std::lock_guard<std::mutex> lock(mu_);
+            acked_.insert(i);
+          }
+        }
+      });
+  }
+  ~Senders() { stop(); }
+  void stop() {
+    go_ = false;
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  const std::set<int>& acked() const { return acked_; }
+
+ private:
+  std::atomic<bool> go_{true};
+  std::atomic<int> next_{0};
+  std::mutex mu_;
+  std::set<int> acked_;
+  std::vector<std::thread> threads_;
+};
+
+// After a restart, every acknowledged record reaches Omnisend, none out of order.
+void check_all_delivered(ServeWorld& w, const std::set<int>& acked) {
+  w.start();
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() >= acked.size(); }, 60000));
+  for (int i : acked) {
+    INFO(i);
+    CHECK(w.om.contact_by_email("c" + std::to_string(i) + "@x.se").has_value());
+  }
+  CHECK(w.om.order_violations() == 0);
+  CHECK(w.stop() == 0);
+}
+
 }  // namespace
 
 TEST_CASE("serve: a webhook reaches Omnisend, and its correlation id traces it", "[serve]") {
@@ -238,74 +283,28 @@ return M
 TEST_CASE("serve: SIGTERM under load stops in time and loses nothing acknowledged", "[serve]") {
   ServeWorld w;
   w.start();
-  std::atomic<bool> go{true};
-  std::mutex mu;
-  std::set<int> acked;
-  std::vector<std::thread> senders;
-  std::atomic<int> next{0};
-  for (int t = 0; t < 4; ++t)
-    senders.emplace_back([&] {
-      while (go) {
-        int i = next++;
-        auto r = w.post_webhook(message(i));
-        if (r && r->status == 202) {
-          std::lock_guard<std::mutex> lock(mu);
-          acked.insert(i);
-        }
-      }
-    });
+  Senders senders(w, 4);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   int64_t t0 = weft::util::now_ms();
   int code = w.stop(20000);
   int64_t took = weft::util::now_ms() - t0;
-  go = false;
-  for (auto& s : senders) s.join();
+  senders.stop();
   CHECK(code == 0);
   CHECK(took < 15000);
-  REQUIRE(acked.size() > 50);
-  // Restarted, it finishes what was left; every acknowledged record reaches Omnisend.
-  w.start();
-  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() >= acked.size(); }, 60000));
-  for (int i : acked) {
-    INFO(i);
-    CHECK(w.om.contact_by_email("c" + std::to_string(i) + "@x.se").has_value());
-  }
-  CHECK(w.om.order_violations() == 0);
-  CHECK(w.stop() == 0);
+  REQUIRE(senders.acked().size() > 50);
+  // Restarted, it finishes what was left.
+  check_all_delivered(w, senders.acked());
 }
 
 TEST_CASE("serve: SIGKILL under concurrent webhooks loses nothing acknowledged, whichever lane took it", "[serve]") {
   ServeWorld w;
   w.start();
-  std::atomic<bool> go{true};
-  std::mutex mu;
-  std::set<int> acked;
-  std::vector<std::thread> senders;
-  std::atomic<int> next{0};
-  for (int t = 0; t < 8; ++t)  // more senders than lanes, so every lane commits
-    senders.emplace_back([&] {
-      while (go) {
-        int i = next++;
-        auto r = w.post_webhook(message(i));
-        if (r && r->status == 202) {
-          std::lock_guard<std::mutex> lock(mu);
-          acked.insert(i);
-        }
-      }
-    });
+  Senders senders(w, 8);  // more senders than lanes, so every lane commits
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));
   w.kill_hard();
-  go = false;
-  for (auto& s : senders) s.join();
-  REQUIRE(acked.size() > 50);
-  w.start();
-  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() >= acked.size(); }, 60000));
-  for (int i : acked) {
-    INFO(i);
-    CHECK(w.om.contact_by_email("c" + std::to_string(i) + "@x.se").has_value());
-  }
-  CHECK(w.om.order_violations() == 0);
-  CHECK(w.stop() == 0);
+  senders.stop();
+  REQUIRE(senders.acked().size() > 50);
+  check_all_delivered(w, senders.acked());
 }
 
 TEST_CASE("serve: records left in any lane's spool by a crash move on at the next start", "[serve]") {
