@@ -7,7 +7,8 @@
 #      SECONDS (default 15); then the pipeline drains
 #   2. throughput: wrk -t2 -c32 for SECONDS, as fast as it can
 # Every request carries its own message id, customer id, email and phone, so each is a new
-# record. Prints wrk's reports, what reached the fake Omnisend, and weft's peak RSS.
+# record. Prints wrk's reports, weft's own ack-time histogram (as bucket bounds) for the
+# fixed-rate run, what reached the fake Omnisend, and weft's peak RSS.
 # Usage: webhook_bench.sh [SECONDS]   (run by `./dev bench-webhooks`)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,9 +68,21 @@ drain() {  # waits until nothing waits in the spool, the inbox or the outbox (or
     sleep 0.5
   done
 }
+ack_quantiles() {  # weft's own view: the ack time histogram (body read to 202), as bucket bounds
+  curl -s -H 'Authorization: Bearer bench-admin' "http://127.0.0.1:$(cat "$work/port")/metrics" | python3 -c '
+import re, sys
+buckets = sorted((float("inf") if le == "+Inf" else float(le), float(v)) for le, v in
+                 re.findall(r"^weft_webhook_ack_seconds_bucket\{[^}]*le=\"([^\"]+)\"\} (\S+)", sys.stdin.read(), re.M))
+total = buckets[-1][1] if buckets else 0
+def bound(q):
+    return next((f"<= {le * 1000:g} ms" for le, n in buckets if n >= q * total), "?")
+print(f"weft ack time (body read to 202, from its histogram): p50 {bound(0.5)}, p90 {bound(0.9)}, "
+      f"p99 {bound(0.99)} ({int(total)} requests)" if total else "weft ack time: no histogram")'
+}
 echo "== latency at ~2,000 requests/s: wrk -t2 -c24, 9 ms between a connection's requests"
 WEFT_BENCH_PREFIX=r WEFT_BENCH_PHONE_SERIES=73 WEFT_BENCH_DELAY_MS=9 wrk -t2 -c24 -d"${SECONDS_RUN}s" --latency \
   -s "$ROOT/bench/wrk/webhook_rate.lua" "${hdr[@]}" "$url" -- "$work/template.json"
+ack_quantiles
 drain
 echo
 echo "== throughput: wrk -t2 -c32 -d${SECONDS_RUN}s (size of one body: $(wc -c < "$work/template.json") bytes)"
