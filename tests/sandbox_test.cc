@@ -601,11 +601,11 @@ TEST_CASE("sandbox: the CPU limit counts CPU time, so a mapping waiting for a co
   double n = loop_iterations_for(40, thread_cpu_ms);  // about 40 ms of CPU
   INFO("using n = " << n);
 
-  // Four busy threads per core: this thread gets about a fifth of one, so 40 ms of CPU take
-  // some 200 ms on the wall clock, past the 100 ms limit.
+  // Eight busy threads per core: this thread gets about a ninth of one, so 40 ms of CPU take
+  // some 350 ms on the wall clock, past the 100 ms limit.
   std::atomic<bool> stop{false};
   std::vector<std::thread> spinners;
-  for (unsigned i = 0; i < 4 * std::max(1u, std::thread::hardware_concurrency()); ++i)
+  for (unsigned i = 0; i < 8 * std::max(1u, std::thread::hardware_concurrency()); ++i)
     spinners.emplace_back([&stop] {
       volatile uint64_t x = 0;
       while (!stop.load(std::memory_order_relaxed)) x = x + 1;
@@ -620,18 +620,22 @@ TEST_CASE("sandbox: the CPU limit counts CPU time, so a mapping waiting for a co
   } join{stop, spinners};
 
   auto limited = Tenant(src).cpu(100).build();
-  auto t0 = std::chrono::steady_clock::now();
-  ws::Outcome o = run(*limited, "{}", "f", ctx_n(n));
-  double took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ws::Outcome o;
+  double took_ms = 0;
+  for (int attempt = 0; attempt < 3 && took_ms <= 100; ++attempt) {  // (the scheduler decides)
+    double t0 = wall_ms();
+    o = run(*limited, "{}", "f", ctx_n(n));
+    took_ms = wall_ms() - t0;
+    CHECK_OK(o, R"({"ok":true})");
+  }
   INFO("the call took " << took_ms << " ms on the wall clock");
   REQUIRE(took_ms > 100);  // the contention this test is about did happen
-  CHECK_OK(o, R"({"ok":true})");
 
   // A runaway script is still stopped, once it has had its 100 ms of CPU.
   auto runaway = Tenant(flow("  while true do end -- @spin\n  return {}")).cpu(100).build();
-  t0 = std::chrono::steady_clock::now();
+  double t0 = wall_ms();
   o = run(*runaway, "{}", "f");
-  took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  took_ms = wall_ms() - t0;
   CHECK(o.kind != Kind::ok);
   CHECK(contains(o.reason, "cpu limit exceeded (100 ms)"));
   CHECK(took_ms < 20000);
