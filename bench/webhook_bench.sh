@@ -68,26 +68,39 @@ drain() {  # waits until nothing waits in the spool, the inbox or the outbox (or
     sleep 0.5
   done
 }
-ack_quantiles() {  # weft's own view: the ack time histogram (body read to 202), as bucket bounds
-  curl -s -H 'Authorization: Bearer bench-admin' "http://127.0.0.1:$(cat "$work/port")/metrics" | python3 -c '
-import re, sys
-buckets = sorted((float("inf") if le == "+Inf" else float(le), float(v)) for le, v in
-                 re.findall(r"^weft_webhook_ack_seconds_bucket\{[^}]*le=\"([^\"]+)\"\} (\S+)", sys.stdin.read(), re.M))
+ack_buckets() {  # the ack time histogram (body read to 202) as "le count" lines
+  curl -s -H 'Authorization: Bearer bench-admin' "http://127.0.0.1:$(cat "$work/port")/metrics" |
+    sed -n 's/^weft_webhook_ack_seconds_bucket{[^}]*le="\([^"]*\)"} \(.*\)$/\1 \2/p'
+}
+ack_quantiles() {  # weft's own view of the last run: the histogram's growth since $1, as bucket bounds
+  ack_buckets > "$work/ack.now"
+  python3 - "$1" "$work/ack.now" <<'PY'
+import sys
+def read(path):
+    try:
+        return {le: float(n) for le, n in (l.split() for l in open(path) if l.strip())}
+    except FileNotFoundError:
+        return {}
+before, now = read(sys.argv[1]), read(sys.argv[2])
+buckets = sorted((float("inf") if le == "+Inf" else float(le), n - before.get(le, 0)) for le, n in now.items())
 total = buckets[-1][1] if buckets else 0
 def bound(q):
     return next((f"<= {le * 1000:g} ms" for le, n in buckets if n >= q * total), "?")
 print(f"weft ack time (body read to 202, from its histogram): p50 {bound(0.5)}, p90 {bound(0.9)}, "
-      f"p99 {bound(0.99)} ({int(total)} requests)" if total else "weft ack time: no histogram")'
+      f"p99 {bound(0.99)}, p99.9 {bound(0.999)} ({int(total)} requests)" if total else "weft ack time: no histogram")
+PY
 }
 echo "== latency at ~2,000 requests/s: wrk -t2 -c24, 9 ms between a connection's requests"
 WEFT_BENCH_PREFIX=r WEFT_BENCH_PHONE_SERIES=73 WEFT_BENCH_DELAY_MS=9 wrk -t2 -c24 -d"${SECONDS_RUN}s" --latency \
   -s "$ROOT/bench/wrk/webhook_rate.lua" "${hdr[@]}" "$url" -- "$work/template.json"
-ack_quantiles
+ack_quantiles /dev/null
 drain
 echo
+ack_buckets > "$work/ack.before"
 echo "== throughput: wrk -t2 -c32 -d${SECONDS_RUN}s (size of one body: $(wc -c < "$work/template.json") bytes)"
 WEFT_BENCH_PREFIX=t WEFT_BENCH_PHONE_SERIES=70 wrk -t2 -c32 -d"${SECONDS_RUN}s" --latency \
   -s "$ROOT/bench/wrk/webhook.lua" "${hdr[@]}" "$url" -- "$work/template.json"
+ack_quantiles "$work/ack.before"
 echo
 start=$(date +%s)
 drain
