@@ -921,6 +921,10 @@ bool Engine::ready(std::string* why) {
   std::lock_guard<std::mutex> lock(tenants_mu_);
   for (const auto& [n, t] : tenants_) {
     std::lock_guard<std::mutex> l(t->mu);
+    if (t->state == "starting" && t->next) {  // loaded; its pipeline is being started
+      *why = "tenant " + n + ": starting";
+      return false;
+    }
     if (t->version && !t->runner && !t->next) {
       *why = "tenant " + n + ": pipeline not running: " + t->last_error;
       return false;
