@@ -921,7 +921,7 @@ bool Engine::ready(std::string* why) {
   std::lock_guard<std::mutex> lock(tenants_mu_);
   for (const auto& [n, t] : tenants_) {
     std::lock_guard<std::mutex> l(t->mu);
-    if (t->state == "starting" && t->next) {  // loaded; its pipeline is being started
+    if (t->state == "starting") {  // its first pipeline is being made or started
       *why = "tenant " + n + ": starting";
       return false;
     }
