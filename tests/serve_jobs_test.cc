@@ -114,8 +114,10 @@ TEST_CASE("serve: reload under load: nothing lost, a broken script refused, reco
   ServeWorld w;
   w.start();
   const std::string v0 = script_version(w);
-  INFO("tenant: " << json::serialize(tenant(w)) << "\nlog:\n" << slurp(w.log_path));
-  REQUIRE(!v0.empty());
+  {
+    INFO("tenant: " << json::serialize(tenant(w)) << "\nlog:\n" << slurp(w.log_path));
+    REQUIRE(!v0.empty());
+  }
 
   // A sender posting signed messages, one correlation id each, until told to stop.
   std::atomic<bool> go{true};
