@@ -232,11 +232,7 @@ TEST_CASE("serve: reload under load: nothing lost, a broken script refused, reco
   REQUIRE(acked.size() > 200);
 
   // Every acknowledged record reaches Omnisend; nothing parked.
-  ServeWorld::wait_for([&] {
-    for (int i : acked)
-      if (!w.om.contact_by_email(email(i))) return false;
-    return true;
-  }, 60000);
+  w.wait_for_contacts(acked, 60000);  // the missing ones are named below
   for (int i : acked) {
     INFO(i);
     CHECK(w.om.contact_by_email(email(i)).has_value());

@@ -64,14 +64,7 @@ class Senders {
 // After a restart, every acknowledged record reaches Omnisend, none out of order.
 void check_all_delivered(ServeWorld& w, const std::set<int>& acked) {
   w.start();
-  // Waits for the acknowledged records themselves, not for a count: a request the kill cut
-  // off after its commit but before its 202 is delivered too, so the count can reach
-  // acked.size() while an acknowledged record is still on its way.
-  ServeWorld::wait_for([&] {
-    for (int i : acked)
-      if (!w.om.contact_by_email("c" + std::to_string(i) + "@x.se")) return false;
-    return true;
-  }, 60000);
+  w.wait_for_contacts(acked, 60000);  // the missing ones are named below
   for (int i : acked) {
     INFO(i);
     CHECK(w.om.contact_by_email("c" + std::to_string(i) + "@x.se").has_value());

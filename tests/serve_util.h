@@ -219,6 +219,17 @@ struct ServeWorld {
     }
     return sum;
   }
+  // Waits until the contacts of customers `ids` (serve_customer: c<i>@x.se) are all at the
+  // fake Omnisend. Waits for the records themselves, not a count: a request a crash cut off
+  // after its commit but before its 202 is delivered too, so a count can be reached early.
+  template <class Ids>
+  bool wait_for_contacts(const Ids& ids, int limit_ms) const {
+    return wait_for([&] {
+      for (int i : ids)
+        if (!om.contact_by_email("c" + std::to_string(i) + "@x.se")) return false;
+      return true;
+    }, limit_ms);
+  }
   // Waits until `pred` holds (checked every 50 ms); false after `limit_ms`.
   static bool wait_for(const std::function<bool()>& pred, int limit_ms = 20000) {
     for (int waited = 0; waited < limit_ms; waited += 50) {
