@@ -87,7 +87,7 @@ bool Engine::start(std::string* error) {
   try {
     fs::path parent = fs::path(db_).parent_path();
     if (!parent.empty()) fs::create_directories(parent);
-    store_ = store::open_sqlite(db_);
+    store_ = store::open_sqlite(db_, store::kWriterCacheKiB);
     // Lane 0's spool keeps the name it had before there were lanes.
     lanes_.resize(kLanes);
     int64_t spooled = 0;

@@ -198,8 +198,9 @@ constexpr int kLatest = static_cast<int>(sizeof kMigrations / sizeof kMigrations
 
 class SqliteStore final : public Store {
  public:
-  explicit SqliteStore(const std::string& path)
+  SqliteStore(const std::string& path, int cache_kib)
       : path_(path), db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_FULLMUTEX) {
+    if (cache_kib > 0) db_.exec("PRAGMA cache_size=-" + std::to_string(cache_kib));
     db_.exec("PRAGMA journal_mode=WAL");
     db_.exec("PRAGMA synchronous=NORMAL");  // WAL + NORMAL: durable at commit, no fsync per record
     db_.exec("PRAGMA foreign_keys=ON");
@@ -1009,7 +1010,7 @@ class SqliteStore final : public Store {
 
 }  // namespace
 
-std::unique_ptr<Store> open_sqlite(const std::string& path) {
+std::unique_ptr<Store> open_sqlite(const std::string& path, int cache_kib) {
   // weft never reads SQLite's memory statistics, and keeping them takes one process-wide
   // mutex on every allocation, which the writer, the readers and the checkpointer contend
   // on. Turned off before SQLite initializes (if something else initialized it first, the
@@ -1017,7 +1018,7 @@ std::unique_ptr<Store> open_sqlite(const std::string& path) {
   static const bool memstatus_off = [] { return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK; }();
   (void)memstatus_off;
   try {
-    return std::make_unique<SqliteStore>(path);
+    return std::make_unique<SqliteStore>(path, cache_kib);
   } catch (const StoreError&) {
     throw;
   } catch (const std::exception& e) {

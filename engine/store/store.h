@@ -260,6 +260,13 @@ class Store {
 
 // Opens (creating if needed) the SQLite store at `path` and applies pending migrations.
 // Throws StoreError naming the path and the problem, e.g. a database written by a newer weft.
-std::unique_ptr<Store> open_sqlite(const std::string& path);
+// `cache_kib` bounds the connection's page cache (0: SQLite's default, 2 MiB). The one
+// connection that writes the pipeline's batches gets kWriterCacheKiB: the identity, version
+// and inbox indexes are looked up and updated at random places, and with 2 MiB most of
+// those lookups read their page again from the file (measured: `weft sync` of 100,000
+// customers read 7.7 GB through 1.9 M reads; with 32 MiB, 1.8 GB). The cache is a fixed
+// bound, so memory still does not grow with the backlog.
+constexpr int kWriterCacheKiB = 32 * 1024;
+std::unique_ptr<Store> open_sqlite(const std::string& path, int cache_kib = 0);
 
 }  // namespace weft::store
