@@ -145,9 +145,8 @@ bool Source::customers_since(const std::string& cursor, int limit, Page* out, Er
     bool has_version = !c["version"].get_int64().get(version);
     std::string v;
     v.reserve(id.size() + modified.size() + 24);
-    v.append(id).append(":");
+    v.append(modified).append("|").append(id).append(":");
     if (has_version) v += std::to_string(version);
-    v.append("@").append(modified);
     out->versions.push_back(std::move(v));
     out->cursor = std::string(modified) + "|" + std::string(id);
   }

@@ -26,7 +26,10 @@ struct Settings {
 
 struct Page {
   std::vector<std::string> records;  // each result as JSON text
-  std::vector<std::string> versions; // per record "id:version@lastModifiedAt" (a message id for it)
+  // Per record "lastModifiedAt|id:version", a message id for it. In the page's order, so the
+  // inbox's message-id index grows at its end instead of at random places (an index page
+  // changed at a random place costs a 4 KiB page write per batch).
+  std::vector<std::string> versions;
   std::string cursor;                // after the last record; the input cursor if none
   bool more = false;                 // a full page came back: ask again from `cursor`
 };
