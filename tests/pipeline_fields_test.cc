@@ -553,6 +553,71 @@ TEST_CASE("fields: a field delivered as null merges as unchanged afterwards", "[
 }
 
 // ---------------------------------------------------------------------------------------
+// encode_shadow / decode_shadow: the stored form
+
+TEST_CASE("fields: the stored shadow writes the common time and version once and reads back whole", "[fields]") {
+  json::object shadow;
+  record_delivery(shadow, {{"firstName", "Anna"}, {"lastName", "Berg"}, {"tags", val(R"(["a","b"])")}}, {}, 2000, "v1");
+  // One field the destination changed later, one it answered differently from what was sent.
+  record_delivery(shadow, {}, {{"city", "Lund"}}, 3000, "destination");
+  record_delivery(shadow, {{"postalCode", "22100"}}, {{"postalCode", "221 00"}}, 2000, "v1");
+  std::string text = encode_shadow(shadow);
+  json::object stored = json::parse(text).as_object();
+  CHECK(stored.at("~") == 2);
+  CHECK(stored.at("t") == 2000);
+  CHECK(stored.at("b") == "v1");
+  // The common pair is left out of the fields that have it, kept where it differs.
+  CHECK(stored.at("f").at("firstName") == json::parse(R"({"v":"Anna"})"));
+  CHECK(stored.at("f").at("city") == json::parse(R"({"h":"Lund","t":3000,"b":"destination"})"));
+  CHECK(stored.at("f").at("postalCode") == json::parse(R"({"s":"22100","h":"221 00"})"));
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  CHECK(count("\"v1\"") == 1);
+  CHECK(count("2000") == 1);
+  // Read back, it is the same shadow: every field whole, merges decide the same.
+  json::object back = decode_shadow(text);
+  CHECK(back == shadow);
+  ShadowField city = shadow_field(back, "city");
+  REQUIRE(city.held);
+  CHECK(*city.held == "Lund");
+  CHECK(city.at == 3000);
+  CHECK(city.by == "destination");
+  Flat next{{"firstName", "Anna"}, {"lastName", "Berg"}, {"city", "Lund"}, {"postalCode", "22100"}};
+  auto a = merge(next, shadow, {}, 4000), b = merge(next, back, {}, 4000);
+  CHECK(a.changes == b.changes);
+  REQUIRE(a.decisions.size() == b.decisions.size());
+  for (size_t i = 0; i < a.decisions.size(); ++i) CHECK(a.decisions[i].action == b.decisions[i].action);
+}
+
+TEST_CASE("fields: shadows stored before the compact form are read as they are", "[fields]") {
+  // The form weft wrote before (one object per field at the top level), short and long keys.
+  std::string old = R"({"firstName":{"v":"Anna","t":1000,"b":"v1"},)"
+                    R"("lastName":{"sent":"Berg","held":"Berg-Ek","at":1500,"by":"destination"}})";
+  json::object back = decode_shadow(old);
+  CHECK(back == json::parse(old).as_object());
+  ShadowField last = shadow_field(back, "lastName");
+  REQUIRE(last.sent);
+  CHECK(*last.sent == "Berg");
+  CHECK(*last.held == "Berg-Ek");
+  CHECK(last.at == 1500);
+  // A field whose path happens to be "~" in the old form is a field, not a marker.
+  json::object odd = decode_shadow(R"({"~":{"v":1,"t":1,"b":"v1"},"f":{"v":2,"t":1,"b":"v1"}})");
+  CHECK(odd.size() == 2);
+  CHECK(odd.at("f").at("v") == 2);
+  CHECK(decode_shadow("{}").empty());
+  CHECK(encode_shadow(json::object{}) == "{}");
+}
+
+TEST_CASE("fields: a stored shadow that is not a JSON object is an error that says so", "[fields]") {
+  CHECK_THROWS_WITH(decode_shadow("[1,2]"), Catch::Contains("shadow state is not a JSON object"));
+  CHECK_THROWS_WITH(decode_shadow("{\"firstName\":"), Catch::Contains("shadow state is not a JSON object"));
+  CHECK_THROWS_WITH(decode_shadow(R"({"~":2,"t":1})"), Catch::Contains("without"));
+}
+
+// ---------------------------------------------------------------------------------------
 // parse_time_ms
 
 TEST_CASE("fields: parse_time_ms reads ISO 8601 timestamps", "[fields]") {

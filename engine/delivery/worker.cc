@@ -337,10 +337,9 @@ void Worker::record(std::vector<Job>& done) {
           const Model* model = model_dest_->model_for(op.kind);
           if (model && model->merge && op.entity_id != 0) {  // a record with a shadow (not an event)
             store::ShadowState sh = store_.shadow(op.entity_id);
-            json::value shadow_v = json::parse(sh.fields_json);
-            json::object& shadow = shadow_v.as_object();
+            json::object shadow = pipeline::decode_shadow(sh.fields_json);
             pipeline::record_delivery(shadow, j.sent, j.answered, now, op.script_version);
-            store_.set_shadow(op.entity_id, json::serialize(shadow));
+            store_.set_shadow(op.entity_id, pipeline::encode_shadow(shadow));
             if (!j.answer.remote_id.empty() && j.answer.remote_id != j.remote_id)
               store_.set_remote_id(op.entity_id, j.answer.remote_id);
           }

@@ -2,9 +2,11 @@
 
 #include <date/date.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cctype>
 #include <cstdio>
+#include <stdexcept>
 
 namespace weft::pipeline {
 
@@ -312,6 +314,74 @@ void record_delivery(json::object& shadow, const Flat& sent, const Flat& answere
     bool had_sent = f.sent != nullptr;
     shadow[path] = encode_field(had_sent ? &old_sent : nullptr, &v, at_ms, "destination");
   }
+}
+
+std::string encode_shadow(const json::object& shadow) {
+  // The most common (t, b) pair becomes the default.
+  struct Pair {
+    int64_t t;
+    std::string_view b;
+    size_t n;
+  };
+  std::vector<Pair> pairs;
+  for (const auto& kv : shadow) {
+    const json::object* e = kv.value().if_object();
+    if (!e) continue;
+    const json::value* t = e->if_contains("t");
+    const json::value* b = e->if_contains("b");
+    if (!t || !t->is_int64() || !b || !b->is_string()) continue;
+    auto it = std::find_if(pairs.begin(), pairs.end(),
+                           [&](const Pair& p) { return p.t == t->get_int64() && p.b == b->get_string(); });
+    if (it == pairs.end()) pairs.push_back({t->get_int64(), b->get_string(), 1});
+    else ++it->n;
+  }
+  if (pairs.empty()) return json::serialize(shadow);
+  const Pair& common = *std::max_element(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.n < b.n; });
+  json::object fields;
+  fields.reserve(shadow.size());
+  for (const auto& kv : shadow) {
+    const json::object* e = kv.value().if_object();
+    if (!e) {
+      fields.emplace(kv.key(), kv.value());
+      continue;
+    }
+    json::object slim;
+    slim.reserve(e->size());
+    for (const auto& m : *e) {
+      if (m.key() == "t" && m.value().is_int64() && m.value().get_int64() == common.t) continue;
+      if (m.key() == "b" && m.value().is_string() && m.value().get_string() == common.b) continue;
+      slim.emplace(m.key(), m.value());
+    }
+    fields.emplace(kv.key(), std::move(slim));
+  }
+  json::object out;
+  out.reserve(4);
+  out["~"] = 2;
+  out["t"] = common.t;
+  out["b"] = common.b;
+  out["f"] = std::move(fields);
+  return json::serialize(out);
+}
+
+json::object decode_shadow(std::string_view text) {
+  std::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) throw std::runtime_error("shadow state is not a JSON object: " + std::string(text.substr(0, 80)));
+  json::object& top = v.as_object();
+  const json::value* form = top.if_contains("~");
+  if (!form || !form->is_int64() || form->get_int64() != 2) return std::move(top);  // the older form
+  json::value* f = top.if_contains("f");
+  const json::value* t = top.if_contains("t");
+  const json::value* b = top.if_contains("b");
+  if (!f || !f->is_object() || !t || !b) throw std::runtime_error("shadow state: \"~\": 2 without \"f\", \"t\" and \"b\"");
+  json::object fields = std::move(f->as_object());
+  for (auto& kv : fields) {
+    json::object* e = kv.value().if_object();
+    if (!e) continue;
+    if (!e->contains("t")) e->emplace("t", *t);
+    if (!e->contains("b")) e->emplace("b", *b);
+  }
+  return fields;
 }
 
 int64_t parse_time_ms(const std::string& text) {

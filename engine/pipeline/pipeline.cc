@@ -226,7 +226,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   if (owners_it == owners_.end()) owners_it = owners_.emplace(flow.name, owners_of(flow, *model)).first;
   const std::map<std::string, std::string>& owners = owners_it->second;
   // (A record identify just created has neither a shadow nor operations: not looked up.)
-  json::value shadow_v = r.new_entity ? json::value(json::object()) : json::parse(store_.shadow(r.entity_id).fields_json);
+  json::value shadow_v = r.new_entity ? json::value(json::object()) : json::value(decode_shadow(store_.shadow(r.entity_id).fields_json));
   const json::object held_shadow = shadow_v.as_object();  // before the overlay below
   // The entity's operations that will still be sent (being sent now, or another record's)
   // count as done: a change back to what the shadow holds must still be sent after them.

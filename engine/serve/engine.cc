@@ -872,10 +872,10 @@ bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::
       if (found->kind == "field" && found->entity_id) {
         json::value detail = json::parse(found->detail);
         json::value dest = detail.as_object().contains("destination") ? detail.at("destination") : json::value();
-        json::value shadow = json::parse(s.shadow(found->entity_id).fields_json);
+        json::object shadow = pipeline::decode_shadow(s.shadow(found->entity_id).fields_json);
         pipeline::Flat synced{{found->field, dest}};
-        pipeline::record_delivery(shadow.as_object(), synced, {}, util::now_ms(), "conflict " + std::to_string(id));
-        s.set_shadow(found->entity_id, json::serialize(shadow));
+        pipeline::record_delivery(shadow, synced, {}, util::now_ms(), "conflict " + std::to_string(id));
+        s.set_shadow(found->entity_id, pipeline::encode_shadow(shadow));
         note = "; the destination's value counts as synced";
       }
       if (source) {

@@ -471,9 +471,9 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
             auto e = s.find_identity(v.tenant, dc, ident.first, ident.second);
             if (!e) continue;
             // What the destination holds now, so the merge decides against it.
-            json::value sh = json::parse(s.shadow(*e).fields_json);
-            pipeline::record_delivery(sh.as_object(), {}, there, util::now_ms(), "destination");
-            s.set_shadow(*e, json::serialize(sh));
+            json::object sh = pipeline::decode_shadow(s.shadow(*e).fields_json);
+            pipeline::record_delivery(sh, {}, there, util::now_ms(), "destination");
+            s.set_shadow(*e, pipeline::encode_shadow(sh));
           }
           for (auto& r : requeue) {
             s.inbox_add(r);

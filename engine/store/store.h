@@ -57,7 +57,7 @@ struct Entity {
 //   held: the value the destination was last seen holding (from answers / observation)
 //   at:   when `held` took its value (epoch ms), by: the script version (or "destination")
 struct ShadowState {
-  std::string fields_json = "{}";  // {"path": field}, encoded as pipeline/fields.h ShadowField says
+  std::string fields_json = "{}";  // as pipeline/fields.h encode_shadow writes it
   bool exists = false;
 };
 
