@@ -316,7 +316,7 @@ void record_delivery(json::object& shadow, const Flat& sent, const Flat& answere
   }
 }
 
-std::string encode_shadow(const json::object& shadow) {
+std::string encode_shadow(json::object shadow) {
   // The most common (t, b) pair becomes the default.
   struct Pair {
     int64_t t;
@@ -336,30 +336,21 @@ std::string encode_shadow(const json::object& shadow) {
     else ++it->n;
   }
   if (pairs.empty()) return json::serialize(shadow);
-  const Pair& common = *std::max_element(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.n < b.n; });
-  json::object fields;
-  fields.reserve(shadow.size());
-  for (const auto& kv : shadow) {
-    const json::object* e = kv.value().if_object();
-    if (!e) {
-      fields.emplace(kv.key(), kv.value());
-      continue;
-    }
-    json::object slim;
-    slim.reserve(e->size());
-    for (const auto& m : *e) {
-      if (m.key() == "t" && m.value().is_int64() && m.value().get_int64() == common.t) continue;
-      if (m.key() == "b" && m.value().is_string() && m.value().get_string() == common.b) continue;
-      slim.emplace(m.key(), m.value());
-    }
-    fields.emplace(kv.key(), std::move(slim));
+  const Pair& most = *std::max_element(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.n < b.n; });
+  const int64_t t = most.t;
+  const json::string b(most.b);  // (a copy: the members it points into go below)
+  for (auto& kv : shadow) {
+    json::object* e = kv.value().if_object();
+    if (!e) continue;
+    if (auto* v = e->if_contains("t"); v && v->is_int64() && v->get_int64() == t) e->erase("t");
+    if (auto* v = e->if_contains("b"); v && v->is_string() && v->get_string() == b) e->erase("b");
   }
   json::object out;
   out.reserve(4);
   out["~"] = 2;
-  out["t"] = common.t;
-  out["b"] = common.b;
-  out["f"] = std::move(fields);
+  out["t"] = t;
+  out["b"] = b;
+  out["f"] = std::move(shadow);
   return json::serialize(out);
 }
 

@@ -875,7 +875,7 @@ bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::
         json::object shadow = pipeline::decode_shadow(s.shadow(found->entity_id).fields_json);
         pipeline::Flat synced{{found->field, dest}};
         pipeline::record_delivery(shadow, synced, {}, util::now_ms(), "conflict " + std::to_string(id));
-        s.set_shadow(found->entity_id, pipeline::encode_shadow(shadow));
+        s.set_shadow(found->entity_id, pipeline::encode_shadow(std::move(shadow)));
         note = "; the destination's value counts as synced";
       }
       if (source) {
