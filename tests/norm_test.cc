@@ -1,5 +1,7 @@
 #include "engine/script/norm.h"
 
+#include <phonenumbers/phonenumberutil.h>
+
 #include <atomic>
 #include <chrono>
 #include <catch2/catch.hpp>
@@ -126,6 +128,37 @@ TEST_CASE("phone refuses what libphonenumber does not consider valid", "[norm]")
   CHECK(fails_with(phone("+46 0", "SE"), "too short"));
   CHECK(fails_with(phone("+46 70 123 45 67 ext. 12", "SE"), "extension"));
   CHECK(fails_with(phone("070\xff", "SE"), "invalid UTF-8"));
+}
+
+TEST_CASE("phone gives what libphonenumber gives for the text as written, formatting and all", "[norm]") {
+  // weft drops the formatting of a plainly written number before parsing it (it is faster);
+  // the outcome must be what parsing the text as written gives, valid or not.
+  using i18n::phonenumbers::PhoneNumber;
+  using i18n::phonenumbers::PhoneNumberUtil;
+  const PhoneNumberUtil* util = PhoneNumberUtil::GetInstance();
+  const std::vector<std::string> inputs = {
+      "070-123 45 67", "0151 62010808", "(201) 555-0123", "(201) 555-0100", "07700 900123", "06 12 34 56 78",
+      "+1 (650) 253-0000", "+1.650.253.0000", "1-650-253-0000", "1 (650) 253 0000", "650.253.0000",
+      "+44 (0) 20 7946 0000", "(0) 20 7946 0000", "020 7946 0000", "0046-70-123.45.67", "00 1 650 253 0000",
+      "011 46 70 123 45 67", "+46 (0)70-123 45 67", "+4670123456", "+ 46 70 123 45 67", "((070)) 123--45..67",
+      "070-123 45 67 ext. 12", "+1 650 253 0000 x123", "1-800-FLOWERS", "(+46) 70 123 45 67", "070/123 45 67",
+      "+", "()", "-", "12", "123", "+46 0", "0", "+999 123456", "12345678901234567890", "+46 70 123 45 67 89 01 23"};
+  int checked = 0;
+  for (const char* region : {"SE", "US", "GB", "DE", "FR", "ZZ"}) {
+    for (const auto& in : inputs) {
+      PhoneNumber n;
+      std::string expected;
+      bool ok = util->Parse(in, region, &n) == PhoneNumberUtil::NO_PARSING_ERROR && util->IsValidNumber(n) &&
+                !(n.has_extension() && !n.extension().empty());
+      if (ok) util->Format(n, PhoneNumberUtil::E164, &expected);
+      auto r = phone(in, std::string(region) == "ZZ" ? "" : region);
+      INFO(in << " in " << region << ": " << (r.ok() ? *r.value : r.reason));
+      CHECK(r.ok() == ok);
+      if (ok && r.ok()) CHECK(*r.value == expected);
+      ++checked;
+    }
+  }
+  CHECK(checked == 6 * static_cast<int>(inputs.size()));
 }
 
 TEST_CASE("phone refuses input longer than libphonenumber's 250-byte maximum without parsing it", "[norm]") {
