@@ -68,8 +68,8 @@ void record_delivery(boost::json::object& shadow, const Flat& sent, const Flat& 
 
 // The shadow state as the store keeps it. Most fields of a record were written together,
 // by one script version at one time, so the common "t" and "b" are written once:
-// {"~": 2, "t": at, "b": by, "f": {"path": field without them}}. That halves the row
-// (1.4 -> 0.7 KiB for an Omnisend contact), which is rewritten at every delivery.
+// {"~": 2, "t": at, "b": by, "f": {"path": field without them}}. That shrinks the row
+// (1.4 -> 0.87 KiB for an Omnisend contact), which is rewritten at every delivery.
 // decode_shadow reads that and the older form (the fields at the top level), and gives the
 // fields whole; text that is not a JSON object is a std::runtime_error.
 // (Takes the shadow to strip it in place: copying every value cost more than the smaller
