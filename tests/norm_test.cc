@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <catch2/catch.hpp>
 #include <string>
 #include <thread>
@@ -159,6 +160,30 @@ TEST_CASE("phone gives what libphonenumber gives for the text as written, format
     }
   }
   CHECK(checked == 6 * static_cast<int>(inputs.size()));
+}
+
+TEST_CASE("phone answers the same for a number seen before, per region, past the memo's size", "[norm]") {
+  // norm.phone keeps recent answers by region and text; a kept answer must never be another
+  // region's, and dropping them (every few thousand) must change nothing.
+  auto de = phone("030 1234567", "DE"), se = phone("030 1234567", "SE"), us = phone("030 1234567", "US");
+  CHECK(val(de) == "+49301234567");
+  CHECK(se.value != de.value);  // the same text is another number in Sweden, or none
+  CHECK_FALSE(us.ok());
+  CHECK(val(phone("030-123 45 67", "DE")) == "+49301234567");  // the same digits, written otherwise
+  CHECK(val(phone("030 1234567", "de")) == "+49301234567");
+  CHECK(phone("030 1234567", "US").reason == us.reason);
+  int wrong = 0;
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 5000; ++i) {
+      char in[32], want[32];
+      std::snprintf(in, sizeof in, "070-%03d %02d %02d", i % 1000, (i / 1000) % 100, i % 97);
+      std::snprintf(want, sizeof want, "+4670%03d%02d%02d", i % 1000, (i / 1000) % 100, i % 97);
+      auto r = phone(in, "SE");
+      if (!r.ok() || *r.value != want) ++wrong;
+    }
+  CHECK(wrong == 0);
+  CHECK(val(phone("030 1234567", "DE")) == "+49301234567");
+  CHECK(phone("030 1234567", "SE").value == se.value);
 }
 
 TEST_CASE("phone refuses input longer than libphonenumber's 250-byte maximum without parsing it", "[norm]") {

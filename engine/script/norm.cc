@@ -480,6 +480,27 @@ std::optional<std::string> plain_digits(const std::string& s) {
   if (!digit) return std::nullopt;
   return out;
 }
+
+constexpr size_t kPhoneMemo = 4096;
+
+// `text` trimmed, checked and plain (above); `region` upper case, "ZZ" for none.
+Result parse_phone(const std::string& text, const std::string& region) {
+  const PhoneNumberUtil* util = PhoneNumberUtil::GetInstance();
+  PhoneNumber num;
+  if (auto err = util->Parse(text, region, &num); err != PhoneNumberUtil::NO_PARSING_ERROR)
+    return Result::bad(phone_parse_reason(err, region));
+  if (!util->IsValidNumber(num)) {
+    std::string where;
+    util->GetRegionCodeForCountryCode(num.country_code(), &where);
+    return Result::bad("not a valid number for region " + where);
+  }
+  // E.164 has no room for an extension; dropping it silently would lose data.
+  if (num.has_extension() && !num.extension().empty())
+    return Result::bad("phone number has an extension (" + num.extension() + "), which E.164 cannot hold");
+  std::string out;
+  util->Format(num, PhoneNumberUtil::E164, &out);
+  return Result::good(out);
+}
 }  // namespace
 
 Result phone(std::string_view in, std::string_view default_region) {
@@ -491,22 +512,21 @@ Result phone(std::string_view in, std::string_view default_region) {
     if (s.size() > kMaxPhoneInput)
       return Result::bad("not a phone number: longer than " + std::to_string(kMaxPhoneInput) + " bytes");
     if (!valid_utf8(s)) return Result::bad("not a phone number: invalid UTF-8");
+    const std::string plain = plain_digits(s).value_or(s);
     const std::string region = default_region.empty() ? "ZZ" : ascii_upper(trim(default_region));
-    const PhoneNumberUtil* util = PhoneNumberUtil::GetInstance();
-    PhoneNumber num;
-    if (auto err = util->Parse(plain_digits(s).value_or(s), region, &num); err != PhoneNumberUtil::NO_PARSING_ERROR)
-      return Result::bad(phone_parse_reason(err, region));
-    if (!util->IsValidNumber(num)) {
-      std::string where;
-      util->GetRegionCodeForCountryCode(num.country_code(), &where);
-      return Result::bad("not a valid number for region " + where);
-    }
-    // E.164 has no room for an extension; dropping it silently would lose data.
-    if (num.has_extension() && !num.extension().empty())
-      return Result::bad("phone number has an extension (" + num.extension() + "), which E.164 cannot hold");
-    std::string out;
-    util->Format(num, PhoneNumberUtil::E164, &out);
-    return Result::good(out);
+    // The same number comes again and again (a customer's every update, every order of a
+    // returning customer), and libphonenumber takes ~140,000 instructions for it: the last
+    // few thousand answers are kept, per thread (each sandbox runs on one), by region and
+    // text. The answer depends on nothing else (the metadata is compiled in).
+    thread_local std::unordered_map<std::string, Result> memo;
+    std::string key;
+    key.reserve(region.size() + 1 + plain.size());
+    key.append(region).append(1, '\n').append(plain);
+    if (auto it = memo.find(key); it != memo.end()) return it->second;
+    Result r = parse_phone(plain, region);
+    if (memo.size() >= kPhoneMemo) memo.clear();  // bounded: dropped whole, refilled by use
+    memo.emplace(std::move(key), r);
+    return r;
   } catch (const std::exception& e) {
     return internal_error("phone", &e);
   } catch (...) {
