@@ -609,6 +609,20 @@ TEST_CASE("fields: shadows stored before the compact form are read as they are",
   CHECK(odd.at("f").at("v") == 2);
   CHECK(decode_shadow("{}").empty());
   CHECK(encode_shadow(json::object{}) == "{}");
+
+  // Such a row is written again in the compact form at the next delivery of another field:
+  // the long-form field keeps its own time and author, not the delivery's.
+  json::object sh = decode_shadow(old);
+  record_delivery(sh, {{"firstName", "Anne"}}, {}, 2000, "v2");
+  json::object again = decode_shadow(encode_shadow(sh));
+  ShadowField kept = shadow_field(again, "lastName");
+  CHECK(kept.at == 1500);
+  CHECK(kept.by == "destination");
+  REQUIRE(kept.held);
+  CHECK(*kept.held == "Berg-Ek");
+  ShadowField first = shadow_field(again, "firstName");
+  CHECK(first.at == 2000);
+  CHECK(first.by == "v2");
 }
 
 TEST_CASE("fields: a stored shadow that is not a JSON object is an error that says so", "[fields]") {

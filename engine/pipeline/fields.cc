@@ -369,8 +369,9 @@ json::object decode_shadow(std::string_view text) {
   for (auto& kv : fields) {
     json::object* e = kv.value().if_object();
     if (!e) continue;
-    if (!e->contains("t")) e->emplace("t", *t);
-    if (!e->contains("b")) e->emplace("b", *b);
+    // (An entry still in the long form written before keeps its own "at" and "by".)
+    if (!e->contains("t") && !e->contains("at")) e->emplace("t", *t);
+    if (!e->contains("b") && !e->contains("by")) e->emplace("b", *b);
   }
   return fields;
 }
