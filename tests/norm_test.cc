@@ -143,19 +143,27 @@ TEST_CASE("phone gives what libphonenumber gives for the text as written, format
       "+44 (0) 20 7946 0000", "(0) 20 7946 0000", "020 7946 0000", "0046-70-123.45.67", "00 1 650 253 0000",
       "011 46 70 123 45 67", "+46 (0)70-123 45 67", "+4670123456", "+ 46 70 123 45 67", "((070)) 123--45..67",
       "070-123 45 67 ext. 12", "+1 650 253 0000 x123", "1-800-FLOWERS", "(+46) 70 123 45 67", "070/123 45 67",
-      "+", "()", "-", "12", "123", "+46 0", "0", "+999 123456", "12345678901234567890", "+46 70 123 45 67 89 01 23"};
+      "+", "()", "-", "12", "123", "+46 0", "0", "+999 123456", "12345678901234567890", "+46 70 123 45 67 89 01 23",
+      "1 2", "1-2", "1.2", "(1) 2", "+1 2", "12 3", "1 23 4"};
   int checked = 0;
   for (const char* region : {"SE", "US", "GB", "DE", "FR", "ZZ"}) {
     for (const auto& in : inputs) {
       PhoneNumber n;
       std::string expected;
-      bool ok = util->Parse(in, region, &n) == PhoneNumberUtil::NO_PARSING_ERROR && util->IsValidNumber(n) &&
-                !(n.has_extension() && !n.extension().empty());
+      bool parsed = util->Parse(in, region, &n) == PhoneNumberUtil::NO_PARSING_ERROR;
+      bool valid = parsed && util->IsValidNumber(n);
+      bool ok = valid && !(n.has_extension() && !n.extension().empty());
       if (ok) util->Format(n, PhoneNumberUtil::E164, &expected);
       auto r = phone(in, std::string(region) == "ZZ" ? "" : region);
       INFO(in << " in " << region << ": " << (r.ok() ? *r.value : r.reason));
       CHECK(r.ok() == ok);
       if (ok && r.ok()) CHECK(*r.value == expected);
+      // A refusal gives the same kind of reason: not parsed, not valid, or an extension.
+      bool says_invalid = r.reason.rfind("not a valid number", 0) == 0;
+      bool says_extension = r.reason.find("extension") != std::string::npos;
+      if (!parsed) CHECK((!says_invalid && !says_extension));
+      if (parsed && !valid) CHECK(says_invalid);
+      if (valid && !ok) CHECK(says_extension);
       ++checked;
     }
   }
@@ -184,6 +192,10 @@ TEST_CASE("phone answers the same for a number seen before, per region, past the
   CHECK(wrong == 0);
   CHECK(val(phone("030 1234567", "DE")) == "+49301234567");
   CHECK(phone("030 1234567", "SE").value == se.value);
+  // A region is whatever text a script passes: one with a newline in it is not another
+  // call's region and text run together.
+  CHECK(val(phone("0701234567\n-", "SE")) == "+46701234567");
+  CHECK_FALSE(phone("-", "SE\n0701234567").ok());
 }
 
 TEST_CASE("phone refuses input longer than libphonenumber's 250-byte maximum without parsing it", "[norm]") {

@@ -465,19 +465,21 @@ namespace {
 std::optional<std::string> plain_digits(const std::string& s) {
   std::string out;
   out.reserve(s.size());
-  bool digit = false;
+  size_t digits = 0;
   for (size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
     if (c >= '0' && c <= '9') {
       out += c;
-      digit = true;
+      ++digits;
     } else if (c == '+' && i == 0) {
       out += c;
     } else if (c != ' ' && c != '-' && c != '(' && c != ')' && c != '.') {
       return std::nullopt;
     }
   }
-  if (!digit) return std::nullopt;
+  // libphonenumber takes two bare digits as a possible number but not two with formatting
+  // between them ("1 2"): below three digits the text goes as written.
+  if (digits < 3) return std::nullopt;
   return out;
 }
 
@@ -519,9 +521,9 @@ Result phone(std::string_view in, std::string_view default_region) {
     // few thousand answers are kept, per thread (each sandbox runs on one), by region and
     // text. The answer depends on nothing else (the metadata is compiled in).
     thread_local std::unordered_map<std::string, Result> memo;
-    std::string key;
-    key.reserve(region.size() + 1 + plain.size());
-    key.append(region).append(1, '\n').append(plain);
+    // (The region's length first: a region is any text a script passes, newlines included.)
+    std::string key = std::to_string(region.size());
+    key.append(1, ':').append(region).append(plain);
     if (auto it = memo.find(key); it != memo.end()) return it->second;
     Result r = parse_phone(plain, region);
     if (memo.size() >= kPhoneMemo) memo.clear();  // bounded: dropped whole, refilled by use
