@@ -312,6 +312,15 @@ TEST_CASE("webhook: bodies that are not notifications", "[webhook]") {
         {msg(R"("notificationType":"Message","type":"T","sequenceNumber":1,"resourceVersion":1,)" + res), "missing id"},
         {msg(R"("notificationType":"Message","id":"pull:c1:3","type":"T","sequenceNumber":1,"resourceVersion":1,)" + res),
          "reserved"},
+        // These would go through again at a version already applied (engine/pipeline/runner.cc).
+        {msg(R"("notificationType":"Message","id":"backfill:1:c1","type":"T","sequenceNumber":1,"resourceVersion":1,)" +
+             res),
+         "\"backfill:\" (reserved"},
+        {msg(R"("notificationType":"Message","id":"reconcile:2:c1","type":"T","sequenceNumber":1,"resourceVersion":1,)" +
+             res),
+         "\"reconcile:\" (reserved"},
+        {msg(R"("notificationType":"Message","id":"replay:7:1","type":"T","sequenceNumber":1,"resourceVersion":1,)" + res),
+         "\"replay:\" (reserved"},
         {msg(R"("notificationType":"Message","id":"m","sequenceNumber":1,"resourceVersion":1,)" + res), "missing type"},
         {msg(R"("notificationType":"Message","id":"m","type":"T","resourceVersion":1,)" + res), "missing sequenceNumber"},
         {msg(R"("notificationType":"Message","id":"m","type":"T","sequenceNumber":"1","resourceVersion":1,)" + res),
