@@ -13,6 +13,8 @@
 #include <cstring>
 #include <memory>
 
+#include "engine/util/ids.h"
+
 namespace weft::http {
 
 namespace {
@@ -220,11 +222,8 @@ std::string check_message(const json::value& v, WebhookMessage* m) {
   if (message) {
     std::string_view msg_id = id_field(o->if_contains("id"), "id", &why);
     if (msg_id.empty()) return why;
-    // weft's own records (pulled, backfilled, re-queued, replayed) are told apart by these;
-    // the last three go through again at a version already applied.
-    for (std::string_view reserved : {"pull:", "backfill:", "reconcile:", "replay:"})
-      if (msg_id.substr(0, reserved.size()) == reserved)
-        return "id must not start with \"" + std::string(reserved) + "\" (reserved for weft's own records)";
+    if (std::string_view own = util::own_id_prefix(msg_id); !own.empty())
+      return "id must not start with \"" + std::string(own) + "\" (reserved for weft's own records)";
     if (id_field(o->if_contains("type"), "type", &why).empty()) return why;
     const json::value* seq = o->if_contains("sequenceNumber");
     if (!seq) return "missing sequenceNumber";

@@ -436,8 +436,7 @@ size_t Runner::process_batch(size_t batch) {
         const store::InboxRecord& rec = pr.rec;
         // Replays of parked records, backfills and reconciliation go through again even at
         // the version already applied (see weft replay, engine/serve/jobs.cc).
-        opts.replay = rec.message_id.rfind("replay:", 0) == 0 || rec.message_id.rfind("backfill:", 0) == 0 ||
-                      rec.message_id.rfind("reconcile:", 0) == 0;
+        opts.replay = util::is_rerun_id(rec.message_id);
         if (pr.stop == "defer") {
           // Not done: the record stays in the inbox and is taken again by the next run.
           ++deferred;

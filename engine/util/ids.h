@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <string_view>
 
 #include "engine/util/time.h"
 
@@ -20,6 +21,23 @@ inline std::string new_correlation_id() {
   std::snprintf(buf, sizeof buf, "%012llx%04llx%016llx", static_cast<unsigned long long>(now_ms()) & 0xffffffffffffULL,
                 static_cast<unsigned long long>(r >> 48), static_cast<unsigned long long>(rng()));
   return buf;
+}
+
+// The message-id prefixes of weft's own inbox records: pulled, backfilled, re-queued by
+// reconciliation, replayed. Webhooks may not use them (own_id_prefix), and records with the
+// last three go through the pipeline again at a version already applied (is_rerun_id).
+inline constexpr std::string_view kOwnIdPrefixes[] = {"pull:", "backfill:", "reconcile:", "replay:"};
+
+// The prefix of kOwnIdPrefixes that `id` starts with; empty if none.
+inline std::string_view own_id_prefix(std::string_view id) {
+  for (std::string_view p : kOwnIdPrefixes)
+    if (id.substr(0, p.size()) == p) return p;
+  return {};
+}
+
+inline bool is_rerun_id(std::string_view id) {
+  std::string_view p = own_id_prefix(id);
+  return !p.empty() && p != "pull:";
 }
 
 }  // namespace weft::util
