@@ -17,6 +17,7 @@
 #include "engine/cli/commands.h"
 #include "engine/serve/engine.h"
 #include "engine/serve/server.h"
+#include "engine/util/thread_name.h"
 #include "engine/util/time.h"
 
 namespace weft::cli {
@@ -163,7 +164,10 @@ int run_serve(const ServeOptions& o) {
     std::ofstream pf(o.port_file);
     pf << server.port() << "\n";
   }
-  std::thread http([&] { server.run(); });
+  std::thread http([&] {
+    util::name_thread("weft-http");
+    server.run();
+  });
 
   int sig = 0;
   while (true) {

@@ -16,6 +16,7 @@
 #include "engine/cli/common.h"
 #include "engine/pipeline/runner.h"
 #include "engine/store/store.h"
+#include "engine/util/thread_name.h"
 #include "engine/util/time.h"
 #include "engine/workspace/registry.h"
 #include "engine/workspace/secrets.h"
@@ -120,6 +121,7 @@ class Checkpointer {
  public:
   explicit Checkpointer(const std::string& path) {
     thread_ = std::thread([this, path] {
+      util::name_thread("weft-ckpt");
       try {
         auto db = store::open_sqlite(path);
         std::unique_lock<std::mutex> lock(mu_);
@@ -239,6 +241,7 @@ int run_sync(const SyncOptions& o) {
   std::atomic<bool> pulling{true};
   std::string pull_failure, failure;  // one per thread; read after the join
   std::thread puller([&] {
+    util::name_thread("weft-pull");
     try {
       for (const auto& f : runner->flows()) runner->pull(f, g_stop);
     } catch (const std::exception& e) {

@@ -10,6 +10,7 @@
 #include "connectors/commercetools/notifications.h"
 #include "connectors/registry.h"
 #include "engine/util/ids.h"
+#include "engine/util/thread_name.h"
 #include "engine/util/time.h"
 
 namespace weft::pipeline {
@@ -259,6 +260,7 @@ std::vector<store::InboxRecord> Runner::read_inbox(store::Store* reader, int64_t
 }
 
 void Runner::map_loop() {
+  util::name_thread("weft-map");
   try {
     std::unique_ptr<store::Store> reader = open_reader_ ? open_reader_() : nullptr;
     int64_t after = 0;  // inbox records up to here are prepared or committed

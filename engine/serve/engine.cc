@@ -16,6 +16,7 @@
 #include "engine/pipeline/fields.h"
 #include "engine/serve/jobs.h"
 #include "engine/serve/spool.h"
+#include "engine/util/thread_name.h"
 #include "engine/util/time.h"
 
 namespace weft::serve {
@@ -111,6 +112,7 @@ bool Engine::start(std::string* error) {
   // nor the pipeline pay for it inside their transactions (shared/reference/http.md: the
   // checkpoints make the latency tail).
   checkpointer_ = std::thread([this] {
+    util::name_thread("weft-ckpt");
     try {
       auto db = store::open_sqlite(db_);
       std::unique_lock<std::mutex> lock(cp_mu_);
@@ -392,6 +394,7 @@ json::object Engine::reload_one(const std::string& name, const std::string& trig
 // between batches (batches the old version prepared but did not commit are dropped, and
 // their records, still in the inbox, are mapped again by the new one).
 void Engine::driver_loop(Tenant* t) {
+  util::name_thread("weft-drive");
   // Pipeline work yields to acknowledging webhooks when the cores are busy: the mapping and
   // delivery threads this one starts inherit the lower priority (Linux: nice is per thread).
   lower_priority();
@@ -665,6 +668,7 @@ struct Engine::MovingLane {
 // Carries spooled webhook records into the inbox, in large batches (one transaction each),
 // then drops them from the spool.
 void Engine::move_loop() {
+  util::name_thread("weft-mover");
   int failures = 0;
   int64_t last_prune_ms = 0;
   auto last_move = std::chrono::steady_clock::now();
@@ -1018,6 +1022,7 @@ void add_watches(int fd, const fs::path& dir, std::map<int, fs::path>& wds, bool
 }  // namespace
 
 void Engine::watch_loop() {
+  util::name_thread("weft-watch");
   std::map<int, fs::path> wds;
   // "." and "ws/" alike: no trailing "." or "/" (the root itself is never taken for hidden)
   fs::path root = fs::absolute(opts_.workspace).lexically_normal();

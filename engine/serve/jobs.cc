@@ -9,6 +9,7 @@
 #include "engine/pipeline/fields.h"
 #include "engine/pipeline/pipeline.h"
 #include "engine/util/ids.h"
+#include "engine/util/thread_name.h"
 #include "engine/util/time.h"
 
 namespace weft::serve {
@@ -258,6 +259,7 @@ void Scheduler::reap() {
 }
 
 void Scheduler::loop() {
+  util::name_thread("weft-sched");
   // A slot that fell before this moment was missed while weft was down: its one catch-up run
   // says so ("start"), however long ago the slot was (an interval's latest slot can be just
   // before now).
@@ -314,6 +316,7 @@ void Scheduler::loop() {
 }
 
 void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, std::string trigger) {
+  util::name_thread("weft-job");
   lower_priority();
   json::object counts;
   std::string status = "ok", error;
