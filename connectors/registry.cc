@@ -62,7 +62,7 @@ class OmnisendDestination final : public delivery::Destination {
   int batch_requests() const override { return 3; }  // create, poll (at least once), results
 
   std::vector<delivery::Answer> send_batch(const std::vector<const store::Operation*>& ops) override {
-    std::vector<std::string> bodies;
+    std::vector<std::string_view> bodies;
     for (const auto* op : ops) bodies.push_back(op->body);
     std::vector<delivery::Answer> out;
     bool refused = false;
@@ -71,13 +71,8 @@ class OmnisendDestination final : public delivery::Destination {
       for (const auto* op : ops) out.push_back(send(*op, ""));
       return out;
     }
-    for (auto& b : results) {
-      delivery::Answer a;
-      a.result = std::move(b.result);
-      a.remote_id = std::move(b.contact_id);
-      a.record = std::move(b.answer);
-      out.push_back(std::move(a));
-    }
+    for (auto& b : results)  // constructed, so the answer keeps its arena (client.cc)
+      out.push_back(delivery::Answer{std::move(b.result), std::move(b.contact_id), "", std::move(b.answer)});
     return out;
   }
 

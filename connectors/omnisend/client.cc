@@ -63,7 +63,7 @@ std::string identity_of(const json::value& contact) {
 
 }  // namespace
 
-std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::vector<std::string>& contacts,
+std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::vector<std::string_view>& contacts,
                                                                    int64_t wait_ms, bool* refused) {
   if (refused) *refused = false;
   std::vector<BatchResult> out(contacts.size());
@@ -72,15 +72,24 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
     return out;
   };
   http::Headers auth{{"X-API-KEY", settings_.api_key}};
-  json::array items;
+  // The contacts are JSON text already: the batch is written around them, and each is
+  // parsed (into a scratch arena, freed at once) only for the identifier its result is
+  // matched by. A contact that is not JSON makes the batch invalid: Omnisend refuses it and
+  // the contacts go one by one, each with its own answer.
+  std::string body = R"({"method":"POST","endpoint":"contacts","origin":"api","items":[)";
   std::map<std::string, size_t> index;
-  for (size_t i = 0; i < contacts.size(); ++i) {
-    json::value c = json::parse(contacts[i]);
-    index[identity_of(c)] = i;
-    items.push_back(std::move(c));
+  {
+    json::monotonic_resource scratch;
+    for (size_t i = 0; i < contacts.size(); ++i) {
+      std::error_code ec;
+      json::value c = json::parse(contacts[i], ec, &scratch);
+      if (!ec) index[identity_of(c)] = i;
+      if (i) body += ',';
+      body.append(contacts[i]);
+    }
   }
-  json::object body{{"method", "POST"}, {"endpoint", "contacts"}, {"origin", "api"}, {"items", std::move(items)}};
-  auto created = client_.post("/batches", json::serialize(body), "application/json", auth);
+  body += "]}";
+  auto created = client_.post("/batches", body, "application/json", auth);
   auto r = classify(created.status, created.header("Retry-After"), created.body, util::now_ms());
   if (created.status == 0) r.message = "no answer from Omnisend: " + created.error;
   if (r.kind == delivery::SendResult::Kind::permanent && refused) *refused = true;
@@ -130,28 +139,31 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
     gr.message = "reading the results of Omnisend batch " + batch_id + ": " + gr.message;
     return fail_all(gr);
   }
-  json::value res = json::parse(got.body, ec);
+  // Parsed into an arena that the answers (each contact as Omnisend now holds it) are moved
+  // out with: no allocation per JSON node, no copy; the arena goes with the last answer.
+  json::value res = json::parse(got.body, ec, json::make_shared_resource<json::monotonic_resource>());
   std::vector<bool> seen(contacts.size(), false);
+  std::vector<json::value*> answers(contacts.size(), nullptr);
   if (!ec && res.is_object()) {
     for (const char* list : {"responses", "errors"}) {
       auto* arr = res.as_object().if_contains(list);
       if (!arr || !arr->is_array()) continue;
-      for (const auto& item : arr->as_array()) {
+      for (auto& item : arr->as_array()) {
         if (!item.is_object()) continue;
-        const auto& io = item.as_object();
+        auto& io = item.as_object();
         auto* req = io.if_contains("request");
         auto it = req ? index.find(identity_of(*req)) : index.end();
         if (it == index.end()) continue;
         BatchResult& b = out[it->second];
         int code = 0;
         if (auto* c = io.if_contains("responseCode"); c && c->is_int64()) code = static_cast<int>(c->as_int64());
-        const json::value* resp = io.if_contains("response");
+        json::value* resp = io.if_contains("response");
         if (code >= 200 && code < 300) {
           b.result = {delivery::SendResult::Kind::ok, code, std::nullopt, ""};
           if (resp && resp->is_object()) {
             if (auto* id = resp->as_object().if_contains("contactID"); id && id->is_string())
               b.contact_id = std::string(id->as_string());
-            b.answer = *resp;
+            answers[it->second] = resp;
           }
         } else {
           b.result = classify(code, "", resp ? json::serialize(*resp) : std::string("{}"), util::now_ms());
@@ -164,7 +176,14 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
     if (!seen[i])
       out[i].result = {delivery::SendResult::Kind::transient, 0, std::nullopt,
                        "Omnisend batch " + batch_id + " has no result for this contact"};
-  return out;
+  // Constructed, not assigned: a json::value assigned into keeps its own (default) storage
+  // and so copies; one move-constructed takes the arena along.
+  std::vector<BatchResult> done;
+  done.reserve(out.size());
+  for (size_t i = 0; i < out.size(); ++i)
+    done.push_back(BatchResult{std::move(out[i].result), std::move(out[i].contact_id),
+                               answers[i] ? json::value(std::move(*answers[i])) : json::value()});
+  return done;
 }
 
 bool Destination::find_contact(const std::string& type, const std::string& id, std::string* contact,

@@ -4,6 +4,7 @@
 #include <boost/json/value.hpp>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/delivery/send_result.h"
@@ -41,7 +42,7 @@ class Destination {
   // unfinished batch still runs after a newer change was sent: hence a long wait).
   // *refused is set when Omnisend refused the batch request itself as invalid (a 4xx):
   // then no contact was looked at, and the caller may send them one by one.
-  std::vector<BatchResult> upsert_contacts(const std::vector<std::string>& contacts_json, int64_t wait_ms = 600000,
+  std::vector<BatchResult> upsert_contacts(const std::vector<std::string_view>& contacts_json, int64_t wait_ms = 600000,
                                            bool* refused = nullptr);
 
   // GET /contacts?email=.. (or phone=..): the contact Omnisend holds for this identifier

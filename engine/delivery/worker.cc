@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "engine/pipeline/fields.h"
+#include "engine/util/thread_name.h"
 #include "engine/util/time.h"
 
 namespace weft::delivery {
@@ -80,6 +81,7 @@ const RetryPolicy& Worker::policy(const std::string& flow) const {
 }
 
 void Worker::dispatch_loop() {
+  util::name_thread("weft-deliver");
   // Enough queued for every sender to fill a batch.
   const size_t window = static_cast<size_t>(config_.concurrency) * 200;
   while (true) {
@@ -186,6 +188,7 @@ void Worker::dispatch_loop() {
 }
 
 void Worker::send_loop(std::unique_ptr<Destination> dest) {
+  util::name_thread("weft-send");
   while (true) {
     Job job;
     std::vector<Job> batch;  // more jobs of the same kind, sent with `job` in one batch
@@ -248,45 +251,53 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       done_cv_.notify_all();
       continue;
     }
+    std::vector<Answer> answers;  // one per job (the lone one, or the batch's, in order)
     try {
       if (batch.empty()) {
-        job.answer = dest->send(job.op, job.remote_id);
+        answers.push_back(dest->send(job.op, job.remote_id));
       } else {
         std::vector<const store::Operation*> ops;
         for (const auto& j : batch) ops.push_back(&j.op);
-        std::vector<Answer> answers = dest->send_batch(ops);
-        for (size_t i = 0; i < batch.size(); ++i) batch[i].answer = std::move(answers[i]);
+        answers = dest->send_batch(ops);
+        if (answers.size() != batch.size())
+          throw std::runtime_error(std::to_string(answers.size()) + " answers for " + std::to_string(batch.size()) +
+                                   " operations");
       }
     } catch (const std::exception& e) {
       // A connector fault (an answer it could not read): retried like a transient error.
       SendResult failed{SendResult::Kind::transient, 0, std::nullopt, std::string("connector error: ") + e.what()};
-      if (batch.empty()) job.answer.result = failed;
-      for (auto& j : batch) j.answer.result = failed;
+      answers.assign(batch.empty() ? 1 : batch.size(), Answer{});
+      for (auto& a : answers) a.result = failed;
     }
     // What the destination says it holds, flattened here rather than under the store lock.
-    auto flatten_answer = [&](Job& j) {
+    // The flattened values are copies that keep the storage they were parsed into: here
+    // one arena for the whole batch, freed when its last job has been recorded.
+    json::storage_ptr arena = json::make_shared_resource<json::monotonic_resource>();
+    auto take_answer = [&](Job& j, Answer& a) {
+      j.answer.result = std::move(a.result);
+      j.answer.remote_id = std::move(a.remote_id);
       const Model* model = dest->model_for(j.op.kind);
       if (!model || !model->merge || j.op.entity_id == 0 || j.answer.result.kind != SendResult::Kind::ok) return;
       std::error_code ec;
-      if (j.answer.record.is_object()) {
-        j.answered = pipeline::flatten(j.answer.record.as_object(), model->atomic);
-      } else if (!j.answer.record_json.empty()) {
-        json::value a = json::parse(j.answer.record_json, ec);
-        if (!ec && a.is_object()) j.answered = pipeline::flatten(a.as_object(), model->atomic);
+      if (a.record.is_object()) {
+        j.answered = pipeline::flatten(a.record.as_object(), model->atomic);
+      } else if (!a.record_json.empty()) {
+        json::value parsed = json::parse(a.record_json, ec, arena);
+        if (!ec && parsed.is_object()) j.answered = pipeline::flatten(parsed.as_object(), model->atomic);
       }
       // What was sent: the operation's own list, or else its body (the changes plus what
       // the destination finds the record by).
-      json::value sent = json::parse(j.op.fields_json.empty() ? j.op.body : j.op.fields_json, ec);
+      json::value sent = json::parse(j.op.fields_json.empty() ? j.op.body : j.op.fields_json, ec, arena);
       if (!ec && sent.is_object()) {
         if (j.op.fields_json.empty()) {
           j.sent = pipeline::flatten(sent.as_object(), model->atomic);
         } else {
-          for (const auto& kv : sent.as_object()) j.sent[std::string(kv.key())] = kv.value();
+          for (const auto& kv : sent.as_object()) j.sent.emplace(std::string(kv.key()), kv.value());
         }
       }
     };
-    if (batch.empty()) flatten_answer(job);
-    for (auto& j : batch) flatten_answer(j);
+    if (batch.empty()) take_answer(job, answers[0]);
+    for (size_t i = 0; i < batch.size(); ++i) take_answer(batch[i], answers[i]);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (batch.empty()) answered_.push_back(std::move(job));

@@ -77,7 +77,9 @@ class Worker {
     store::Operation op;
     std::string remote_id;
     Answer answer;
-    pipeline::Flat answered;  // answer.record_json flattened, by the sender (outside the store lock)
+    // The record as the destination answered it, flattened by the sender (outside the store
+    // lock).
+    pipeline::Flat answered;
     pipeline::Flat sent;      // the fields the operation wrote
   };
   static constexpr size_t kMinBatch = 4;  // fewer waiting operations go one by one
