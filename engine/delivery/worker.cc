@@ -350,7 +350,7 @@ void Worker::record(std::vector<Job>& done) {
             store::ShadowState sh = store_.shadow(op.entity_id);
             json::object shadow = pipeline::decode_shadow(sh.fields_json);
             pipeline::record_delivery(shadow, j.sent, j.answered, now, op.script_version);
-            store_.set_shadow(op.entity_id, pipeline::encode_shadow(std::move(shadow)));
+            store_.set_shadow(op.entity_id, pipeline::encode_shadow(shadow));
             if (!j.answer.remote_id.empty() && j.answer.remote_id != j.remote_id)
               store_.set_remote_id(op.entity_id, j.answer.remote_id);
           }

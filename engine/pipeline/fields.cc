@@ -316,7 +316,31 @@ void record_delivery(json::object& shadow, const Flat& sent, const Flat& answere
   }
 }
 
-std::string encode_shadow(json::object shadow) {
+namespace {
+// JSON text appended to a string, with one serializer for all the values and keys.
+class TextWriter {
+ public:
+  explicit TextWriter(std::string& out) : out_(out) {}
+  void value(const json::value& v) {
+    sr_.reset(&v);
+    drain();
+  }
+  void string(std::string_view s) {
+    sr_.reset(s);
+    drain();
+  }
+
+ private:
+  void drain() {
+    while (!sr_.done()) out_.append(sr_.read(buf_));
+  }
+  std::string& out_;
+  json::serializer sr_;
+  char buf_[1024];
+};
+}  // namespace
+
+std::string encode_shadow(const json::object& shadow) {
   // The most common (t, b) pair becomes the default.
   struct Pair {
     int64_t t;
@@ -337,21 +361,43 @@ std::string encode_shadow(json::object shadow) {
   }
   if (pairs.empty()) return json::serialize(shadow);
   const Pair& most = *std::max_element(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.n < b.n; });
-  const int64_t t = most.t;
-  const json::string b(most.b);  // (a copy: the members it points into go below)
-  for (auto& kv : shadow) {
-    json::object* e = kv.value().if_object();
-    if (!e) continue;
-    if (auto* v = e->if_contains("t"); v && v->is_int64() && v->get_int64() == t) e->erase("t");
-    if (auto* v = e->if_contains("b"); v && v->is_string() && v->get_string() == b) e->erase("b");
+  // Written as text, leaving out each entry's "t" and "b" where they are the default
+  // (callgrind: a quarter of the instructions of erasing them from a copy and serializing).
+  std::string out;
+  out.reserve(64 + shadow.size() * 48);
+  TextWriter w(out);
+  out += "{\"~\":2,\"t\":";
+  out += std::to_string(most.t);
+  out += ",\"b\":";
+  w.string(most.b);
+  out += ",\"f\":{";
+  bool first = true;
+  for (const auto& kv : shadow) {
+    if (!first) out += ',';
+    first = false;
+    w.string(kv.key());
+    out += ':';
+    const json::object* e = kv.value().if_object();
+    if (!e) {
+      w.value(kv.value());
+      continue;
+    }
+    out += '{';
+    bool first_member = true;
+    for (const auto& m : *e) {
+      const json::value& v = m.value();
+      if (m.key() == "t" && v.is_int64() && v.get_int64() == most.t) continue;
+      if (m.key() == "b" && v.is_string() && v.get_string() == most.b) continue;
+      if (!first_member) out += ',';
+      first_member = false;
+      w.string(m.key());
+      out += ':';
+      w.value(v);
+    }
+    out += '}';
   }
-  json::object out;
-  out.reserve(4);
-  out["~"] = 2;
-  out["t"] = t;
-  out["b"] = b;
-  out["f"] = std::move(shadow);
-  return json::serialize(out);
+  out += "}}";
+  return out;
 }
 
 json::object decode_shadow(std::string_view text) {

@@ -72,9 +72,7 @@ void record_delivery(boost::json::object& shadow, const Flat& sent, const Flat& 
 // (1.4 -> 0.87 KiB for an Omnisend contact), which is rewritten at every delivery.
 // decode_shadow reads that and the older form (the fields at the top level), and gives the
 // fields whole; text that is not a JSON object is a std::runtime_error.
-// (Takes the shadow to strip it in place: copying every value cost more than the smaller
-// row saved.)
-std::string encode_shadow(boost::json::object shadow);
+std::string encode_shadow(const boost::json::object& shadow);
 boost::json::object decode_shadow(std::string_view text);
 
 // ISO 8601 ("2024-01-01T00:00:00.000Z", offsets allowed) to epoch ms; -1 if not a timestamp.

@@ -476,7 +476,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
             // What the destination holds now, so the merge decides against it.
             json::object sh = pipeline::decode_shadow(s.shadow(*e).fields_json);
             pipeline::record_delivery(sh, {}, there, util::now_ms(), "destination");
-            s.set_shadow(*e, pipeline::encode_shadow(std::move(sh)));
+            s.set_shadow(*e, pipeline::encode_shadow(sh));
           }
           for (auto& r : requeue) {
             s.inbox_add(r);
