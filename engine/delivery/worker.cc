@@ -14,6 +14,16 @@ namespace weft::delivery {
 
 namespace json = boost::json;
 
+namespace {
+// Drops one occurrence of `v`, if there is one. (The busy lists can be emptied under a
+// sender that still holds a job: when the worker gives up after failing to record answers,
+// it clears them while senders sleep in the rate limiter; erasing end() is undefined.)
+void erase_one(std::vector<int64_t>& list, int64_t v) {
+  auto it = std::find(list.begin(), list.end(), v);
+  if (it != list.end()) list.erase(it);
+}
+}  // namespace
+
 Worker::Worker(WorkerConfig config, Factory factory, store::Store& store, std::mutex& store_mu,
                const workspace::Secrets& secrets, std::unique_ptr<store::Store> reader)
     : config_(std::move(config)),
@@ -200,8 +210,8 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         // Not sent: it stays in the outbox for the next run.
         while (!queue_.empty()) {
           const Job& j = queue_.front();
-          busy_ops_.erase(std::find(busy_ops_.begin(), busy_ops_.end(), j.op.id));
-          busy_entities_.erase(std::find(busy_entities_.begin(), busy_entities_.end(), j.op.entity_id));
+          erase_one(busy_ops_, j.op.id);
+          erase_one(busy_entities_, j.op.entity_id);
           queue_.pop_front();
         }
         done_cv_.notify_all();
@@ -243,8 +253,8 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       // Not sent: the operations stay in the outbox for the next run.
       std::lock_guard<std::mutex> lock(mu_);
       auto release = [&](const Job& j) {
-        busy_ops_.erase(std::find(busy_ops_.begin(), busy_ops_.end(), j.op.id));
-        busy_entities_.erase(std::find(busy_entities_.begin(), busy_entities_.end(), j.op.entity_id));
+        erase_one(busy_ops_, j.op.id);
+        erase_one(busy_entities_, j.op.entity_id);
       };
       if (batch.empty()) release(job);
       for (const auto& j : batch) release(j);
@@ -405,8 +415,8 @@ void Worker::record(std::vector<Job>& done) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& j : done) {
-    busy_ops_.erase(std::find(busy_ops_.begin(), busy_ops_.end(), j.op.id));
-    busy_entities_.erase(std::find(busy_entities_.begin(), busy_entities_.end(), j.op.entity_id));
+    erase_one(busy_ops_, j.op.id);
+    erase_one(busy_entities_, j.op.entity_id);
   }
 }
 
