@@ -73,6 +73,17 @@ TEST_CASE("delivery: the rate limiter allows N per sliding window", "[delivery]"
 TEST_CASE("delivery: Retry-After as seconds or an HTTP date", "[delivery]") {
   CHECK(parse_retry_after("7", 0) == 7000);
   CHECK(parse_retry_after("0", 0) == 0);
+  // An absurd hint is capped (now + wait must not overflow) and dead-letters by max_age.
+  CHECK(parse_retry_after("9223372036854775", 0) == kMaxRetryAfterMs);
+  CHECK(parse_retry_after("Fri, 01 Jan 9999 00:00:00 GMT", 0) == kMaxRetryAfterMs);
+  {
+    std::mt19937_64 rng(1);
+    RetryPolicy p;
+    int64_t now = 1700000000000;
+    int64_t next = now + backoff_ms(p, 1, parse_retry_after("9223372036854775", now), rng);
+    CHECK(next > now);
+    CHECK_FALSE(may_retry(p, 1, now, next));
+  }
   int64_t now = 1445412470000;  // 2015-10-21T07:27:50Z
   CHECK(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now) == 10000);
   CHECK(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now) == 0);  // already past

@@ -1,6 +1,7 @@
 #include "connectors/omnisend/errors.h"
 
 #include <boost/json.hpp>
+#include <algorithm>
 
 namespace weft::connectors::omnisend {
 namespace json = boost::json;
@@ -41,7 +42,8 @@ SendResult classify(int status, const std::string& retry_after_header, const std
   r.retry_after_ms = delivery::parse_retry_after(retry_after_header, now_ms);
   if (!r.retry_after_ms && parsed.is_object()) {  // Omnisend's hint lives in the body
     if (auto* ra = parsed.as_object().if_contains("retryAfter"); ra && ra->is_number())
-      r.retry_after_ms = static_cast<int64_t>(ra->to_number<double>() * 1000);
+      r.retry_after_ms = static_cast<int64_t>(
+          std::clamp(ra->to_number<double>() * 1000, 0.0, static_cast<double>(delivery::kMaxRetryAfterMs)));
   }
   bool transient = status == 0 || status == 408 || status == 429 || status >= 500 || status == 401 ||
                    status == 403 || status == 410;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "engine/delivery/send_result.h"
+
 namespace weft::delivery {
 
 std::optional<int64_t> parse_duration_ms(const std::string& text) {
@@ -35,7 +37,7 @@ int64_t backoff_ms(const RetryPolicy& p, int failed_attempts, std::optional<int6
   for (int i = 0; i < shift && ceiling < p.max_ms; ++i) ceiling *= 2;  // no overflow: stops at the cap
   ceiling = std::min(ceiling, p.max_ms);
   int64_t delay = std::uniform_int_distribution<int64_t>(0, std::max<int64_t>(ceiling, 0))(rng);
-  if (retry_after_ms) delay = std::max(delay, *retry_after_ms);
+  if (retry_after_ms) delay = std::max(delay, std::clamp<int64_t>(*retry_after_ms, 0, kMaxRetryAfterMs));
   return delay;
 }
 

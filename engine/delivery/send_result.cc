@@ -1,5 +1,6 @@
 #include "engine/delivery/send_result.h"
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 
@@ -11,13 +12,13 @@ std::optional<int64_t> parse_retry_after(const std::string& header, int64_t now_
   auto [end, ec] = std::from_chars(header.data(), header.data() + header.size(), secs);
   if (ec == std::errc() && end == header.data() + header.size()) {
     if (secs < 0) return std::nullopt;
-    return secs * 1000;
+    return secs > kMaxRetryAfterMs / 1000 ? kMaxRetryAfterMs : secs * 1000;
   }
   std::tm tm{};  // HTTP-date: "Wed, 21 Oct 2015 07:28:00 GMT"
   const char* rest = strptime(header.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
   if (rest == nullptr || *rest != '\0') return std::nullopt;
   int64_t at_ms = static_cast<int64_t>(timegm(&tm)) * 1000;
-  return at_ms > now_ms ? at_ms - now_ms : 0;
+  return at_ms > now_ms ? std::min(at_ms - now_ms, kMaxRetryAfterMs) : 0;
 }
 
 }  // namespace weft::delivery

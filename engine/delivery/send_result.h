@@ -15,7 +15,12 @@ struct SendResult {
   std::string message;                   // the API's error, for rejections and logs
 };
 
-// A Retry-After header value (delay-seconds or an HTTP-date) as milliseconds from now_ms.
+// The longest wait a destination's hint is taken for (ten years): a longer one is this one,
+// so `now + wait` never overflows; the retry policy's max_age dead-letters it.
+constexpr int64_t kMaxRetryAfterMs = int64_t{10} * 365 * 86400000;
+
+// A Retry-After header value (delay-seconds or an HTTP-date) as milliseconds from now_ms,
+// at most kMaxRetryAfterMs.
 std::optional<int64_t> parse_retry_after(const std::string& header, int64_t now_ms);
 
 }  // namespace weft::delivery
