@@ -7,6 +7,7 @@
 
 #include "connectors/registry.h"
 #include "engine/util/time.h"
+#include "engine/workspace/json_limits.h"
 #include "engine/workspace/schema.h"
 
 namespace weft::pipeline {
@@ -104,7 +105,18 @@ Prepared Pipeline::prepare(const workspace::Flow& flow, const store::InboxRecord
   call.collect_notes = opts.collect_notes;
   p.out = sandbox_->map(flow.name, rec.payload, ctx, call);
   if (p.out.kind != script::Outcome::Kind::ok) return p;
-  p.mapped = json::parse(p.out.payload);
+  // With weft's one nesting limit: Boost.JSON's default (32) threw on a payload of 33
+  // levels, which the sandbox writes, and that record then failed its batch at every try.
+  std::error_code ec;
+  p.mapped = json::parse(p.out.payload, ec, {}, workspace::json_parse_options());
+  if (ec || !p.mapped.is_object()) {
+    p.out.kind = script::Outcome::Kind::rejected;
+    p.out.error = "output";
+    p.out.reason = ec ? "the payload could not be read back as JSON (" + ec.message() + ")"
+                      : "the payload is not a JSON object";
+    p.out.payload.clear();
+    return p;
+  }
   if (const auto* schema = workspace::Schema::find(tenant_->destination_schema(flow))) {
     p.schema = schema->name();
     p.issues = schema->validate(p.mapped);
@@ -194,7 +206,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   if (!model->merge) {  // append-only: the whole payload, once per message
     // Omnisend deduplicates events that carry both eventID and eventTime: a resend after a
     // timeout or a crash must not count twice, so weft fills them in when the script did not.
-    json::value event = json::parse(r.payload);
+    json::value event = json::parse(r.payload, {}, workspace::json_parse_options());
     if (op.kind == "event.send" && event.is_object()) {
       json::object& e = event.as_object();
       if (!e.contains("eventID")) e["eventID"] = op.idempotency_key;
@@ -243,7 +255,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   for (const auto& op2 : pending) {
     if (op2.id == replaceable) continue;
     std::error_code ec;
-    json::value body = json::parse(op2.body, ec);
+    json::value body = json::parse(op2.body, ec, {}, workspace::json_parse_options());
     if (ec || !body.is_object()) continue;
     for (const auto& [path, v] : flatten(body.as_object(), model->atomic))
       shadow_v.as_object()[path] = json::object{{"v", v}, {"t", now}, {"b", "pending " + std::to_string(op2.id)}};
