@@ -273,9 +273,15 @@ json::object note_json(const script::Note& n) {
 
 // What steps 4-6 would do with a mapped record: the identity decision, the merge per field
 // and the exact requests, against the store's current state (read-only: rolled back).
+// Without a database, the records of one run go in one transaction (a later record sees
+// the identities an earlier one made). Against a database (--db, or the admin API on the
+// live one), each record is planned in a transaction of its own, rolled back at once and
+// after the mapping: planning needs SQLite's write lock, and a weft serve writing to the
+// same database must not wait for a whole dry-run, only for one record's plan.
 class Planner {
  public:
-  Planner(std::shared_ptr<const ws::TenantVersion> version, const std::string& db) : version_(std::move(version)) {
+  Planner(std::shared_ptr<const ws::TenantVersion> version, const std::string& db)
+      : version_(std::move(version)), per_record_(!db.empty()) {
     try {
       if (!db.empty() && !fs::exists(db)) {
         error_ = "--db " + db + ": no such database";
@@ -283,13 +289,16 @@ class Planner {
       }
       store_ = store::open_sqlite(db.empty() ? ":memory:" : db);
       pipeline_ = std::make_unique<pipeline::Pipeline>(version_, *store_);
-      store_->begin();
+      if (!per_record_) store_->begin();
     } catch (const std::exception& e) {
       error_ = e.what();
     }
   }
   ~Planner() {
-    if (pipeline_) store_->rollback();
+    try {
+      if (pipeline_ && !per_record_) store_->rollback();
+    } catch (const std::exception&) {
+    }
   }
   const std::string& error() const { return error_; }
 
@@ -306,7 +315,20 @@ class Planner {
     rec.message_id = "dry-run:" + std::to_string(n);
     rec.correlation_id = correlation_id;
     rec.payload = std::string(record);
-    pipeline::RecordResult r = pipeline_->process(flow, rec, {});
+    pipeline::Prepared prepared = pipeline_->prepare(flow, rec, {});
+    struct Scope {  // the record's own transaction (per_record_), however the plan ends
+      Planner& p;
+      explicit Scope(Planner& planner) : p(planner) {
+        if (p.per_record_) p.store_->begin();
+      }
+      ~Scope() {
+        try {
+          if (p.per_record_) p.store_->rollback();
+        } catch (const std::exception&) {  // nothing was written; the connection goes with the run
+        }
+      }
+    } scope(*this);
+    pipeline::RecordResult r = pipeline_->commit(prepared, {});
     out["status"] = pipeline::status_name(r.status);
     if (!r.reason.empty()) out["reason"] = r.reason;
     if (!r.identity.empty()) out["identity"] = r.identity;
@@ -340,6 +362,7 @@ class Planner {
 
  private:
   std::shared_ptr<const ws::TenantVersion> version_;
+  bool per_record_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<pipeline::Pipeline> pipeline_;
   ws::Secrets secrets_;
