@@ -534,6 +534,13 @@ TEST_CASE("serve: admin API: a dead letter is listed and inspected and replayed 
   auto missing = w.admin_get("/api/tenants/acme/parked/987654");
   REQUIRE(missing);
   CHECK(missing->status == 404);
+  // An id past 64 bits is a 404 too (it was a 500: std::stoll threw).
+  auto huge = w.admin_get("/api/tenants/acme/parked/99999999999999999999");
+  REQUIRE(huge);
+  CHECK(huge->status == 404);
+  auto huge_resolve = w.admin_post("/api/tenants/acme/conflicts/99999999999999999999/resolve", R"({"side":"source"})");
+  REQUIRE(huge_resolve);
+  CHECK(huge_resolve->status == 404);
 
   w.om.set_down(false);
   CHECK(!w.om.contact_by_email(email(1)));
@@ -704,6 +711,26 @@ TEST_CASE("serve: tenants come and go with their folders", "[serve]") {
   REQUIRE(r);
   CHECK(r->status == 202);
   REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_by_email(email(5)).has_value(); }));
+  // A tenant broken from the start shows why in the admin API (not only in the log).
+  std::string gamma = cfg;
+  gamma.replace(gamma.find("\"tenant\": \"beta\""), 16, "\"tenant\": \"gamma\"");
+  w.dir.write("gamma/customers.lua", "local oops = = 1\n" + acme_script());
+  w.dir.write("gamma/tenant.json", gamma);
+  json::object refused;
+  REQUIRE(ServeWorld::wait_for([&] {
+    auto t = w.admin_get("/api/tenants/gamma");
+    if (!t || t->status != 200) return false;
+    json::value v = json::parse(t->body);
+    if (!v.as_object().contains("last_reload")) return false;
+    refused = v.at("last_reload").as_object();
+    return true;
+  }));
+  INFO(json::serialize(refused));
+  CHECK(refused.at("result") == "refused");
+  REQUIRE(refused.contains("problems"));
+  CHECK(std::string(refused.at("problems").at(0).at("file").as_string()).find("customers.lua") != std::string::npos);
+  CHECK(refused.at("problems").at(0).at("line").to_number<int>() == 1);
+  std::filesystem::remove_all(w.ws + "/gamma");
   std::filesystem::remove_all(w.ws + "/beta");
   REQUIRE(ServeWorld::wait_for([&] { return names() == std::set<std::string>{"acme"}; }));
   r = w.post_webhook(message(6), {}, "/webhooks/beta/ct");

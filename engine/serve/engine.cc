@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <regex>
 #include <set>
 
@@ -111,17 +112,35 @@ bool Engine::start(std::string* error) {
   // The log is checkpointed from a connection of its own, so neither the webhook commits
   // nor the pipeline pay for it inside their transactions (shared/reference/http.md: the
   // checkpoints make the latency tail).
+  // A failed checkpoint (a full disk) is tried again at the next tick: the spools
+  // checkpoint nowhere else, so a checkpointer that gave up would let their logs grow
+  // until a restart.
   checkpointer_ = std::thread([this] {
     util::name_thread("weft-ckpt");
-    try {
-      auto db = store::open_sqlite(db_);
-      std::unique_lock<std::mutex> lock(cp_mu_);
-      while (!cp_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_.load(); })) {
-        db->checkpoint();
-        for (auto& lane : lanes_) lane.spool->checkpoint();
+    std::unique_ptr<store::Store> db;
+    std::string failing;  // the last error, logged once until checkpoints work again
+    auto attempt = [&](const char* what, const std::function<void()>& fn) {
+      try {
+        fn();
+        return true;
+      } catch (const std::exception& e) {
+        if (failing != e.what()) spdlog::warn("checkpoints: {}: {} (tried again every 200 ms)", what, e.what());
+        failing = e.what();
+        return false;
       }
-    } catch (const std::exception& e) {
-      spdlog::warn("checkpoints: {}", e.what());
+    };
+    std::unique_lock<std::mutex> lock(cp_mu_);
+    while (!cp_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_.load(); })) {
+      bool ok = attempt("the store", [&] {
+        if (!db) db = store::open_sqlite(db_);
+        db->checkpoint();
+      });
+      for (size_t i = 0; i < lanes_.size(); ++i)
+        ok = attempt("webhook spool", [&] { lanes_[i].spool->checkpoint(); }) && ok;
+      if (ok && !failing.empty()) {
+        spdlog::info("checkpoints: working again");
+        failing.clear();
+      }
     }
   });
   scheduler_ = std::make_unique<Scheduler>(*this);
@@ -336,7 +355,10 @@ json::object Engine::reload_one(const std::string& name, const std::string& trig
     return report;
   };
   if (!v) {
-    if (!t) start_tenant(name, nullptr);
+    if (!t) {
+      start_tenant(name, nullptr);
+      t = find(name);  // so the refusal shows in the admin API for a tenant broken from the start
+    }
     return refuse(json::object{{"problems", problems_json(problems)}});
   }
   if (!t) {
@@ -400,6 +422,25 @@ void Engine::driver_loop(Tenant* t) {
   lower_priority();
   std::shared_ptr<pipeline::Runner> runner;
   int failures = 0;
+  // A runner that could not be rebuilt after a failure (no file descriptors, no memory) is
+  // tried again with the same backoff, until it starts or a reload brings another version.
+  std::shared_ptr<const ws::TenantVersion> rebuild;
+  auto try_rebuild = [&](std::unique_lock<std::mutex>& lock) {
+    lock.unlock();
+    std::string error;
+    auto again = make_runner(rebuild, &error);
+    lock.lock();
+    if (t->next) {  // a reload came meanwhile: it wins
+      rebuild = nullptr;
+    } else if (again) {
+      t->next = again;
+      t->next_version = rebuild;
+      rebuild = nullptr;
+    } else {
+      t->last_error = "the pipeline could not be restarted: " + secrets_.redact(error);
+      spdlog::error("tenant {}: {}; retrying", t->name, t->last_error);
+    }
+  };
   while (true) {
     {
       std::unique_lock<std::mutex> lock(t->mu);
@@ -415,6 +456,7 @@ void Engine::driver_loop(Tenant* t) {
         old.reset();  // joins its mapping thread
         next->start_delivery();
         runner = next;
+        rebuild = nullptr;
         lock.lock();
         t->runner = runner;
         t->version = version;
@@ -427,7 +469,9 @@ void Engine::driver_loop(Tenant* t) {
     }
     if (!runner) {
       std::unique_lock<std::mutex> lock(t->mu);
-      t->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return t->stop || t->next != nullptr; });
+      int wait_ms = rebuild ? std::min(30000, 500 << std::min(++failures, 6)) : 200;
+      t->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return t->stop || t->next != nullptr; });
+      if (rebuild && !t->stop && !t->next) try_rebuild(lock);
       continue;
     }
     size_t n = 0;
@@ -452,14 +496,8 @@ void Engine::driver_loop(Tenant* t) {
       int wait_ms = std::min(30000, 500 << std::min(++failures, 6));
       t->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return t->stop || t->next != nullptr; });
       if (!t->stop && !t->next && version) {
-        lock.unlock();
-        std::string error;
-        auto again = make_runner(version, &error);
-        lock.lock();
-        if (again && !t->next) {
-          t->next = again;
-          t->next_version = version;
-        }
+        rebuild = version;
+        try_rebuild(lock);
       }
       continue;
     }
@@ -670,7 +708,7 @@ struct Engine::MovingLane {
 void Engine::move_loop() {
   util::name_thread("weft-mover");
   int failures = 0;
-  int64_t last_prune_ms = 0;
+  int64_t next_prune_ms = 0;
   auto last_move = std::chrono::steady_clock::now();
   while (true) {
     {
@@ -697,29 +735,33 @@ void Engine::move_loop() {
       std::lock_guard<std::mutex> lock(backlog_mu_);
       backlog_ = std::move(counts);
     }
-    // Done inbox records older than a week go, a chunk at a time (kept that long so late
-    // duplicates of a message are still recognized).
-    if (now - last_prune_ms >= 3600000) {
-      last_prune_ms = now;
+    // Done inbox records older than a week go (kept that long so late duplicates of a
+    // message are still recognized): once an hour, in chunks of kPruneChunk rows, a few
+    // chunks a pass so the moves are not held up; while chunks come back full, the next pass
+    // goes on, so any steady rate of webhooks is pruned as fast as it arrives.
+    if (now >= next_prune_ms) {
+      bool more = false;
       try {
-        for (int chunk = 0; chunk < 100; ++chunk) {
+        for (int chunk = 0; chunk < 5; ++chunk) {
           int64_t n;
           {
             std::lock_guard<std::mutex> lock(store_mu_);
             store_->begin();
             try {
-              n = store_->prune(now - int64_t{7} * 86400000, 2000);
+              n = store_->prune(now - int64_t{7} * 86400000, kPruneChunk);
               store_->commit();
             } catch (...) {
               store_->rollback();
               throw;
             }
           }
-          if (n < 2000) break;
+          more = n == static_cast<int64_t>(kPruneChunk);
+          if (!more) break;
         }
       } catch (const std::exception& e) {
         spdlog::warn("pruning the inbox: {}", e.what());
       }
+      next_prune_ms = more ? now : now + 3600000;
     }
     // Up to 500 from each lane (each take holds the lane's spool lock: short, so webhooks do
     // not wait); lane_end[i] is where lane i's records end in recs.
@@ -879,7 +921,7 @@ bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::
         json::object shadow = pipeline::decode_shadow(s.shadow(found->entity_id).fields_json);
         pipeline::Flat synced{{found->field, dest}};
         pipeline::record_delivery(shadow, synced, {}, util::now_ms(), "conflict " + std::to_string(id));
-        s.set_shadow(found->entity_id, pipeline::encode_shadow(std::move(shadow)));
+        s.set_shadow(found->entity_id, pipeline::encode_shadow(shadow));
         note = "; the destination's value counts as synced";
       }
       if (source) {

@@ -178,6 +178,7 @@ class Engine {
   };
   static constexpr size_t kLanes = 4;
   static constexpr int kMoveGatherMs = 50;     // see move_loop
+  static constexpr size_t kPruneChunk = 2000;  // done inbox rows deleted per transaction (move_loop)
   static constexpr int kBatchGatherMs = 50;    // see pipeline::Runner::set_gather
   std::mutex ingest_mu_;
   std::condition_variable ingest_cv_;

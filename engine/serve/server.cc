@@ -239,14 +239,14 @@ struct Server::Impl {
         list.push_back(parked_json(p, false));
       send_json(res, 200, json::object{{"parked", list}});
     }));
-    http.Get(R"(/api/tenants/([^/]+)/parked/(\d+))", wrap("parked-one", true, [this](const auto& req, auto& res, const auto& cid) {
+    http.Get(R"(/api/tenants/([^/]+)/parked/(\d{1,18}))", wrap("parked-one", true, [this](const auto& req, auto& res, const auto& cid) {
       auto r = engine.reader();
       auto p = r->parked_by_id(std::stoll(req.matches[2]));
       if (!p || p->tenant != req.matches[1])
         return send_error(res, 404, "not_found", "no parked record " + std::string(req.matches[2]), cid);
       send_json(res, 200, parked_json(*p, true));
     }));
-    http.Post(R"(/api/tenants/([^/]+)/parked/(\d+)/replay)",
+    http.Post(R"(/api/tenants/([^/]+)/parked/(\d{1,18})/replay)",
               wrap("replay", true, [this](const auto& req, auto& res, const auto& cid) {
                 std::string error;
                 int64_t n = engine.replay(req.matches[1], {std::stoll(req.matches[2])}, "", &error);
@@ -282,7 +282,7 @@ struct Server::Impl {
       for (const auto& c : r->conflicts(req.matches[1], req.has_param("all"), 1000)) list.push_back(conflict_json(c));
       send_json(res, 200, json::object{{"conflicts", list}});
     }));
-    http.Post(R"(/api/tenants/([^/]+)/conflicts/(\d+)/resolve)",
+    http.Post(R"(/api/tenants/([^/]+)/conflicts/(\d{1,18})/resolve)",
               wrap("resolve", true, [this](const auto& req, auto& res, const auto& cid) {
                 json::value b;
                 try {
