@@ -1,6 +1,7 @@
 #include "connectors/omnisend/client.h"
 
 #include <boost/json.hpp>
+#include <simdjson.h>
 #include <cctype>
 #include <chrono>
 #include <map>
@@ -48,17 +49,45 @@ namespace {
 
 namespace json = boost::json;
 
-// The identifier a contact is matched by in batch results: its first one, as "type:id".
-std::string identity_of(const json::value& contact) {
-  if (!contact.is_object()) return "";
-  auto* ids = contact.as_object().if_contains("identifiers");
-  if (!ids || !ids->is_array() || ids->as_array().empty()) return "";
-  const auto& first = ids->as_array()[0];
-  if (!first.is_object()) return "";
-  auto* type = first.as_object().if_contains("type");
-  auto* id = first.as_object().if_contains("id");
-  if (!type || !id || !type->is_string() || !id->is_string()) return "";
-  return std::string(type->as_string()) + ":" + std::string(id->as_string());
+// The identifier a contact is matched by in batch results: its first one, as "type:id"
+// ("" when it has none).
+std::string identity_of(simdjson::dom::element contact) {
+  std::string_view type, id;
+  if (contact["identifiers"].at(0)["type"].get(type) != simdjson::SUCCESS ||
+      contact["identifiers"].at(0)["id"].get(id) != simdjson::SUCCESS)
+    return "";
+  std::string out;
+  out.reserve(type.size() + 1 + id.size());
+  out.append(type).append(1, ':').append(id);
+  return out;
+}
+
+// A simdjson element as a Boost.JSON value in `sp` (the batch's arena).
+json::value to_value(simdjson::dom::element e, const json::storage_ptr& sp) {
+  using T = simdjson::dom::element_type;
+  switch (e.type()) {
+    case T::OBJECT: {
+      json::object o(sp);
+      simdjson::dom::object obj = e.get_object().value_unsafe();
+      o.reserve(obj.size());
+      for (auto field : obj) o.emplace(field.key, to_value(field.value, sp));
+      return o;
+    }
+    case T::ARRAY: {
+      json::array a(sp);
+      simdjson::dom::array arr = e.get_array().value_unsafe();
+      a.reserve(arr.size());
+      for (auto item : arr) a.push_back(to_value(item, sp));
+      return a;
+    }
+    case T::STRING: return json::string(e.get_string().value_unsafe(), sp);
+    case T::INT64: return json::value(e.get_int64().value_unsafe(), sp);
+    case T::UINT64: return json::value(e.get_uint64().value_unsafe(), sp);
+    case T::DOUBLE: return json::value(e.get_double().value_unsafe(), sp);
+    case T::BOOL: return json::value(e.get_bool().value_unsafe(), sp);
+    case T::NULL_VALUE: break;
+  }
+  return json::value(nullptr, sp);
 }
 
 }  // namespace
@@ -73,20 +102,17 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
   };
   http::Headers auth{{"X-API-KEY", settings_.api_key}};
   // The contacts are JSON text already: the batch is written around them, and each is
-  // parsed (into a scratch arena, freed at once) only for the identifier its result is
-  // matched by. A contact that is not JSON makes the batch invalid: Omnisend refuses it and
-  // the contacts go one by one, each with its own answer.
+  // read (simdjson) only for the identifier its result is matched by. A contact that is not
+  // JSON makes the batch invalid: Omnisend refuses it and the contacts go one by one, each
+  // with its own answer.
   std::string body = R"({"method":"POST","endpoint":"contacts","origin":"api","items":[)";
   std::map<std::string, size_t> index;
-  {
-    json::monotonic_resource scratch;
-    for (size_t i = 0; i < contacts.size(); ++i) {
-      std::error_code ec;
-      json::value c = json::parse(contacts[i], ec, &scratch);
-      if (!ec) index[identity_of(c)] = i;
-      if (i) body += ',';
-      body.append(contacts[i]);
-    }
+  thread_local simdjson::dom::parser parser;
+  for (size_t i = 0; i < contacts.size(); ++i) {
+    simdjson::dom::element c;
+    if (parser.parse(contacts[i].data(), contacts[i].size()).get(c) == simdjson::SUCCESS) index[identity_of(c)] = i;
+    if (i) body += ',';
+    body.append(contacts[i]);
   }
   body += "]}";
   auto created = client_.post("/batches", body, "application/json", auth);
@@ -139,34 +165,37 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
     gr.message = "reading the results of Omnisend batch " + batch_id + ": " + gr.message;
     return fail_all(gr);
   }
-  // Parsed into an arena that the answers (each contact as Omnisend now holds it) are moved
-  // out with: no allocation per JSON node, no copy; the arena goes with the last answer.
-  json::value res = json::parse(got.body, ec, json::make_shared_resource<json::monotonic_resource>());
+  // Read with simdjson (each item repeats the request, which is only matched by its first
+  // identifier); each answer (the contact as Omnisend now holds it) is built into one arena
+  // that goes with the last of them.
+  json::storage_ptr arena = json::make_shared_resource<json::monotonic_resource>();
   std::vector<bool> seen(contacts.size(), false);
-  std::vector<json::value*> answers(contacts.size(), nullptr);
-  if (!ec && res.is_object()) {
+  std::vector<std::optional<json::value>> answers(contacts.size());  // emplaced: see below
+  simdjson::dom::element res;
+  if (parser.parse(got.body).get(res) == simdjson::SUCCESS && res.is_object()) {
     for (const char* list : {"responses", "errors"}) {
-      auto* arr = res.as_object().if_contains(list);
-      if (!arr || !arr->is_array()) continue;
-      for (auto& item : arr->as_array()) {
-        if (!item.is_object()) continue;
-        auto& io = item.as_object();
-        auto* req = io.if_contains("request");
-        auto it = req ? index.find(identity_of(*req)) : index.end();
+      simdjson::dom::array arr;
+      if (res[list].get(arr) != simdjson::SUCCESS) continue;
+      for (simdjson::dom::element item : arr) {
+        simdjson::dom::element req;
+        if (!item.is_object() || item["request"].get(req) != simdjson::SUCCESS) continue;
+        auto it = index.find(identity_of(req));
         if (it == index.end()) continue;
         BatchResult& b = out[it->second];
-        int code = 0;
-        if (auto* c = io.if_contains("responseCode"); c && c->is_int64()) code = static_cast<int>(c->as_int64());
-        json::value* resp = io.if_contains("response");
+        int64_t code = 0;
+        if (item["responseCode"].get(code) != simdjson::SUCCESS) code = 0;
+        simdjson::dom::element resp;
+        bool has_resp = item["response"].get(resp) == simdjson::SUCCESS;
         if (code >= 200 && code < 300) {
-          b.result = {delivery::SendResult::Kind::ok, code, std::nullopt, ""};
-          if (resp && resp->is_object()) {
-            if (auto* id = resp->as_object().if_contains("contactID"); id && id->is_string())
-              b.contact_id = std::string(id->as_string());
-            answers[it->second] = resp;
+          b.result = {delivery::SendResult::Kind::ok, static_cast<int>(code), std::nullopt, ""};
+          if (has_resp && resp.is_object()) {
+            std::string_view id;
+            if (resp["contactID"].get(id) == simdjson::SUCCESS) b.contact_id = std::string(id);
+            answers[it->second].emplace(to_value(resp, arena));
           }
         } else {
-          b.result = classify(code, "", resp ? json::serialize(*resp) : std::string("{}"), util::now_ms());
+          b.result = classify(static_cast<int>(code), "", has_resp ? simdjson::minify(resp) : std::string("{}"),
+                              util::now_ms());
         }
         seen[it->second] = true;
       }
