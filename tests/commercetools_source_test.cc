@@ -59,6 +59,26 @@ TEST_CASE("commercetools source: the delta pull pages through every change once,
   CHECK_FALSE(err.transient);
 }
 
+TEST_CASE("commercetools source: a customer nested 60 levels deep is pulled like any other", "[connectors]") {
+  // weft reads documents up to 64 levels everywhere; a page nests its records two deeper,
+  // and Boost.JSON's default limit (32) made such a page, and so the whole pull, fail.
+  FakeCommercetools ct;
+  json::object c = customer(1);
+  json::value deep = "leaf";
+  for (int i = 0; i < 58; ++i) deep = json::array{deep};
+  c["custom"] = json::object{{"fields", json::object{{"deep", deep}}}};
+  ct.put_customer(c);
+  ct.put_customer(customer(2));
+  Source src(settings(ct));
+  Page page;
+  Error err;
+  REQUIRE(src.customers_since("", 100, &page, &err));
+  CHECK(page.records.size() == 2);
+  std::string one;
+  REQUIRE(src.customer(std::string(customer(1).at("id").as_string()), &one, &err));
+  CHECK(one.find("leaf") != std::string::npos);
+}
+
 TEST_CASE("commercetools source: tokens are renewed before expiry and after a 401", "[connectors]") {
   FakeCommercetools ct;
   ct.put_customer(customer(1));

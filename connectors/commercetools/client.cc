@@ -1,6 +1,7 @@
 #include "connectors/commercetools/client.h"
 
 #include "engine/util/time.h"
+#include "engine/workspace/json_limits.h"
 
 #include <boost/json.hpp>
 #include <simdjson.h>
@@ -32,7 +33,7 @@ std::string base64(const std::string& in) {
 std::string error_text(const http::Response& r) {
   if (r.status == 0) return "no answer: " + r.error;
   std::error_code ec;
-  json::value v = json::parse(r.body, ec);
+  json::value v = json::parse(r.body, ec, {}, workspace::json_parse_options(8));
   std::string text = "HTTP " + std::to_string(r.status);
   if (!ec && v.is_object()) {
     const auto& o = v.as_object();
@@ -86,7 +87,7 @@ bool Source::ensure_token(bool force, Error* err) {
     return false;
   }
   std::error_code ec;
-  json::value v = json::parse(r.body, ec);
+  json::value v = json::parse(r.body, ec, {}, workspace::json_parse_options(8));
   if (ec || !v.is_object() || !v.as_object().contains("access_token")) {
     *err = {r.status, true, "commercetools token: unreadable answer"};
     return false;

@@ -1,4 +1,5 @@
 #include "connectors/commercetools/notifications.h"
+#include "engine/workspace/json_limits.h"
 
 #include <boost/json.hpp>
 
@@ -16,7 +17,7 @@ std::string str(const json::object& o, const char* key) {
 Notification parse_notification(std::string_view text) {
   Notification n;
   std::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::value v = json::parse(text, ec, {}, workspace::json_parse_options(8));
   if (ec || !v.is_object()) {
     n.reason = "not a JSON object";
     return n;

@@ -10,6 +10,7 @@
 
 #include "connectors/omnisend/errors.h"
 #include "engine/util/time.h"
+#include "engine/workspace/json_limits.h"
 
 namespace weft::connectors::omnisend {
 
@@ -29,7 +30,7 @@ delivery::SendResult Destination::upsert_contact(const std::string& contact_json
   auto result = classify(r.status, r.header("Retry-After"), r.body, now_ms);
   if (result.kind == delivery::SendResult::Kind::ok && contact_id) {
     std::error_code ec;
-    auto v = boost::json::parse(r.body, ec);
+    auto v = boost::json::parse(r.body, ec, {}, workspace::json_parse_options(8));
     if (!ec && v.is_object())
       if (auto* id = v.as_object().if_contains("contactID"); id && id->is_string()) *contact_id = std::string(id->as_string());
   }
@@ -233,7 +234,7 @@ bool Destination::find_contact(const std::string& type, const std::string& id, s
   // identifier is checked (emails case-insensitively) so that a list that is not an answer
   // to this filter is never taken for one.
   std::error_code ec;
-  json::value page = json::parse(r.body, ec);
+  json::value page = json::parse(r.body, ec, {}, workspace::json_parse_options(8));
   const json::array* list = nullptr;
   if (!ec && page.is_object())
     if (auto* c = page.as_object().if_contains("contacts")) list = c->if_array();

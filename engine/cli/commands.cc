@@ -350,7 +350,7 @@ class Planner {
         delivery::Request q = dest->request(r.op, store_->entity(r.entity_id).remote_id, true);
         json::object headers;
         for (const auto& [k, v] : q.headers) headers[k] = secrets_.redact(v);
-        json::value body = json::parse(q.body);
+        json::value body = json::parse(q.body, {}, ws::json_parse_options(8));
         requests.push_back(json::object{{"method", q.method}, {"url", q.url}, {"headers", headers}, {"body", body}});
       } catch (const std::exception& e) {
         requests.push_back(json::object{{"error", secrets_.redact(e.what())}});

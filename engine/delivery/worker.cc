@@ -9,6 +9,7 @@
 #include "engine/pipeline/fields.h"
 #include "engine/util/thread_name.h"
 #include "engine/util/time.h"
+#include "engine/workspace/json_limits.h"
 
 namespace weft::delivery {
 
@@ -292,12 +293,13 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       if (a.record.is_object()) {
         j.answered = pipeline::flatten(a.record.as_object(), model->atomic);
       } else if (!a.record_json.empty()) {
-        json::value parsed = json::parse(a.record_json, ec, arena);
+        json::value parsed = json::parse(a.record_json, ec, arena, workspace::json_parse_options(8));
         if (!ec && parsed.is_object()) j.answered = pipeline::flatten(parsed.as_object(), model->atomic);
       }
       // What was sent: the operation's own list, or else its body (the changes plus what
       // the destination finds the record by).
-      json::value sent = json::parse(j.op.fields_json.empty() ? j.op.body : j.op.fields_json, ec, arena);
+      json::value sent =
+          json::parse(j.op.fields_json.empty() ? j.op.body : j.op.fields_json, ec, arena, workspace::json_parse_options(8));
       if (!ec && sent.is_object()) {
         if (j.op.fields_json.empty()) {
           j.sent = pipeline::flatten(sent.as_object(), model->atomic);

@@ -1,4 +1,5 @@
 #include "engine/pipeline/fields.h"
+#include "engine/workspace/json_limits.h"
 
 #include <date/date.h>
 
@@ -402,7 +403,7 @@ std::string encode_shadow(const json::object& shadow) {
 
 json::object decode_shadow(std::string_view text) {
   std::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::value v = json::parse(text, ec, {}, workspace::json_parse_options(8));
   if (ec || !v.is_object()) throw std::runtime_error("shadow state is not a JSON object: " + std::string(text.substr(0, 80)));
   json::object& top = v.as_object();
   const json::value* form = top.if_contains("~");

@@ -11,6 +11,7 @@
 #include "engine/util/ids.h"
 #include "engine/util/thread_name.h"
 #include "engine/util/time.h"
+#include "engine/workspace/json_limits.h"
 
 namespace weft::serve {
 
@@ -440,7 +441,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
         continue;
       }
       std::error_code ec;
-      json::value held = json::parse(contact, ec);
+      json::value held = json::parse(contact, ec, {}, workspace::json_parse_options(8));
       if (ec || !held.is_object()) {
         ++errors;
         continue;

@@ -11,6 +11,7 @@
 #include "engine/serve/jobs.h"
 #include "engine/util/ids.h"
 #include "engine/util/time.h"
+#include "engine/workspace/json_limits.h"
 
 namespace weft::serve {
 
@@ -66,9 +67,9 @@ json::object parked_json(const store::Parked& p, bool full) {
                  {"at", util::iso8601_ms(p.created_ms)},            {"replayed", p.replayed_ms != 0}};
   if (full) {
     std::error_code ec;
-    json::value d = json::parse(p.detail, ec);
+    json::value d = json::parse(p.detail, ec, {}, workspace::json_parse_options(8));
     o["detail"] = ec ? json::value(p.detail) : d;
-    json::value src = json::parse(p.source, ec);
+    json::value src = json::parse(p.source, ec, {}, workspace::json_parse_options(8));
     o["source"] = ec ? json::value(p.source) : src;
   }
   return o;
@@ -144,7 +145,7 @@ struct Server::Impl {
   static json::value body_json(const httplib::Request& req) {
     if (req.body.empty()) return json::object();
     std::error_code ec;
-    json::value v = json::parse(req.body, ec);
+    json::value v = json::parse(req.body, ec, {}, workspace::json_parse_options(8));
     if (ec) throw std::invalid_argument("the body is not JSON: " + ec.message());
     return v;
   }
@@ -217,7 +218,7 @@ struct Server::Impl {
                 json::object context;
                 if (req.has_param("context")) {
                   std::error_code ec;
-                  json::value c = json::parse(req.get_param_value("context"), ec);
+                  json::value c = json::parse(req.get_param_value("context"), ec, {}, workspace::json_parse_options(8));
                   if (ec || !c.is_object())
                     return send_error(res, 400, "bad_request", "context: must be a JSON object", cid);
                   context = c.as_object();
