@@ -40,7 +40,9 @@ M.owners = { ["consent.email"] = "destination", firstName = "flag", lastName = "
 function M.map(rec)
   local ids = { { type = "email", id = rec.email,
                   channels = { email = { status = rec.consent or "nonSubscribed" } } } }
-  if rec.phone then ids[2] = { type = "phone", id = rec.phone } end
+  if rec.phone then
+    ids[2] = { type = "phone", id = rec.phone, channels = rec.sms and { sms = { status = rec.sms } } or nil }
+  end
   return { identifiers = ids, firstName = rec.firstName, lastName = rec.lastName }
 end
 return M
@@ -218,6 +220,38 @@ TEST_CASE("pipeline: merge policies decide what is sent; consent changed at the 
   CHECK(r3.status == Status::conflict);  // firstName still differs on both sides
   CHECK(f.store->outbox_total() == 0);
   CHECK(f.store->conflicts("t", false, 10).size() == 1);  // recorded once, not per version
+}
+
+TEST_CASE("pipeline: a change to the phone's SMS consent alone names the phone", "[pipeline][merge]") {
+  // Omnisend refuses an identifier without its id: the changed channel goes with the
+  // identifier it belongs to (and the email, which Omnisend finds the contact by).
+  Fixture f;
+  json::object v1 = customer("c1", 1, "a@x.se");
+  v1["phone"] = "+46701234567";
+  v1["sms"] = "subscribed";
+  auto r1 = f.run("customers", v1);
+  REQUIRE(r1.status == Status::planned);
+  f.deliver(r1, {}, 1000);
+  json::object v2 = v1;
+  v2["version"] = 2;
+  v2["lastModifiedAt"] = "2024-05-02T00:00:00.000Z";
+  v2["sms"] = "unsubscribed";
+  auto r2 = f.run("customers", v2);
+  REQUIRE(r2.status == Status::planned);
+  INFO(r2.op.body);
+  json::object body = json::parse(r2.op.body).as_object();
+  CHECK_FALSE(body.contains("firstName"));  // unchanged
+  bool phone_named = false, email_named = false;
+  for (const auto& idv : body.at("identifiers").as_array()) {
+    const json::object& id = idv.as_object();
+    if (id.at("type") == "phone") {
+      phone_named = id.contains("id") && id.at("id") == "+46701234567";
+      CHECK(id.at("channels").at("sms").at("status") == "unsubscribed");
+    }
+    if (id.at("type") == "email") email_named = id.at("id") == "a@x.se";
+  }
+  CHECK(phone_named);
+  CHECK(email_named);
 }
 
 TEST_CASE("pipeline: a change back while an older operation waits or is being sent is not lost",

@@ -315,6 +315,24 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   }
   Flat body_fields = m.changes;
   if (identify_value) body_fields[identify_path] = *identify_value;
+  // A keyed element that changes carries its key: a change to the phone's SMS channel
+  // alone must name the phone ({"type":"phone","id":...,"channels":...}), or Omnisend
+  // refuses the identifier. The key is the one the destination holds, when it holds one
+  // (the channel belongs to that identifier), else the record's.
+  for (const auto& path : model->identify_by) {
+    if (body_fields.count(path)) continue;
+    auto bracket = path.find(']');
+    if (bracket == std::string::npos) continue;
+    std::string element = path.substr(0, bracket + 1) + ".";
+    auto changed = body_fields.lower_bound(element);
+    if (changed == body_fields.end() || changed->first.compare(0, element.size(), element) != 0) continue;
+    ShadowField held = shadow_field(held_shadow, path);
+    if (held.held && !held.held->is_null()) {
+      body_fields[path] = *held.held;
+    } else if (auto it = flat.find(path); it != flat.end()) {
+      body_fields[path] = it->second;
+    }
+  }
   op.body = json::serialize(unflatten(body_fields));
   op.fields_json = "";  // what it changes is the body flattened (see delivery::Worker)
   r.superseded = store_.plan(op, opts.in_flight);
