@@ -168,3 +168,27 @@ TEST_CASE("omnisend destination: upserts contacts and events against the fake", 
   CHECK_THAT(timed_out.message, Catch::Contains("no answer"));
   CHECK_THROWS(omnisend::Destination({"ftp://x", "k", 100}));
 }
+
+TEST_CASE("omnisend destination: batch results reach their contacts, also two with one identifier",
+          "[delivery][omnisend]") {
+  weft::fakes::FakeOmnisend fake("secret-key");
+  omnisend::Destination dest({fake.base_url(), "secret-key", 2000});
+  std::vector<std::string> texts = {
+      R"({"identifiers":[{"type":"email","id":"a@x.se"}],"firstName":"Anna"})",
+      R"({"identifiers":[{"type":"email","id":"b@x.se"}],"firstName":"Bo"})",
+      R"({"identifiers":[{"type":"phone","id":"12"}]})",  // refused: not E.164
+      R"({"identifiers":[{"type":"email","id":"a@x.se"}],"lastName":"Berg"})"};
+  std::vector<std::string_view> views(texts.begin(), texts.end());
+  auto results = dest.upsert_contacts(views, 10000);
+  REQUIRE(results.size() == 4);
+  CHECK(results[0].result.kind == SendResult::Kind::ok);
+  CHECK(results[1].result.kind == SendResult::Kind::ok);
+  CHECK(results[2].result.kind == SendResult::Kind::permanent);
+  CHECK(results[2].result.status == 400);
+  // The two writes of a@x.se each got an answer (before: the first had none, and was sent again).
+  CHECK(results[3].result.kind == SendResult::Kind::ok);
+  CHECK(results[0].contact_id == results[3].contact_id);
+  CHECK(results[0].contact_id != results[1].contact_id);
+  CHECK(results[1].answer.at("firstName") == "Bo");
+  CHECK(results[3].answer.at("lastName") == "Berg");
+}

@@ -4,6 +4,7 @@
 #include <simdjson.h>
 #include <cctype>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <stdexcept>
 #include <thread>
@@ -107,11 +108,13 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
   // JSON makes the batch invalid: Omnisend refuses it and the contacts go one by one, each
   // with its own answer.
   std::string body = R"({"method":"POST","endpoint":"contacts","origin":"api","items":[)";
-  std::map<std::string, size_t> index;
+  // Contacts by first identifier; two with the same one (which identity resolution should
+  // prevent) take the results for it in order, one each.
+  std::map<std::string, std::deque<size_t>> index;
   thread_local simdjson::dom::parser parser;
   for (size_t i = 0; i < contacts.size(); ++i) {
     simdjson::dom::element c;
-    if (parser.parse(contacts[i].data(), contacts[i].size()).get(c) == simdjson::SUCCESS) index[identity_of(c)] = i;
+    if (parser.parse(contacts[i].data(), contacts[i].size()).get(c) == simdjson::SUCCESS) index[identity_of(c)].push_back(i);
     if (i) body += ',';
     body.append(contacts[i]);
   }
@@ -181,8 +184,10 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
         simdjson::dom::element req;
         if (!item.is_object() || item["request"].get(req) != simdjson::SUCCESS) continue;
         auto it = index.find(identity_of(req));
-        if (it == index.end()) continue;
-        BatchResult& b = out[it->second];
+        if (it == index.end() || it->second.empty()) continue;
+        size_t at = it->second.front();
+        it->second.pop_front();
+        BatchResult& b = out[at];
         int64_t code = 0;
         if (item["responseCode"].get(code) != simdjson::SUCCESS) code = 0;
         simdjson::dom::element resp;
@@ -192,13 +197,13 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
           if (has_resp && resp.is_object()) {
             std::string_view id;
             if (resp["contactID"].get(id) == simdjson::SUCCESS) b.contact_id = std::string(id);
-            answers[it->second].emplace(to_value(resp, arena));
+            answers[at].emplace(to_value(resp, arena));
           }
         } else {
           b.result = classify(static_cast<int>(code), "", has_resp ? simdjson::minify(resp) : std::string("{}"),
                               util::now_ms());
         }
-        seen[it->second] = true;
+        seen[at] = true;
       }
     }
   }
