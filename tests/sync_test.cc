@@ -281,6 +281,23 @@ TEST_CASE("sync: secrets never reach the store, the output or the dry-run", "[sy
   }
 }
 
+TEST_CASE("dry-run: the plan is made from the payload shown, --context included", "[sync][cli]") {
+  World w;
+  json::object c = customer(1);
+  c.erase("firstName");  // the preferred name in the wanted locale is the first name then
+  c["custom"] = json::object{{"fields", json::object{{"preferredName", json::object{{"en-US", "Anna"}, {"de-DE", "Anke"}}}}}};
+  std::string input = (w.dir.path() / "in.json").string();
+  std::ofstream(input) << json::serialize(c);
+  RunResult dry = run_weft("dry-run --workspace " + w.ws + " --tenant acme --flow customers --input " + input +
+                           " --context '{\"locale\":\"de-DE\"}'");
+  INFO(dry.out << dry.err);
+  REQUIRE(dry.code == 0);
+  json::value out = json::parse(dry.out);
+  CHECK(out.at("payload").at("firstName") == "Anke");
+  const json::value& body = out.at("plan").at("requests").at(0).at("body");
+  CHECK(body.at("firstName") == "Anke");  // was "Anna": the plan mapped without --context
+}
+
 namespace {
 pid_t spawn_sync(const World& w) {
   std::string bin = WEFT_BINARY;

@@ -302,7 +302,8 @@ class Planner {
   }
   const std::string& error() const { return error_; }
 
-  json::object plan(const ws::Flow& flow, std::string_view record, const std::string& correlation_id, size_t n) {
+  json::object plan(const ws::Flow& flow, std::string_view record, const std::string& correlation_id, size_t n,
+                    const json::object& context) {
     json::object out;
     if (!pipeline_) {
       out["error"] = error_;
@@ -315,7 +316,9 @@ class Planner {
     rec.message_id = "dry-run:" + std::to_string(n);
     rec.correlation_id = correlation_id;
     rec.payload = std::string(record);
-    pipeline::Prepared prepared = pipeline_->prepare(flow, rec, {});
+    pipeline::Options opts;
+    opts.context = &context;
+    pipeline::Prepared prepared = pipeline_->prepare(flow, rec, opts);
     struct Scope {  // the record's own transaction (per_record_), however the plan ends
       Planner& p;
       explicit Scope(Planner& planner) : p(planner) {
@@ -413,7 +416,7 @@ json::object dry_run_record(const ws::TenantVersion& version, script::Sandbox& b
     }
     out["payload"] = std::move(payload);
     out["validation"] = std::move(validation);
-    if (issues.empty()) out["plan"] = planner.plan(flow, record, ctx.correlation_id, n);
+    if (issues.empty()) out["plan"] = planner.plan(flow, record, ctx.correlation_id, n, ctx.fields);
   } else if (res.kind == script::Outcome::Kind::skipped) {
     out["status"] = "skipped";
   } else {

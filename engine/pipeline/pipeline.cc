@@ -92,7 +92,7 @@ Prepared Pipeline::prepare(const workspace::Flow& flow, const store::InboxRecord
   p.now_ms = opts.now_ms ? opts.now_ms : util::now_ms();
   const script::FlowSpec* spec = sandbox_->flow_spec(flow.name);
   script::CallContext ctx;
-  ctx.fields = flow.context;
+  ctx.fields = opts.context ? *opts.context : flow.context;
   ctx.correlation_id = rec.correlation_id;
   ctx.now = util::iso8601_ms(p.now_ms);
 

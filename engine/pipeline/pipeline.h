@@ -41,6 +41,9 @@ struct Options {
   bool collect_notes = false;   // dry-run
   std::vector<int64_t> in_flight;  // outbox operations being sent now (not superseded)
   int64_t now_ms = 0;           // 0: the clock
+  // The script's ctx fields instead of the flow's (dry-run with --context: the plan is
+  // made from the payload it shows).
+  const boost::json::object* context = nullptr;
 };
 
 // A record after the steps that need only the sandbox (key, version, map, schema check,
