@@ -281,6 +281,31 @@ TEST_CASE("sync: secrets never reach the store, the output or the dry-run", "[sy
   }
 }
 
+TEST_CASE("sync: a flow fed only by webhooks is passed over; the others are pulled", "[sync]") {
+  World w;
+  // Orders come by subscription only: weft sync cannot pull them (it stopped at this flow,
+  // exit 2, before pulling the flows after it).
+  std::string cfg = World::read(w.ws + "/acme/tenant.json");
+  cfg.replace(cfg.find("\"flows\": {"), 10, R"("flows": {
+    "a_orders": {
+      "source": { "connection": "ct", "entity": "order" },
+      "destination": { "connection": "omnisend", "entity": "event" },
+      "script": "orders.lua"
+    },)");
+  w.dir.write("acme/tenant.json", cfg);
+  w.dir.write("acme/orders.lua", "return { map = function(rec) return { eventName = 'placed order' } end }");
+  for (int i = 0; i < 20; ++i) w.ct.put_customer(customer(i));
+  RunResult r = w.sync();
+  INFO(r.out << r.err);
+  CHECK(r.code == 0);
+  CHECK(r.err.find("flow a_orders is not pulled") != std::string::npos);
+  CHECK(num(w.summary(r), "delivered") == 20);
+  // Named with --flow, it is an error that says why.
+  RunResult named = run_weft("sync --workspace " + w.ws + " --tenant acme --flow a_orders");
+  CHECK(named.code != 0);
+  CHECK(named.err.find("order") != std::string::npos);
+}
+
 TEST_CASE("dry-run: the plan is made from the payload shown, --context included", "[sync][cli]") {
   World w;
   json::object c = customer(1);

@@ -243,7 +243,16 @@ int run_sync(const SyncOptions& o) {
   std::thread puller([&] {
     util::name_thread("weft-pull");
     try {
-      for (const auto& f : runner->flows()) runner->pull(f, g_stop);
+      for (const auto& f : runner->flows()) {
+        // Without --flow, a flow weft cannot pull (fed by webhooks) is passed over, and the
+        // rest are pulled; its records already in the inbox are processed all the same.
+        std::string why;
+        if (o.flow.empty() && !pipeline::pullable(*version, f, &why)) {
+          std::fprintf(stderr, "note: flow %s is not pulled (%s)\n", f.c_str(), why.c_str());
+          continue;
+        }
+        runner->pull(f, g_stop);
+      }
     } catch (const std::exception& e) {
       pull_failure = e.what();
     }

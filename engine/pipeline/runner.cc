@@ -130,6 +130,19 @@ void Runner::pull(const std::string& flow_name, const std::atomic<bool>& stop, i
   });
 }
 
+bool pullable(const workspace::TenantVersion& tenant, const std::string& flow_name, std::string* why) {
+  const workspace::Flow* flow = tenant.flow(flow_name);
+  if (!flow) {
+    *why = "no such flow";
+    return false;
+  }
+  if (flow->source_entity != "customer") {
+    *why = "weft can pull only commercetools customers yet, not " + flow->source_entity;
+    return false;
+  }
+  return true;
+}
+
 int64_t pull_flow(const workspace::TenantVersion& tenant, const std::string& flow_name, store::Store& store,
                   std::mutex& store_mu, workspace::Secrets& secrets, const PullSpec& spec,
                   const std::atomic<bool>& stop, const std::function<void(int64_t)>& on_page) {

@@ -30,10 +30,14 @@ struct RunCounts {
       unchanged{0}, conflicts{0}, deferred{0};
 };
 
+// Whether `weft sync` can pull the flow's source (commercetools customers, so far); *why
+// says why not (a webhook-only flow, such as orders, is fed by weft serve).
+bool pullable(const workspace::TenantVersion& tenant, const std::string& flow_name, std::string* why);
+
 // How a pull reads a flow's source into the inbox.
 struct PullSpec {
   std::string cursor_key;      // the cursors row: the flow's name (delta pulls), "<flow>#backfill", ...
-  std::string id_prefix;       // message ids are prefix + "id:version@lastModifiedAt"
+  std::string id_prefix;       // message ids are prefix + "lastModifiedAt|id:version"
   std::string start_cursor;    // when no cursor is stored ("" = from the beginning)
   int page_size = 500;
   int64_t max_backlog = 20000; // waits while the tenant's inbox holds more (bounded disk)
