@@ -76,6 +76,31 @@ class OmnisendDestination final : public delivery::Destination {
     return out;
   }
 
+  // Looked up by the contact's email, else its phone (the identifiers Omnisend finds
+  // contacts by).
+  bool held_record(const store::Operation& op, std::string* record_json, delivery::SendResult* error) override {
+    record_json->clear();
+    std::error_code ec;
+    boost::json::value body = boost::json::parse(op.body, ec);
+    const boost::json::array* ids = nullptr;
+    if (!ec && body.is_object())
+      if (auto* v = body.as_object().if_contains("identifiers")) ids = v->if_array();
+    std::string type, id;
+    for (const char* want : {"email", "phone"}) {
+      for (const auto& i : ids ? *ids : boost::json::array{}) {
+        const boost::json::object* o = i.if_object();
+        if (!o || !o->contains("type") || !o->contains("id") || o->at("type") != want || !o->at("id").is_string())
+          continue;
+        type = want;
+        id = std::string(o->at("id").as_string());
+        break;
+      }
+      if (!type.empty()) break;
+    }
+    if (type.empty()) return true;  // nothing to find it by: Omnisend will create it
+    return client_.find_contact(type, id, record_json, error);
+  }
+
   const delivery::Model* model_for(const std::string& kind) const override {
     if (kind == kOmnisendContact.kind) return &kOmnisendContact;
     if (kind == kOmnisendEvent.kind) return &kOmnisendEvent;

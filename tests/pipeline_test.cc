@@ -222,6 +222,30 @@ TEST_CASE("pipeline: merge policies decide what is sent; consent changed at the 
   CHECK(f.store->conflicts("t", false, 10).size() == 1);  // recorded once, not per version
 }
 
+TEST_CASE("pipeline: a destination-owned field's first write is guarded, later ones are not", "[pipeline][merge]") {
+  Fixture f;
+  json::object v1 = customer("c1", 1, "a@x.se");
+  v1["consent"] = "subscribed";
+  auto r1 = f.run("customers", v1);
+  REQUIRE(r1.status == Status::planned);
+  // Never synced: the destination may hold consent already; the worker asks first.
+  CHECK(r1.op.guard == R"(["identifiers[email].channels.email"])");
+  // Stored with the operation, so a restart still asks first.
+  auto due = f.store->due("t", "om", int64_t{1} << 62, 10, {});
+  REQUIRE(due.size() == 1);
+  CHECK(due[0].guard == r1.op.guard);
+  f.deliver(r1, {}, 1000);
+  json::object v2 = v1;
+  v2["version"] = 2;
+  v2["lastModifiedAt"] = "2024-05-02T00:00:00.000Z";
+  v2["consent"] = "unsubscribed";
+  v2["firstName"] = "Anne";
+  auto r2 = f.run("customers", v2);
+  REQUIRE(r2.status == Status::planned);
+  CHECK(r2.op.guard.empty());  // weft knows what it holds now (and keeps it: owned there)
+  CHECK(r2.op.body.find("unsubscribed") == std::string::npos);
+}
+
 TEST_CASE("pipeline: a change to the phone's SMS consent alone names the phone", "[pipeline][merge]") {
   // Omnisend refuses an identifier without its id: the changed channel goes with the
   // identifier it belongs to (and the email, which Omnisend finds the contact by).

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "connectors/omnisend/client.h"
 #include "engine/store/store.h"
 #include "tests/fakes/commercetools.h"
 #include "tests/fakes/omnisend.h"
@@ -562,6 +563,55 @@ TEST_CASE("sync: an unsubscribe made in Omnisend survives later syncs (consent o
     REQUIRE(r.code == 0);
     CHECK(w.om.contact_by_email("c1@x.se")->at("firstName") == json::value(name));
     CHECK(channel() == "unsubscribed");
+  }
+}
+
+TEST_CASE("sync: the first write keeps the consent Omnisend already holds; first_write: send does not look",
+          "[sync][merge]") {
+  for (bool lookup : {true, false}) {
+    INFO((lookup ? "first_write: lookup (default)" : "first_write: send"));
+    World w;
+    if (!lookup) {
+      std::string cfg = World::read(w.ws + "/acme/tenant.json");
+      cfg.replace(cfg.find("\"script\": \"customers.lua\","), 26, R"("script": "customers.lua", "first_write": "send",)");
+      w.dir.write("acme/tenant.json", cfg);
+    }
+    // c1 signed up through an Omnisend form and unsubscribed there, before weft came.
+    weft::connectors::omnisend::Destination direct({w.om.base_url(), kOmniKey, 5000});
+    REQUIRE(direct.upsert_contact(R"({"identifiers":[{"type":"email","id":"c1@x.se",
+        "channels":{"email":{"status":"unsubscribed"}}}],"firstName":"Form"})", 0, nullptr).kind ==
+            weft::delivery::SendResult::Kind::ok);
+    for (int i : {1, 2}) {
+      json::object c = customer(i);
+      c["custom"] = json::object{{"type", json::object{{"key", "customer-consent"}}},
+                                 {"fields", json::object{{"emailConsent", "subscribed"}}}};
+      w.ct.put_customer(c);
+    }
+    RunResult r = w.sync();
+    INFO(r.out << r.err);
+    REQUIRE(r.code == 0);
+    auto channel = [&](int i) {
+      auto contact = w.om.contact_by_email("c" + std::to_string(i) + "@x.se");
+      return contact->at("identifiers").as_array()[0].at("channels").at("email").at("status");
+    };
+    CHECK(channel(1) == (lookup ? "unsubscribed" : "subscribed"));
+    CHECK(channel(2) == "subscribed");  // held nothing there: the source's consent is written
+    CHECK(w.om.contact_by_email("c1@x.se")->at("firstName") == "Anna");  // source-owned fields go
+    size_t lookups = 0;
+    for (const auto& q : w.om.requests())
+      if (q.method == "GET" && q.path == "/v3/contacts") ++lookups;
+    CHECK(lookups == (lookup ? 2u : 0u));
+    // The next sync has seen what Omnisend holds: no lookups, and the unsubscribe stays.
+    json::object next = *w.ct.customer(std::string(sample_customer(1).at("id").as_string()));
+    next["firstName"] = "Annika";
+    next.erase("lastModifiedAt");
+    w.ct.put_customer(next);
+    REQUIRE(w.sync().code == 0);
+    size_t after = 0;
+    for (const auto& q : w.om.requests())
+      if (q.method == "GET" && q.path == "/v3/contacts") ++after;
+    CHECK(after == lookups);
+    CHECK(channel(1) == (lookup ? "unsubscribed" : "subscribed"));
   }
 }
 

@@ -343,6 +343,12 @@ class Planner {
       fields.push_back(std::move(f));
     }
     if (!fields.empty()) out["fields"] = std::move(fields);
+    if (r.status == pipeline::RecordResult::Status::planned && !r.op.guard.empty()) {
+      // Sent only if the destination holds nothing there: looked up before the first write.
+      std::error_code ec;
+      json::value guard = json::parse(r.op.guard, ec);
+      if (!ec) out["first_write_lookup"] = guard;
+    }
     if (r.status == pipeline::RecordResult::Status::planned) {
       json::array requests;
       try {

@@ -54,6 +54,16 @@ class Destination {
     (void)kind;
     return 1;
   }
+  // What the destination holds for an operation's record, as JSON text ("": none), asked
+  // before an operation with a guard (store::Operation::guard) is sent. Returns false with
+  // *error (classified like a send) when the destination could not say. One that cannot
+  // look records up answers "" (the guarded fields are then written).
+  virtual bool held_record(const store::Operation& op, std::string* record_json, SendResult* error) {
+    (void)op;
+    (void)error;
+    record_json->clear();
+    return true;
+  }
   // HTTP requests one send_batch costs against the rate limit (create, poll, results).
   virtual int batch_requests() const { return 1; }
   // Several operations of one kind in one exchange; one Answer per operation, in order.

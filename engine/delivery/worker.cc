@@ -234,8 +234,18 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         }
       }
     }
+    bool lone = batch.empty();
+    std::vector<Job> jobs;  // the lone job, or the batch's, in order
+    if (lone) jobs.push_back(std::move(job));
+    else {
+      jobs.reserve(batch.size() + 1);
+      jobs.push_back(std::move(job));
+      for (auto& j : batch) jobs.push_back(std::move(j));
+    }
+    size_t lookups = 0;
+    for (const auto& j : jobs) lookups += j.op.guard.empty() ? 0 : 1;
     // The connection's rate limit, in short sleeps so a stop is not held up.
-    int tokens = batch.empty() ? 1 : dest->batch_requests();
+    int tokens = (lone ? 1 : dest->batch_requests()) + static_cast<int>(lookups);
     bool stopped = false;
     while (tokens > 0 && !stopped) {
       int64_t wait = limiter_.acquire(util::now_ms());
@@ -249,36 +259,53 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       }
       if (!stopped) std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(wait, 100)));
     }
-    if (!batch.empty()) batch.insert(batch.begin(), std::move(job));
     if (stopped) {
       // Not sent: the operations stay in the outbox for the next run.
       std::lock_guard<std::mutex> lock(mu_);
-      auto release = [&](const Job& j) {
+      for (const auto& j : jobs) {
         erase_one(busy_ops_, j.op.id);
         erase_one(busy_entities_, j.op.entity_id);
-      };
-      if (batch.empty()) release(job);
-      for (const auto& j : batch) release(j);
+      }
       done_cv_.notify_all();
       continue;
     }
-    std::vector<Answer> answers;  // one per job (the lone one, or the batch's, in order)
+    // First writes of destination-owned fields: what the destination holds first. A job
+    // whose lookup fails is answered with that failure (retried later), not sent.
+    std::vector<Answer> failures(jobs.size());   // lookups and connector faults
+    std::vector<Answer*> answer_of(jobs.size());  // each job's answer, in `got` or `failures`
+    std::vector<size_t> sending;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      answer_of[i] = &failures[i];
+      if (!jobs[i].op.guard.empty()) {
+        try {
+          if (!guard_first_write(*dest, jobs[i], &failures[i].result)) continue;
+        } catch (const std::exception& e) {
+          failures[i].result = {SendResult::Kind::transient, 0, std::nullopt,
+                                std::string("looking the record up before its first write: ") + e.what()};
+          continue;
+        }
+      }
+      sending.push_back(i);
+    }
+    // Answers stay where the connector made them: a json::value moved by assignment into
+    // another keeps that one's storage and copies (batch answers live in an arena).
+    std::vector<Answer> got;
     try {
-      if (batch.empty()) {
-        answers.push_back(dest->send(job.op, job.remote_id));
-      } else {
+      if (lone && !sending.empty()) {
+        got.push_back(dest->send(jobs[0].op, jobs[0].remote_id));
+      } else if (!sending.empty()) {
         std::vector<const store::Operation*> ops;
-        for (const auto& j : batch) ops.push_back(&j.op);
-        answers = dest->send_batch(ops);
-        if (answers.size() != batch.size())
-          throw std::runtime_error(std::to_string(answers.size()) + " answers for " + std::to_string(batch.size()) +
+        for (size_t i : sending) ops.push_back(&jobs[i].op);
+        got = dest->send_batch(ops);
+        if (got.size() != ops.size())
+          throw std::runtime_error(std::to_string(got.size()) + " answers for " + std::to_string(ops.size()) +
                                    " operations");
       }
+      for (size_t k = 0; k < sending.size(); ++k) answer_of[sending[k]] = &got[k];
     } catch (const std::exception& e) {
       // A connector fault (an answer it could not read): retried like a transient error.
       SendResult failed{SendResult::Kind::transient, 0, std::nullopt, std::string("connector error: ") + e.what()};
-      answers.assign(batch.empty() ? 1 : batch.size(), Answer{});
-      for (auto& a : answers) a.result = failed;
+      for (size_t i : sending) failures[i].result = failed;
     }
     // What the destination says it holds, flattened here rather than under the store lock.
     // The flattened values are copies that keep the storage they were parsed into: here
@@ -308,15 +335,45 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         }
       }
     };
-    if (batch.empty()) take_answer(job, answers[0]);
-    for (size_t i = 0; i < batch.size(); ++i) take_answer(batch[i], answers[i]);
+    for (size_t i = 0; i < jobs.size(); ++i) take_answer(jobs[i], *answer_of[i]);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (batch.empty()) answered_.push_back(std::move(job));
-      for (auto& j : batch) answered_.push_back(std::move(j));
+      for (auto& j : jobs) answered_.push_back(std::move(j));
     }
     done_cv_.notify_all();
   }
+}
+
+// Before the first write of destination-owned fields (the operation's guard): asks the
+// destination what the record holds, and leaves out of the body each guarded field it
+// holds a value for ("written only when empty there"). False, with *failed, when the
+// destination could not say.
+bool Worker::guard_first_write(Destination& dest, Job& j, SendResult* failed) {
+  std::string held_json;
+  if (!dest.held_record(j.op, &held_json, failed)) {
+    failed->message = "looking the record up before its first write: " + failed->message;
+    return false;
+  }
+  if (held_json.empty()) return true;  // the destination has no such record: all is written
+  const Model* model = dest.model_for(j.op.kind);
+  if (!model) return true;
+  std::error_code ec;
+  json::value held = json::parse(held_json, ec, {}, workspace::json_parse_options(8));
+  json::value body = json::parse(j.op.body, ec, {}, workspace::json_parse_options(8));
+  json::value guard = json::parse(j.op.guard, ec);
+  if (!held.is_object() || !body.is_object() || !guard.is_array()) return true;
+  pipeline::Flat there = pipeline::flatten(held.as_object(), model->atomic);
+  pipeline::Flat fields = pipeline::flatten(body.as_object(), model->atomic);
+  bool kept = false;
+  for (const auto& p : guard.as_array()) {
+    if (!p.is_string()) continue;
+    std::string path(p.as_string());
+    auto it = there.find(path);
+    if (it == there.end() || it->second.is_null()) continue;
+    kept = fields.erase(path) > 0 || kept;
+  }
+  if (kept) j.op.body = json::serialize(pipeline::unflatten(fields));
+  return true;
 }
 
 void Worker::park(const store::Operation& op, const std::string& kind, const std::string& error,

@@ -86,6 +86,7 @@ class Worker {
   void dispatch_loop();
   void send_loop(std::unique_ptr<Destination> dest);
   void record(std::vector<Job>& done);
+  bool guard_first_write(Destination& dest, Job& j, SendResult* failed);
   // A rejection or dead letter for an operation (which leaves the outbox). Store lock held.
   void park(const store::Operation& op, const std::string& kind, const std::string& error, const std::string& reason,
             int attempts);

@@ -335,6 +335,20 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   }
   op.body = json::serialize(unflatten(body_fields));
   op.fields_json = "";  // what it changes is the body flattened (see delivery::Worker)
+  // Destination-owned fields weft has never seen at the destination (a record it has not
+  // synced yet, which the destination may well hold already: a subscriber who
+  // unsubscribed there before weft came) are "written only when empty there": the worker
+  // asks the destination first (Flow::lookup_first_write).
+  if (flow.lookup_first_write) {
+    json::array guard;
+    for (auto& d : r.decisions)
+      if (d.action == FieldDecision::Action::send && d.owner == "destination" && body_fields.count(d.path) &&
+          !held_shadow.contains(d.path)) {
+        guard.push_back(json::string(d.path));
+        d.why = "not synced before: sent if the destination holds no value (asked before the first write)";
+      }
+    if (!guard.empty()) op.guard = json::serialize(guard);
+  }
   r.superseded = store_.plan(op, opts.in_flight);
   r.status = Status::planned;
   return r;

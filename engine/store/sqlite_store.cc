@@ -184,11 +184,16 @@ const char* const kMigrations[] = {
     CREATE INDEX inbox_waiting ON inbox (tenant, seq) WHERE done = 0;
     CREATE INDEX inbox_done_at ON inbox (received_ms) WHERE done = 1;
     )sql",
+    // 5: the fields a first write must not set if the destination already holds them
+    // (destination-owned, never seen there): looked up before the operation is sent.
+    R"sql(
+    ALTER TABLE outbox ADD COLUMN guard TEXT NOT NULL DEFAULT '';
+    )sql",
 };
 #define OP_COLUMNS                                                                                       \
   "id, tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, correlation_id, " \
   "script_version, version_number, version_text, inbox_seq, attempts, first_attempt_ms, next_attempt_ms, "    \
-  "last_error, created_ms"
+  "last_error, created_ms, guard"
 #define PARKED_COLUMNS                                                                                   \
   "id, kind, tenant, flow, stage, record_key, correlation_id, script_version, error, reason, location, " \
   "detail, source, version_number, version_text, attempts, created_ms, replayed_ms"
@@ -491,7 +496,7 @@ class SqliteStore final : public Store {
     auto q = stmt(
         "INSERT INTO outbox (tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, "
         "correlation_id, script_version, version_number, version_text, inbox_seq, attempts, first_attempt_ms, "
-        "next_attempt_ms, last_error, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        "next_attempt_ms, last_error, created_ms, guard) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     q.bind(1, op.tenant);
     q.bind(2, op.flow);
     q.bind(3, op.connection);
@@ -511,6 +516,7 @@ class SqliteStore final : public Store {
     q.bind(17, op.next_attempt_ms);
     q.bind(18, op.last_error);
     q.bind(19, op.created_ms ? op.created_ms : util::now_ms());
+    q.bind(20, op.guard);
     q.exec();
     op.id = db_.getLastInsertRowid();
     return replace;
@@ -963,6 +969,7 @@ class SqliteStore final : public Store {
     op.next_attempt_ms = q.getColumn(17).getInt64();
     op.last_error = q.getColumn(18).getString();
     op.created_ms = q.getColumn(19).getInt64();
+    op.guard = q.getColumn(20).getString();
     return op;
   }
 

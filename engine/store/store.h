@@ -77,6 +77,10 @@ struct Operation {
   int attempts = 0;
   int64_t first_attempt_ms = 0, next_attempt_ms = 0, created_ms = 0;
   std::string last_error;
+  // Destination-owned fields this operation writes for the first time (weft has never seen
+  // what the destination holds there), as a JSON array of paths; "" none. The delivery
+  // worker looks the record up first and leaves out those the destination holds.
+  std::string guard;
 };
 
 // A record that stopped: rejected by the script, the destination schema or the API, or an

@@ -225,6 +225,7 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
       problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
     if (auto* c = fo.if_contains("context")) f.context = c->get_object();
     if (auto* e = fo.if_contains("enabled")) f.enabled = e->as_bool();
+    if (auto* w = fo.if_contains("first_write")) f.lookup_first_write = w->as_string() != "send";
     // Schedules are checked here so weft check (and a reload) refuses a bad cron expression.
     for (const char* job : {"pull", "reconcile"}) {
       auto* spec = fo.if_contains(job);

@@ -32,6 +32,10 @@ struct Flow {
   std::string destination_system;     // "omnisend" (from the destination connection)
   boost::json::object context;        // merged into ctx
   bool enabled = true;                // false: only weft map / dry-run / test run it
+  // "first_write": "lookup" (default): before weft first writes a destination-owned field
+  // of a record, the destination is asked what it holds, and a value there is kept;
+  // "send": it is written (a destination known to start empty, to save the lookups).
+  bool lookup_first_write = true;
 };
 
 struct FixtureCase {

@@ -238,7 +238,8 @@ std::string written_email(const json::value& body) {
 // The keys a 429's wait applies to: the email of the contact or event a request writes
 // (path + email); for a batch, that of each item, as if it had been sent to its endpoint
 // alone (so a contact retried in another batch, or on its own, is still checked); else the
-// request's method and path.
+// request's method and target (a lookup of one contact, GET /contacts?email=..., is
+// another request than a lookup of another).
 std::vector<std::string> retry_keys(const httplib::Request& req) {
   std::error_code ec;
   json::value body = req.body.empty() ? json::value() : json::parse(req.body, ec);
@@ -256,7 +257,7 @@ std::vector<std::string> retry_keys(const httplib::Request& req) {
       return {req.path + " " + email};
     }
   }
-  return {req.method + " " + req.path};
+  return {req.method + " " + (req.target.empty() ? req.path : req.target)};
 }
 
 }  // namespace
