@@ -3,6 +3,8 @@
 # durable (every record through the inbox, the pipeline and the outbox in SQLite), rate limits off.
 #
 #   bench/sync_bench.sh [N]       N customers (default 100000); `./dev bench-sync [N]` builds first.
+#   FIRST_WRITE=send bench/sync_bench.sh   the customers flow without its first-write lookups
+#                                 (the example tenant asks Omnisend first: consent is owned there)
 #
 # 1. generates N customers with ../shared/bench/gen_customers.py (the mapping benchmark's corpus)
 # 2. starts build/weft-fakes seeded with them (both fakes on 127.0.0.1, ephemeral ports)
@@ -47,6 +49,15 @@ run() {  # run N: one sync of N customers; prints "records/s rss_mib seconds"
   rm -rf "$ws/.weft"
   local secrets
   secrets=$(python3 bench/point_at_fakes.py "$fakes_json" "$ws/acme/tenant.json")
+  if [ -n "${FIRST_WRITE:-}" ]; then  # the customers flow's first_write (lookup | send)
+    python3 - "$ws/acme/tenant.json" "$FIRST_WRITE" <<'PY'
+import json, sys
+path, mode = sys.argv[1], sys.argv[2]
+t = json.load(open(path))
+t["flows"]["customers"]["first_write"] = mode
+json.dump(t, open(path, "w"), indent=2)
+PY
+  fi
   local rc=0
   # shellcheck disable=SC2086  # secrets is NAME=value pairs, split on purpose
   env $secrets /usr/bin/time -f "%e %M" -o "$work/time" "$WEFT" sync --workspace "$ws" --tenant acme \
