@@ -1,6 +1,7 @@
 #include "connectors/registry.h"
 
 #include <boost/json.hpp>
+#include <simdjson.h>
 
 #include "connectors/omnisend/client.h"
 #include "engine/util/time.h"
@@ -80,25 +81,19 @@ class OmnisendDestination final : public delivery::Destination {
   // contacts by).
   bool held_record(const store::Operation& op, std::string* record_json, delivery::SendResult* error) override {
     record_json->clear();
-    std::error_code ec;
-    boost::json::value body = boost::json::parse(op.body, ec);
-    const boost::json::array* ids = nullptr;
-    if (!ec && body.is_object())
-      if (auto* v = body.as_object().if_contains("identifiers")) ids = v->if_array();
-    std::string type, id;
+    thread_local simdjson::dom::parser parser;
+    simdjson::dom::element body;
+    simdjson::dom::array ids;
+    if (parser.parse(op.body).get(body) != simdjson::SUCCESS || body["identifiers"].get(ids) != simdjson::SUCCESS)
+      return true;  // nothing to find it by: Omnisend will create it
     for (const char* want : {"email", "phone"}) {
-      for (const auto& i : ids ? *ids : boost::json::array{}) {
-        const boost::json::object* o = i.if_object();
-        if (!o || !o->contains("type") || !o->contains("id") || o->at("type") != want || !o->at("id").is_string())
-          continue;
-        type = want;
-        id = std::string(o->at("id").as_string());
-        break;
+      for (simdjson::dom::element i : ids) {
+        std::string_view type, id;
+        if (i["type"].get(type) != simdjson::SUCCESS || type != want || i["id"].get(id) != simdjson::SUCCESS) continue;
+        return client_.find_contact(want, std::string(id), record_json, error);
       }
-      if (!type.empty()) break;
     }
-    if (type.empty()) return true;  // nothing to find it by: Omnisend will create it
-    return client_.find_contact(type, id, record_json, error);
+    return true;  // nothing to find it by: Omnisend will create it
   }
 
   const delivery::Model* model_for(const std::string& kind) const override {
