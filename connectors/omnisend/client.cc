@@ -4,7 +4,6 @@
 #include <simdjson.h>
 #include <cctype>
 #include <chrono>
-#include <deque>
 #include <map>
 #include <stdexcept>
 #include <thread>
@@ -108,9 +107,10 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
   // JSON makes the batch invalid: Omnisend refuses it and the contacts go one by one, each
   // with its own answer.
   std::string body = R"({"method":"POST","endpoint":"contacts","origin":"api","items":[)";
-  // Contacts by first identifier; two with the same one (which identity resolution should
-  // prevent) take the results for it in order, one each.
-  std::map<std::string, std::deque<size_t>> index;
+  // Contacts by first identifier. Two with the same one (which identity resolution should
+  // prevent) are told apart by the request each result echoes; a result that matches
+  // neither exactly is given to neither (they are sent again), never to the wrong one.
+  std::map<std::string, std::vector<size_t>> index;
   thread_local simdjson::dom::parser parser;
   for (size_t i = 0; i < contacts.size(); ++i) {
     simdjson::dom::element c;
@@ -185,8 +185,17 @@ std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::ve
         if (!item.is_object() || item["request"].get(req) != simdjson::SUCCESS) continue;
         auto it = index.find(identity_of(req));
         if (it == index.end() || it->second.empty()) continue;
-        size_t at = it->second.front();
-        it->second.pop_front();
+        std::vector<size_t>& waiting = it->second;
+        size_t pick = 0;
+        if (waiting.size() > 1) {
+          std::string echoed = simdjson::minify(req);
+          pick = waiting.size();
+          for (size_t k = 0; k < waiting.size() && pick == waiting.size(); ++k)
+            if (contacts[waiting[k]] == echoed) pick = k;
+          if (pick == waiting.size()) continue;
+        }
+        size_t at = waiting[pick];
+        waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(pick));
         BatchResult& b = out[at];
         int64_t code = 0;
         if (item["responseCode"].get(code) != simdjson::SUCCESS) code = 0;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -330,8 +331,18 @@ class Planner {
         } catch (const std::exception&) {  // nothing was written; the connection goes with the run
         }
       }
-    } scope(*this);
-    pipeline::RecordResult r = pipeline_->commit(prepared, {});
+    };
+    // A store that stays busy (a weft serve holding its write lock past the busy timeout)
+    // fails this record's plan, not the whole dry-run.
+    std::optional<Scope> scope;
+    pipeline::RecordResult r;
+    try {
+      scope.emplace(*this);
+      r = pipeline_->commit(prepared, {});
+    } catch (const std::exception& e) {
+      out["error"] = "planning against the store: " + secrets_.redact(e.what());
+      return out;
+    }
     out["status"] = pipeline::status_name(r.status);
     if (!r.reason.empty()) out["reason"] = r.reason;
     if (!r.identity.empty()) out["identity"] = r.identity;

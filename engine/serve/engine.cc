@@ -118,29 +118,27 @@ bool Engine::start(std::string* error) {
   checkpointer_ = std::thread([this] {
     util::name_thread("weft-ckpt");
     std::unique_ptr<store::Store> db;
-    std::string failing;  // the last error, logged once until checkpoints work again
-    auto attempt = [&](const char* what, const std::function<void()>& fn) {
+    // Per target (the store, each spool): its last error, logged once until it works again.
+    std::vector<std::string> failing(lanes_.size() + 1);
+    auto attempt = [&](size_t target, const std::function<void()>& fn) {
+      std::string what = target == 0 ? "the store" : "webhook spool " + std::to_string(target - 1);
       try {
         fn();
-        return true;
+        if (!failing[target].empty()) spdlog::info("checkpoints: {}: working again", what);
+        failing[target].clear();
       } catch (const std::exception& e) {
-        if (failing != e.what()) spdlog::warn("checkpoints: {}: {} (tried again every 200 ms)", what, e.what());
-        failing = e.what();
-        return false;
+        if (failing[target] != e.what())
+          spdlog::warn("checkpoints: {}: {} (tried again every 200 ms)", what, e.what());
+        failing[target] = e.what();
       }
     };
     std::unique_lock<std::mutex> lock(cp_mu_);
     while (!cp_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_.load(); })) {
-      bool ok = attempt("the store", [&] {
+      attempt(0, [&] {
         if (!db) db = store::open_sqlite(db_);
         db->checkpoint();
       });
-      for (size_t i = 0; i < lanes_.size(); ++i)
-        ok = attempt("webhook spool", [&] { lanes_[i].spool->checkpoint(); }) && ok;
-      if (ok && !failing.empty()) {
-        spdlog::info("checkpoints: working again");
-        failing.clear();
-      }
+      for (size_t i = 0; i < lanes_.size(); ++i) attempt(i + 1, [&] { lanes_[i].spool->checkpoint(); });
     }
   });
   scheduler_ = std::make_unique<Scheduler>(*this);
