@@ -1,7 +1,6 @@
 #include "connectors/registry.h"
 
 #include <boost/json.hpp>
-#include <simdjson.h>
 
 #include "connectors/omnisend/client.h"
 #include "engine/util/time.h"
@@ -81,19 +80,9 @@ class OmnisendDestination final : public delivery::Destination {
   // contacts by).
   bool held_record(const store::Operation& op, std::string* record_json, delivery::SendResult* error) override {
     record_json->clear();
-    thread_local simdjson::dom::parser parser;
-    simdjson::dom::element body;
-    simdjson::dom::array ids;
-    if (parser.parse(op.body).get(body) != simdjson::SUCCESS || body["identifiers"].get(ids) != simdjson::SUCCESS)
-      return true;  // nothing to find it by: Omnisend will create it
-    for (const char* want : {"email", "phone"}) {
-      for (simdjson::dom::element i : ids) {
-        std::string_view type, id;
-        if (i["type"].get(type) != simdjson::SUCCESS || type != want || i["id"].get(id) != simdjson::SUCCESS) continue;
-        return client_.find_contact(want, std::string(id), record_json, error);
-      }
-    }
-    return true;  // nothing to find it by: Omnisend will create it
+    auto [type, id] = omnisend::lookup_identifier(op.body);
+    if (type.empty()) return true;  // nothing to find it by: Omnisend will create it
+    return client_.find_contact(type, id, record_json, error);
   }
 
   const delivery::Model* model_for(const std::string& kind) const override {

@@ -93,6 +93,23 @@ json::value to_value(simdjson::dom::element e, const json::storage_ptr& sp) {
 
 }  // namespace
 
+std::pair<std::string, std::string> lookup_identifier(std::string_view contact_json) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element contact;
+  simdjson::dom::array ids;
+  if (parser.parse(contact_json.data(), contact_json.size()).get(contact) != simdjson::SUCCESS ||
+      contact["identifiers"].get(ids) != simdjson::SUCCESS)
+    return {};
+  for (const char* want : {"email", "phone"}) {
+    for (simdjson::dom::element i : ids) {
+      std::string_view type, id;
+      if (i["type"].get(type) == simdjson::SUCCESS && type == want && i["id"].get(id) == simdjson::SUCCESS)
+        return {want, std::string(id)};
+    }
+  }
+  return {};
+}
+
 std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::vector<std::string_view>& contacts,
                                                                    int64_t wait_ms, bool* refused) {
   if (refused) *refused = false;

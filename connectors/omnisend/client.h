@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "engine/delivery/send_result.h"
@@ -17,6 +18,10 @@ struct Settings {
   std::string api_key;  // resolved secret, never logged
   int timeout_ms = 10000;
 };
+
+// The identifier Omnisend finds a contact by, of a contact as JSON text: its email, else
+// its phone, as (type, id); ("", "") when it has neither (or the text is not a contact).
+std::pair<std::string, std::string> lookup_identifier(std::string_view contact_json);
 
 class Destination {
  public:

@@ -72,21 +72,6 @@ int64_t duration_ms(const std::string& text, int64_t fallback) {
   return fallback;
 }
 
-// The first identifier of a mapped Omnisend contact: ("email", "a@x.com") or ("phone", ...).
-std::pair<std::string, std::string> identifier_of(const json::value& mapped) {
-  if (!mapped.is_object()) return {};
-  auto* ids = mapped.as_object().if_contains("identifiers");
-  if (!ids || !ids->is_array()) return {};
-  for (const char* want : {"email", "phone"})
-    for (const auto& i : ids->as_array()) {
-      if (!i.is_object()) continue;
-      auto* t = i.as_object().if_contains("type");
-      auto* id = i.as_object().if_contains("id");
-      if (t && id && t->is_string() && id->is_string() && *t == want) return {want, std::string(id->as_string())};
-    }
-  return {};
-}
-
 }  // namespace
 
 json::object job_run_json(const store::JobRun& r) {
@@ -421,7 +406,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
         ++unmapped;  // the pipeline rejects or skips it anyway
         continue;
       }
-      auto ident = identifier_of(p.mapped);
+      auto ident = connectors::omnisend::lookup_identifier(p.out.payload);
       if (ident.first.empty()) {
         ++unmapped;
         continue;
