@@ -3,10 +3,12 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <map>
 #include <thread>
 
 #include "engine/workspace/fixtures.h"
 #include "engine/workspace/registry.h"
+#include "engine/workspace/schema.h"
 #include "engine/workspace/secrets.h"
 #include "engine/workspace/tenant.h"
 #include "tests/test_util.h"
@@ -145,7 +147,7 @@ TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][s
     CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct.webhook.bearer_token" + why));
     CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.om.api_key" + why));
     CHECK_THAT(s, !Catch::Contains("hunter2"));
-    CHECK_THAT(s, !Catch::Contains("Failed to match regex"));
+    CHECK_THAT(s, !Catch::Contains("does not match the pattern"));
   }
 }
 
@@ -410,4 +412,50 @@ TEST_CASE("secrets resolve from the environment and are redacted", "[workspace][
   CHECK(missing == "WEFT_TEST_UNSET");
   CHECK(workspace::is_secret_ref("${X}"));
   CHECK_FALSE(workspace::is_secret_ref("plain"));
+}
+
+TEST_CASE("schema patterns: checked where the schema says, with a message naming the pattern",
+          "[workspace][schema]") {
+  const auto& contact = workspace::Schema::get("destinations/omnisend.contact.schema.json");
+  auto issues = [&](const char* doc) { return contact.validate(json::parse(doc)); };
+  const char* ok = R"({"identifiers": [{"type": "phone", "id": "+46701234567",
+      "channels": {"sms": {"status": "subscribed", "statusDate": "2024-05-01T10:00:00Z"}}}],
+      "countryCode": "SE", "birthdate": "1990-02-03"})";
+  CHECK(issues(ok).empty());
+
+  // Each pattern is checked in its own place: top level, under a $ref'd definition, and in a
+  // conditional ("then") branch.
+  auto bad = issues(R"({"identifiers": [{"type": "phone", "id": "0701234567",
+      "channels": {"sms": {"status": "subscribed", "statusDate": "yesterday"}}}],
+      "countryCode": "SEX", "birthdate": "x1990-02-03"})");
+  std::map<std::string, std::string> by_path;
+  for (const auto& i : bad) by_path[i.path] = i.message;
+  CHECK(by_path["$.countryCode"] == "does not match the pattern ^[A-Z]{2}$");
+  CHECK(by_path["$.birthdate"] == "does not match the pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}$");
+  CHECK(by_path["$.identifiers[0].id"] == "does not match the pattern ^\\+[1-9][0-9]{6,14}$");
+  CHECK(by_path.count("$.identifiers[0].channels.sms.statusDate") == 1);
+  // The phone pattern applies to phone identifiers only (the "if"); email ids are free text.
+  CHECK(issues(R"({"identifiers": [{"type": "email", "id": "a@b.se"}]})").empty());
+  // A match must cover what the anchors say: text around a matching part is refused.
+  const std::string email = R"({"identifiers": [{"type": "email", "id": "a@b.se"}], "countryCode": )";
+  CHECK(issues((email + R"("SE"})").c_str()).empty());
+  CHECK(issues((email + R"("SE "})").c_str()).size() == 1);
+  CHECK(issues((email + R"(" SE"})").c_str()).size() == 1);
+  // Non-strings are the "type" keyword's business, not the pattern's.
+  auto typed = issues((email + "46}").c_str());
+  REQUIRE(typed.size() == 1);
+  CHECK(typed[0].message.find("pattern") == std::string::npos);
+}
+
+TEST_CASE("schema patterns: only a top-level ^ without a top-level | anchors the match", "[schema]") {
+  using workspace::detail::anchored_at_start;
+  CHECK(anchored_at_start("^[A-Z]{2}$"));
+  CHECK(anchored_at_start("^(https?://[^\\s]+|\\$\\{[A-Z]+\\})$"));  // '|' inside a group
+  CHECK(anchored_at_start("^[|]x"));                                   // '|' inside a class
+  CHECK(anchored_at_start("^a\\|b"));                                  // an escaped '|'
+  CHECK(anchored_at_start("^[\\]|]x"));                                // an escaped ']' in a class
+  CHECK_FALSE(anchored_at_start("^a|b"));                              // "xb" matches at 1
+  CHECK_FALSE(anchored_at_start("^(a)|b"));
+  CHECK_FALSE(anchored_at_start("[A-Z]{2}$"));
+  CHECK_FALSE(anchored_at_start(""));
 }

@@ -4,9 +4,12 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <stdexcept>
 #include <valijson/adapters/boost_json_adapter.hpp>
+#include <valijson/constraint_builder.hpp>
+#include <valijson/constraints/concrete_constraints.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
 #include <valijson/validator.hpp>
@@ -34,6 +37,105 @@ std::string to_path(const std::vector<std::string>& ctx) {
   }
   return p;
 }
+// The "pattern" keyword, checked by weft instead of valijson. valijson runs std::regex_search
+// over every start position of the string, and looks the compiled regex up by its text in a
+// map at every check: that was nearly all of the destination schema check's cost (~70,000
+// instructions a record for four patterns, callgrind). Nearly every pattern starts with a
+// top-level '^', so only a match at the first position can succeed: it is tried there alone
+// (match_continuous). The engine and the semantics stay std::regex's (ECMAScript).
+constexpr const char* kPatternKeyword = "x-weft-pattern";
+
+// True when a match can only start at position 0: the pattern opens with '^' and has no
+// '|' outside groups and character classes ("^a|b" matches "xb").
+}  // namespace
+
+bool detail::anchored_at_start(const std::string& p) {
+  if (p.empty() || p[0] != '^') return false;
+  int depth = 0;
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    char c = p[i];
+    if (c == '\\') {
+      ++i;
+      continue;
+    }
+    if (in_class) {
+      if (c == ']') in_class = false;
+    } else if (c == '[') {
+      in_class = true;
+    } else if (c == '(') {
+      ++depth;
+    } else if (c == ')') {
+      --depth;
+    } else if (c == '|' && depth == 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+using detail::anchored_at_start;
+
+class PatternConstraint : public valijson::constraints::PolyConstraint {
+ public:
+  explicit PatternConstraint(const std::string& pattern)
+      : pattern_(std::make_shared<const std::string>(pattern)),
+        re_(std::make_shared<const std::regex>(pattern, std::regex::ECMAScript)),
+        flags_(anchored_at_start(pattern) ? std::regex_constants::match_continuous
+                                          : std::regex_constants::match_default) {}
+
+  bool validate(const valijson::adapters::Adapter& target, const std::vector<std::string>& context,
+                valijson::ValidationResults* results) const override {
+    if (!target.isString()) return true;  // "pattern" applies to strings only
+    if (std::regex_search(target.asString(), *re_, flags_)) return true;
+    if (results) results->pushError(context, "does not match the pattern " + *pattern_);
+    return false;
+  }
+
+ private:
+  valijson::constraints::Constraint* cloneInto(void* where) const override {
+    return new (where) PatternConstraint(*this);
+  }
+  size_t sizeOf() const override { return sizeof(PatternConstraint); }
+
+  std::shared_ptr<const std::string> pattern_;
+  std::shared_ptr<const std::regex> re_;
+  std::regex_constants::match_flag_type flags_;
+};
+
+class PatternBuilder : public valijson::ConstraintBuilder {
+ public:
+  valijson::constraints::Constraint* make(const valijson::adapters::Adapter& node) const override {
+    if (!node.isString()) throw std::runtime_error("\"pattern\" must be a string");
+    return new PatternConstraint(node.asString());
+  }
+};
+
+// Renames every "pattern" keyword of a schema to kPatternKeyword. Keys of "properties" and
+// the like are names, not keywords: a property called "pattern" stays as it is.
+void take_patterns(boost::json::value& v) {
+  if (auto* a = v.if_array()) {
+    for (auto& e : *a) take_patterns(e);
+    return;
+  }
+  auto* o = v.if_object();
+  if (!o) return;
+  static const std::set<std::string, std::less<>> name_maps = {"properties", "patternProperties", "definitions",
+                                                              "$defs", "dependencies", "dependentSchemas"};
+  for (auto& [k, child] : *o) {
+    if (name_maps.count(std::string_view(k)) && child.is_object()) {
+      for (auto& [name, sub] : child.as_object()) take_patterns(sub);
+    } else if (k != "enum" && k != "const" && k != "default" && k != "examples") {
+      take_patterns(child);
+    }
+  }
+  if (auto* p = o->if_contains("pattern"); p && p->is_string()) {
+    boost::json::value moved = std::move(*p);
+    o->erase("pattern");
+    (*o)[kPatternKeyword] = std::move(moved);
+  }
+}
 }  // namespace
 
 const Schema* Schema::find(const std::string& name) {
@@ -47,7 +149,9 @@ const Schema* Schema::find(const std::string& name) {
     s->impl_ = std::make_unique<Impl>();
     s->name_ = name;
     s->impl_->doc = boost::json::parse(f.content);
+    take_patterns(s->impl_->doc);
     valijson::SchemaParser parser;
+    parser.addConstraintBuilder(kPatternKeyword, new PatternBuilder());
     valijson::adapters::BoostJsonAdapter adapter(s->impl_->doc);
     parser.populateSchema(adapter, s->impl_->schema);
     return (cache[name] = std::move(s)).get();
@@ -61,8 +165,7 @@ const Schema& Schema::get(const std::string& name) {
 }
 
 std::vector<SchemaIssue> Schema::validate(const boost::json::value& doc) const {
-  // One validator per thread: it caches the compiled "pattern" regexes, which cost far more
-  // to build than a validation takes (a fresh validator per call was 30% of weft sync).
+  // One validator per thread (it would cache compiled regexes, were any left to valijson).
   thread_local valijson::Validator validator;
   valijson::adapters::BoostJsonAdapter target(doc);
   std::vector<SchemaIssue> issues;

@@ -12,6 +12,12 @@ struct SchemaIssue {
   std::string message;
 };
 
+namespace detail {
+// For the "pattern" keyword: true when a match can only start at the string's first
+// position (a leading '^' and no '|' outside groups and classes). Exposed for tests.
+bool anchored_at_start(const std::string& pattern);
+}  // namespace detail
+
 class Schema {
  public:
   // `name` is a path under schemas/, e.g. "tenant.schema.json". Throws std::runtime_error

@@ -90,8 +90,8 @@ bool is_secret_path(const std::string& path) {
 void add_schema_issues(const Schema& schema, const json::value& doc, const std::string& shown,
                        std::vector<Problem>* problems) {
   for (const auto& i : schema.validate(doc)) {
-    // valijson only says "Failed to match regex"; say what is wrong (never echo the value).
-    if (is_secret_path(i.path) && i.message.rfind("Failed to match regex", 0) == 0)
+    // The pattern says what is expected, but not why: say it (never echo the value).
+    if (is_secret_path(i.path) && i.message.rfind("does not match the pattern", 0) == 0)
       problems->push_back({shown, 0, i.path, "must be a ${ENV_VAR} reference, not the secret itself"});
     else
       problems->push_back({shown, 0, i.path, i.message});
