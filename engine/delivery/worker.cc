@@ -98,14 +98,13 @@ void Worker::dispatch_loop() {
   while (true) {
     std::vector<Job> done;
     size_t want = 0;
-    std::vector<int64_t> busy_entities, busy_ops;
+    std::vector<int64_t> busy_ops;
     {
       std::unique_lock<std::mutex> lock(mu_);
       done.swap(answered_);
       bool stopping = stopping_;
       if (stopping && done.empty() && busy_ops_.empty()) return;
       if (!stopping && queue_.size() < window) want = window - queue_.size();
-      busy_entities = busy_entities_;
       busy_ops = busy_ops_;
     }
     if (!done.empty()) {
@@ -125,7 +124,6 @@ void Worker::dispatch_loop() {
           fatal_ = "connection " + config_.connection + ": answers cannot be recorded: " + why;
           stopping_ = true;
           busy_ops_.clear();
-          busy_entities_.clear();
           queue_.clear();
           work_cv_.notify_all();
           return;
@@ -145,18 +143,11 @@ void Worker::dispatch_loop() {
         std::unique_lock<std::mutex> lock(store_mu_, std::defer_lock);
         if (!reader_) lock.lock();
         store::Store& db = reader_ ? *reader_ : store_;
-        ops = db.due(config_.tenant, config_.connection, now, want + busy_ops.size(), busy_entities);
+        // Operations already claimed are left out, and with them their entities' later ones.
+        ops = db.due(config_.tenant, config_.connection, now, want, busy_ops);
         auto next = db.next_due(config_.tenant, config_.connection);
         next_retry_ms_ = next && *next > now ? *next : 0;
       }
-      // Operations already claimed (events have no entity to keep them apart) are skipped.
-      std::sort(busy_ops.begin(), busy_ops.end());
-      ops.erase(std::remove_if(ops.begin(), ops.end(),
-                               [&](const store::Operation& op) {
-                                 return std::binary_search(busy_ops.begin(), busy_ops.end(), op.id);
-                               }),
-                ops.end());
-      if (ops.size() > want) ops.resize(want);
       if (!ops.empty()) {
         // Claimed under the store lock, after checking they still exist there: a batch that
         // committed after the read may have replaced some, and the pipeline's next batch
@@ -178,7 +169,6 @@ void Worker::dispatch_loop() {
         if (!stopping_) {  // once stopping, nothing new is claimed: it stays in the outbox
           for (auto& j : jobs) {
             busy_ops_.push_back(j.op.id);
-            busy_entities_.push_back(j.op.entity_id);
             queue_.push_back(std::move(j));
             ++taken;
           }
@@ -212,7 +202,6 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         while (!queue_.empty()) {
           const Job& j = queue_.front();
           erase_one(busy_ops_, j.op.id);
-          erase_one(busy_entities_, j.op.entity_id);
           queue_.pop_front();
         }
         done_cv_.notify_all();
@@ -264,7 +253,6 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& j : jobs) {
         erase_one(busy_ops_, j.op.id);
-        erase_one(busy_entities_, j.op.entity_id);
       }
       done_cv_.notify_all();
       continue;
@@ -475,7 +463,6 @@ void Worker::record(std::vector<Job>& done) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& j : done) {
     erase_one(busy_ops_, j.op.id);
-    erase_one(busy_entities_, j.op.entity_id);
   }
 }
 
