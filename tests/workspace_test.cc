@@ -441,6 +441,14 @@ TEST_CASE("schema patterns: checked where the schema says, with a message naming
   CHECK(issues((email + R"("SE"})").c_str()).empty());
   CHECK(issues((email + R"("SE "})").c_str()).size() == 1);
   CHECK(issues((email + R"(" SE"})").c_str()).size() == 1);
+  // A value too long to run a regex over (std::regex recurses per character) is refused
+  // with its length, instead of overflowing the stack.
+  auto huge = issues(("{\"identifiers\": [{\"type\": \"email\", \"id\": \"a@b.se\", \"channels\": {\"email\": "
+                      "{\"status\": \"subscribed\", \"statusDate\": \"2024-01-01T" + std::string(100000, '1') +
+                      "Z\"}}}]}").c_str());
+  REQUIRE(huge.size() == 1);
+  CHECK(huge[0].path == "$.identifiers[0].channels.email.statusDate");
+  CHECK(huge[0].message.find("is 100012 characters long, more than the 2048") == 0);
   // Non-strings are the "type" keyword's business, not the pattern's.
   auto typed = issues((email + "46}").c_str());
   REQUIRE(typed.size() == 1);

@@ -44,6 +44,7 @@ std::string to_path(const std::vector<std::string>& ctx) {
 // top-level '^', so only a match at the first position can succeed: it is tried there alone
 // (match_continuous). The engine and the semantics stay std::regex's (ECMAScript).
 constexpr const char* kPatternKeyword = "x-weft-pattern";
+constexpr size_t kMaxPatternText = 2048;
 
 // True when a match can only start at position 0: the pattern opens with '^' and has no
 // '|' outside groups and character classes ("^a|b" matches "xb").
@@ -88,7 +89,17 @@ class PatternConstraint : public valijson::constraints::PolyConstraint {
   bool validate(const valijson::adapters::Adapter& target, const std::vector<std::string>& context,
                 valijson::ValidationResults* results) const override {
     if (!target.isString()) return true;  // "pattern" applies to strings only
-    if (std::regex_search(target.asString(), *re_, flags_)) return true;
+    std::string text = target.asString();
+    // std::regex recurses once per character a repetition takes: tens of thousands of
+    // characters would overflow the stack. No value a pattern describes is that long.
+    if (text.size() > kMaxPatternText) {
+      if (results)
+        results->pushError(context, "is " + std::to_string(text.size()) + " characters long, more than the " +
+                                        std::to_string(kMaxPatternText) + " a value checked against the pattern " +
+                                        *pattern_ + " may have");
+      return false;
+    }
+    if (std::regex_search(text, *re_, flags_)) return true;
     if (results) results->pushError(context, "does not match the pattern " + *pattern_);
     return false;
   }
