@@ -447,6 +447,8 @@ TEST_CASE("sandbox: pathological patterns hit the CPU limit instead of hanging",
       "local r = ('a'):rep(3000):gsub('.-.-.-b', '')",
       "for m in ('a'):rep(3000):gmatch('.-.-.-b') do end",
       "local r = string.find(string.rep('a', 3000), '.-.-.-b')",
+      // Cheap matches, but a long replacement for each of them.
+      "local r = string.rep('x', 200000):gsub('', string.rep('%0', 200000))",
   };
   for (const char* bomb : bombs) {
     DYNAMIC_SECTION(bomb) { check_cpu_bomb(bomb); }
@@ -1336,6 +1338,33 @@ TEST_CASE("sandbox: key and version of a record", "[sandbox][spec]") {
   CHECK_FALSE(box->key_version("f", R"({"id":null})", {}).ok);  // nil key
   CHECK_FALSE(box->key_version("f", "not json", {}).ok);
   CHECK(box->key_version("f", R"({"id":"after"})", {}).ok);  // the state is fine afterwards
+
+  // Number keys keep every digit: Lua's own text for 100000000000001 is "1e+14", which
+  // would give two customers one key.
+  CHECK(box->key_version("f", R"({"id":100000000000001})", {}).key == "100000000000001");
+  CHECK(box->key_version("f", R"({"id":100000000000002})", {}).key == "100000000000002");
+  CHECK(box->key_version("f", R"({"id":-9007199254740992})", {}).key == "-9007199254740992");
+  CHECK(box->key_version("f", R"({"id":2.5})", {}).key == "2.5");
+  // A fractional version would be cut to a whole one (1.25 and 1.75 equal: the newer one
+  // dropped as stale): refused, with what to do instead.
+  auto frac = box->key_version("f", R"({"id":"c1","version":1714567890.25})", {});
+  CHECK_FALSE(frac.ok);
+  CHECK(contains(frac.error, "M.version returned 1714567890.25: a number version must be a whole number"));
+  CHECK_FALSE(box->key_version("f", R"({"id":"c1","version":1e300})", {}).ok);
+  CHECK(box->key_version("f", R"({"id":"c1","version":9007199254740991})", {}).version_number ==
+        9007199254740991LL);
+
+  // A module table with a metatable is read as Lua reads it, inside the limits: an __index
+  // that raises is a build error with its place, one that never returns hits the CPU limit,
+  // and one that supplies map works.
+  Tenant strict("local M = setmetatable({}, {__index = function(_, k) error('no field ' .. k) end})\n"
+                "function M.map(rec) return {} end\nreturn M\n");
+  CHECK(contains(strict.build_error(), "no field key"));
+  Tenant spin("return setmetatable({map = function() return {} end}, {__index = function() while true do end end})");
+  CHECK(contains(spin.build_error(), "cpu limit"));
+  Tenant inherit("local base = {map = function(rec) return {id = rec.id} end}\n"
+                 "return setmetatable({}, {__index = base})");
+  CHECK(inherit.build()->has_flow("f"));
 
   Tenant keyless("return { map = function() return {} end }");
   auto kb = keyless.build();

@@ -391,6 +391,9 @@ void add_s(MatchState* ms, luaL_Buffer* b, const char* s, const char* e) {
   size_t l;
   const char* news = lua_tolstring(ms->L, 3, &l);
   for (size_t i = 0; i < l; i++) {
+    // Counted like matching: a long replacement times many matches is work the CPU limit
+    // must see (it is checked every 4,096 steps).
+    step(ms);
     if (news[i] != kEsc) {
       luaL_addchar(b, news[i]);
     } else {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 
@@ -566,6 +567,17 @@ std::string read_spec(lua_State* L, Sandbox::Impl* P, const std::string& flow) {
   return "";
 }
 
+// Runs inside the protected call: M -> a table without a metatable holding M.map, M.key,
+// M.version, M.match and M.owners (read as Lua reads them, metamethods included).
+int l_module_fields(lua_State* L) {
+  lua_createtable(L, 0, 5);
+  for (const char* k : {"map", "key", "version", "match", "owners"}) {
+    lua_getfield(L, 1, k);
+    lua_setfield(L, -2, k);
+  }
+  return 1;
+}
+
 // Runs inside the protected call: key(rec) then version(rec); leaves key, v1, v2.
 int l_key_and_version(lua_State* L) {
   // stack: key_fn, version_fn (or nil), rec
@@ -681,19 +693,32 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
     }
     lua_remove(L, -2);
     P->current_flow = flow;
-    if (protected_call(P, 0, 1) != 0) {
+    // A failed protected call: its error (file:line where known) goes to `errors`.
+    auto failed = [&] {
       std::string msg = error_message(L, -1);
       Location at = (P->cpu_hit || P->memory_hit) ? P->limit_where : P->error_where;
       if (at.file.empty()) at = {src.name, 1};
       if (P->memory_hit) msg = "memory limit exceeded (" + std::to_string(code.limits.memory_mb) + " MB)";
       errors += at.str() + ": " + strip_location(msg, at) + "\n";
       lua_pop(L, 1);
+    };
+    if (protected_call(P, 0, 1) != 0) {
+      failed();
       continue;
     }
     if (!lua_istable(L, -1)) {
       errors += src.name + ":1: the module must return a table with a map function (got " +
                 luaL_typename(L, -1) + ")\n";
       lua_pop(L, 1);
+      continue;
+    }
+    // The module's fields are read inside a protected call, under the CPU limit: the table
+    // may have a metatable whose __index raises an error or never returns. The copy they
+    // are read into has none.
+    lua_pushcfunction(L, l_module_fields);
+    lua_insert(L, -2);
+    if (protected_call(P, 1, 1) != 0) {
+      failed();
       continue;
     }
     lua_getfield(L, -1, "map");
@@ -764,11 +789,44 @@ KeyVersion Sandbox::key_version(const std::string& flow, std::string_view record
     kv.error = std::string("M.key returned a ") + luaL_typename(L, -3) + ", not a string or number";
   } else {
     kv.ok = true;
-    kv.key = lua_tostring(L, -3);  // numbers become their text
-    for (int i : {-2, -1}) {
-      if (lua_type(L, i) == LUA_TNUMBER) kv.version_number = static_cast<int64_t>(lua_tonumber(L, i));
-      else if (lua_type(L, i) == LUA_TSTRING) kv.version_text = lua_tostring(L, i);
+    if (lua_type(L, -3) == LUA_TSTRING) {
+      kv.key = lua_tostring(L, -3);
+    } else {
+      // A number key becomes its exact text: Lua's own "%.14g" would give 100000000000001
+      // and 100000000000002 the same key "1e+14".
+      double k = lua_tonumber(L, -3);
+      char buf[32];
+      if (!std::isfinite(k)) {
+        kv.ok = false;
+        kv.error = "M.key returned " + std::string(std::isnan(k) ? "nan" : "an infinite number");
+      } else if (k == std::floor(k) && std::fabs(k) <= 9007199254740992.0) {
+        std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(k));
+        kv.key = buf;
+      } else {
+        std::snprintf(buf, sizeof buf, "%.17g", k);
+        kv.key = buf;
+      }
     }
+    for (int i : {-2, -1}) {
+      if (lua_type(L, i) == LUA_TNUMBER) {
+        // Versions are compared as whole numbers: a fraction would be cut off (1.25 and
+        // 1.75 equal, so the newer one dropped as stale), so it is refused instead.
+        double v = lua_tonumber(L, i);
+        if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) {
+          char buf[32];
+          std::snprintf(buf, sizeof buf, "%.17g", v);
+          kv.ok = false;
+          kv.error = std::string("M.version returned ") + buf +
+                     ": a number version must be a whole number up to 2^53 (return text instead, "
+                     "e.g. lastModifiedAt)";
+        } else {
+          kv.version_number = static_cast<int64_t>(v);
+        }
+      } else if (lua_type(L, i) == LUA_TSTRING) {
+        kv.version_text = lua_tostring(L, i);
+      }
+    }
+    if (!kv.ok) kv.where = {};
   }
   lua_settop(L, top);
   ++I->generation;
