@@ -46,7 +46,12 @@ class JsonFormatter final : public spdlog::formatter {
     std::smatch m;
     if (std::regex_search(s, m, tenant_re)) line += ",\"tenant\":" + json_quote(m[1].str());
     if (std::regex_search(s, m, flow_re)) line += ",\"flow\":" + json_quote(m[1].str());
-    if (std::regex_search(s, m, cid_re)) line += ",\"correlationId\":" + json_quote(m[1].str());
+    // The correlation id is the last "[correlation ...]": text quoted earlier in a message
+    // (a name from a request, a script's log text) cannot stand in for it.
+    std::string cid;
+    for (auto it = std::sregex_iterator(s.begin(), s.end(), cid_re); it != std::sregex_iterator(); ++it)
+      cid = (*it)[1].str();
+    if (!cid.empty()) line += ",\"correlationId\":" + json_quote(cid);
     line += ",\"msg\":" + json_quote(text) + "}\n";
     dest.append(line.data(), line.data() + line.size());
   }

@@ -42,6 +42,16 @@ std::string correlation_id_from(const std::string& traceparent, const std::strin
 
 namespace {
 
+// A name from a request, for the log: at most 64 characters, anything but letters, digits,
+// '_', '-' and '.' shown as '?'.
+std::string log_safe(std::string_view name) {
+  std::string out;
+  for (char c : name.substr(0, 64))
+    out += std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' ? c : '?';
+  if (name.size() > 64) out += "...";
+  return out;
+}
+
 void send_json(httplib::Response& res, int status, const json::value& v) {
   res.status = status;
   res.set_content(json::serialize(v), "application/json");
@@ -174,9 +184,15 @@ struct Server::Impl {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
             "Time from a webhook's body read to its 202 (checks, parsing and the durable commit)");
       if (a.status != 202) {
+        // Names nobody configured are the sender's text (decoded from the URL): shown only
+        // cut short and with anything but name characters masked, so a crafted path cannot
+        // write a log line of its own or pose as another record's correlation id.
+        std::string message = unknown ? "no tenant/connection '" + log_safe(call.tenant) + "/" +
+                                            log_safe(call.connection) + "' in this workspace"
+                                      : a.message;
         if (int more = 0; throttle(tenant + "/" + a.code, &more))
-          spdlog::warn("tenant {}: webhook {}: {} {}: {}{} [correlation {}]", call.tenant, call.connection, a.status,
-                       a.code, a.message, more ? " (and " + std::to_string(more) + " more like it in the last second)" : "",
+          spdlog::warn("tenant {}: webhook {}: {} {}: {}{} [correlation {}]", tenant, connection, a.status,
+                       a.code, message, more ? " (and " + std::to_string(more) + " more like it in the last second)" : "",
                        cid);
         send_error(res, a.status, a.code, a.message, cid, a.retry_after_s);
         return;
