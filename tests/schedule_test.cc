@@ -275,6 +275,17 @@ TEST_CASE("schedule: due at start and at each check", "[schedule]") {
     CHECK_FALSE(never.run_now);
     CHECK(iso(never.next_ms) == "2026-11-22T10:55:00.000Z");
 
+    // Taken up at `now` by the scheduler: the first slot after it fires (and only once),
+    // though the store has no run.
+    int64_t from = anchor(s, 0, now);
+    CHECK_FALSE(due(s, from, now).run_now);
+    auto first = due(s, from, utc(2026, 11, 22, 10, 55, 0) + 300);
+    CHECK(first.run_now);
+    CHECK(iso(first.slot_ms) == "2026-11-22T10:55:00.000Z");
+    CHECK_FALSE(due(s, first.slot_ms, utc(2026, 11, 22, 10, 56)).run_now);
+    CHECK(anchor(s, utc(2026, 11, 22, 10, 0), now) == utc(2026, 11, 22, 10, 0));  // a stored run counts
+    CHECK(anchor(parse(R"({"every": "5m"})"), 0, now) == 0);  // an interval job runs at once
+
     auto recent = due(s, utc(2026, 11, 22, 10, 50), now);  // the 10:50 run happened
     CHECK_FALSE(recent.run_now);
     CHECK(iso(recent.next_ms) == "2026-11-22T10:55:00.000Z");

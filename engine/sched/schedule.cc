@@ -592,4 +592,9 @@ Due due(const Schedule& s, int64_t last_ms, int64_t now_ms) {
   return {true, next_after(s, slot), slot};
 }
 
+int64_t anchor(const Schedule& s, int64_t stored_last_ms, int64_t now_ms) {
+  if (stored_last_ms != 0 || s.kind == Schedule::Kind::every) return stored_last_ms;
+  return now_ms;
+}
+
 }  // namespace weft::sched

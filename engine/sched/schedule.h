@@ -76,4 +76,11 @@ struct Due {
 };
 Due due(const Schedule&, int64_t last_scheduled_ms, int64_t now_ms);
 
+// The last scheduled time to count from, given the one the store has (0: never ran) and
+// now: the stored one, or for a cron job that never ran, now (the moment the scheduler took
+// the job up), so that its first slot after that fires. (An interval job that never ran
+// keeps 0: due() runs it at once.) Without this a cron job that never ran would wait for
+// its "first slot" at every check, for ever.
+int64_t anchor(const Schedule&, int64_t stored_last_ms, int64_t now_ms);
+
 }  // namespace weft::sched

@@ -283,7 +283,7 @@ void Scheduler::loop() {
               });
             } catch (const std::exception&) {
             }
-            last_slot_[key] = last;
+            last_slot_[key] = sched::anchor(*sch, last, now);
           }
           sched::Due d = sched::due(*sch, last_slot_[key], now);
           if (d.run_now && !runs_.count(key)) {
