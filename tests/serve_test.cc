@@ -3,6 +3,10 @@
 // authentication, the admin API's token, and a graceful stop under load losing nothing.
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <atomic>
 #include <filesystem>
 #include <mutex>
@@ -181,8 +185,13 @@ TEST_CASE("serve: bad webhooks get a clear 4xx and store nothing", "[serve]") {
     CHECK(e.at("error").at("correlationId").as_string() == r->get_header_value("X-Correlation-ID"));
     if (c.status == 401) CHECK(e.at("error").at("message") == "the request could not be authenticated");
   }
+  // An unknown name from the URL is logged masked: a newline in it starts no line.
+  auto forged = w.post_webhook(good, {}, "/webhooks/evil%0A2026-01-01T00:00:00.000%20info%20forged/ct");
+  REQUIRE(forged);
+  CHECK(forged->status == 404);
   CHECK(w.metric("weft_records_received_total") == 0);
   CHECK(w.stop() == 0);
+  CHECK(slurp(w.log_path).find("\n2026-01-01T00:00:00.000 info forged") == std::string::npos);
   // Nothing reached the inbox or the spool.
   auto s = weft::store::open_sqlite(w.db());
   CHECK(s->inbox_next(10, "", 0).empty());
@@ -390,7 +399,12 @@ TEST_CASE("serve: --log-format json writes one JSON object per line", "[serve]")
   auto r = w.post_webhook(message(1), {{"X-Weft-Signature", "forged"}});
   REQUIRE(r);
   CHECK(r->status == 401);
+  // A name in the URL cannot pose as a correlation id or start a line of its own.
+  auto posing = w.post_webhook(message(2), {}, "/webhooks/x%20%5Bcorrelation%20victim-42%5D%0Aforged/ct");
+  REQUIRE(posing);
+  CHECK(posing->status == 404);
   CHECK(w.stop() == 0);
+  CHECK(slurp(w.log_path).find("\"correlationId\":\"victim-42\"") == std::string::npos);
   std::istringstream in(slurp(w.log_path));
   std::string line;
   int lines = 0;
@@ -488,4 +502,67 @@ TEST_CASE("serve: configuration errors exit 2 with a message that says what", "[
   CHECK(r.code == 2);
   CHECK(r.err.find("$.flows.customers.pull") != std::string::npos);
   CHECK(r.err.find("out of range") != std::string::npos);
+}
+
+namespace {
+// Sends only the request line and headers (a body is declared but never sent) and returns
+// what the server answers within 5 s ("" if nothing): an answer proves the server decided
+// without reading the body.
+std::string answer_to_headers(int port, const std::string& head) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  (void)!::write(fd, head.data(), head.size());
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("serve: what the headers refuse is answered before the body is read", "[serve]") {
+  ServeWorld w("", R"({ "bearer_token": "${SERVE_T_HOOK_SECRET}", "max_body_bytes": 20000 })");
+  w.start();
+  // 50 MB declared and never sent: an unknown tenant, a wrong token, a size over the
+  // connection's limit and an admin route without the token are all answered at once, and
+  // the connection is closed (the body is left unread).
+  auto head = [](const std::string& path, const std::string& auth) {
+    return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + auth +
+           "Content-Length: 50000000\r\n\r\n";
+  };
+  std::string bearer = std::string("Authorization: Bearer ") + kServeHookSecret + "\r\n";
+  struct Case {
+    std::string name, request, status, code;
+  };
+  std::vector<Case> cases = {
+      {"unknown tenant", head("/webhooks/nobody/ct", bearer), "404", "unknown_tenant"},
+      {"unknown connection", head("/webhooks/acme/nope", bearer), "404", "unknown_connection"},
+      {"wrong token", head("/webhooks/acme/ct", "Authorization: Bearer nope\r\n"), "401", "unauthorized"},
+      {"over the connection's limit", head("/webhooks/acme/ct", bearer), "413", "payload_too_large"},
+      {"admin route without the token", head("/api/reload", ""), "401", "unauthorized"},
+      {"no such route", head("/nothing/here", ""), "401", "unauthorized"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    std::string answer = answer_to_headers(w.port, c.request);
+    INFO(answer);
+    CHECK(answer.rfind("HTTP/1.1 " + c.status, 0) == 0);
+    CHECK(answer.find("\"code\":\"" + c.code + "\"") != std::string::npos);
+    CHECK(answer.find("Connection: close") != std::string::npos);
+  }
+  // Within the limit, the same headers with the body are read and accepted as before.
+  auto ok = w.post_webhook(message(1), {{"Authorization", std::string("Bearer ") + kServeHookSecret}});
+  REQUIRE(ok);
+  CHECK(ok->status == 202);
+  CHECK(w.stop() == 0);
 }

@@ -561,7 +561,8 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
     }
     std::string header_name = str_of(w, "signature_header");
     if (header_name.empty()) header_name = "X-Weft-Signature";
-    bool ok = !hmac_ref.empty() ? http::verify_hmac_sha256(*secret, call.body, call.header ? call.header(header_name) : "")
+    bool ok = !hmac_ref.empty() ? (call.headers_only ||  // the signature needs the body
+                                   http::verify_hmac_sha256(*secret, call.body, call.header ? call.header(header_name) : ""))
                                 : http::verify_bearer(*secret, call.authorization);
     if (!ok) return fail(401, "unauthorized", "the request could not be authenticated");
   } else if (auto* open = w.if_contains("unauthenticated"); !(open && open->is_bool() && open->as_bool())) {
@@ -569,6 +570,13 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
   }
   http::WebhookLimits limits = opts_.limits;
   if (auto* m = w.if_contains("max_body_bytes"); m && m->is_int64()) limits.max_body_bytes = m->as_int64();
+  if (call.headers_only) {
+    if (call.content_length && *call.content_length > limits.max_body_bytes)
+      return fail(413, "payload_too_large",
+                  "body is " + std::to_string(*call.content_length) + " bytes, more than the limit of " +
+                      std::to_string(limits.max_body_bytes));
+    return fail(100, "", "");
+  }
   std::vector<http::WebhookMessage> msgs;
   http::WebhookError err;
   if (!http::parse_webhook(str_of(*conn, "system"), call.content_type, call.body, limits, &msgs, &err)) {

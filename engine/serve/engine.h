@@ -49,6 +49,10 @@ struct WebhookCall {
   std::function<std::string(const std::string&)> header;  // any request header by name ("" if absent)
   std::string body;
   std::string correlation_id;
+  // Before the body is read: only what the headers can decide (tenant, connection, bearer
+  // token, the declared Content-Length against the limit). An answer of 100 means "read it".
+  bool headers_only = false;
+  std::optional<size_t> content_length;
 };
 
 struct WebhookAnswer {

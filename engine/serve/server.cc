@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <cctype>
+#include <cstdint>
+#include <charconv>
 #include <chrono>
 
 #include "engine/cli/commands.h"
@@ -152,6 +154,94 @@ struct Server::Impl {
     return constant_time_equal(h.substr(7), token);
   }
 
+  WebhookCall webhook_call(const httplib::Request& req, const std::string& tenant, const std::string& connection,
+                           const std::string& cid) {
+    WebhookCall call;
+    call.tenant = tenant;
+    call.connection = connection;
+    call.content_type = req.get_header_value("Content-Type");
+    call.authorization = req.get_header_value("Authorization");
+    call.header = [&req](const std::string& name) { return req.get_header_value(name.c_str()); };
+    call.correlation_id = cid;
+    return call;
+  }
+
+  // Names nobody configured are not kept as labels or log keys: anyone can send them.
+  static bool unknown_names(const WebhookAnswer& a) {
+    return a.code == "unknown_tenant" || a.code == "unknown_connection";
+  }
+
+  void count_webhook(const WebhookCall& call, int status, bool unknown = false) {
+    engine.metrics().add("weft_webhook_requests_total",
+                         {{"tenant", unknown ? "_unknown" : call.tenant},
+                          {"connection", unknown ? "_unknown" : call.connection},
+                          {"status", std::to_string(status)}},
+                         1, "Webhook requests by answer");
+  }
+
+  // A webhook answered with an error: counted, logged (at most once a second per tenant and
+  // error), and sent.
+  void refuse_webhook(const WebhookCall& call, const WebhookAnswer& a, httplib::Response& res, const std::string& cid) {
+    bool unknown = unknown_names(a);
+    count_webhook(call, a.status, unknown);
+    std::string tenant = unknown ? "_unknown" : call.tenant, connection = unknown ? "_unknown" : call.connection;
+    // Names nobody configured are the sender's text (decoded from the URL): shown only cut
+    // short and with anything but name characters masked, so a crafted path cannot write a
+    // log line of its own or pose as another record's correlation id.
+    std::string message = unknown ? "no tenant/connection '" + log_safe(call.tenant) + "/" + log_safe(call.connection) +
+                                        "' in this workspace"
+                                  : a.message;
+    if (int more = 0; throttle(tenant + "/" + a.code, &more))
+      spdlog::warn("tenant {}: webhook {}: {} {}: {}{} [correlation {}]", tenant, connection, a.status, a.code,
+                   message, more ? " (and " + std::to_string(more) + " more like it in the last second)" : "", cid);
+    send_error(res, a.status, a.code, a.message, cid, a.retry_after_s);
+  }
+
+  // Before a request's body is read (httplib reads it whole before routing, up to the
+  // payload limit): what the headers alone refuse is answered here, so an unknown tenant,
+  // a wrong bearer token or a declared size over the connection's limit costs no memory,
+  // and no body is read for an admin route without the token. The body is left unread,
+  // so the connection is closed after the answer.
+  httplib::Server::HandlerResponse precheck(const httplib::Request& req, httplib::Response& res) {
+    bool has_body = req.has_header("Transfer-Encoding") ||
+                    (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+    if (!has_body) return httplib::Server::HandlerResponse::Unhandled;
+    auto refuse = [&] {
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
+    // The webhook route's /webhooks/{tenant}/{connection}, without a regex per request.
+    std::string_view path(req.path), prefix("/webhooks/");
+    size_t slash = path.find('/', prefix.size());
+    bool webhook = req.method == "POST" && path.substr(0, prefix.size()) == prefix && slash != std::string_view::npos &&
+                   slash > prefix.size() && slash + 1 < path.size() && path.find('/', slash + 1) == std::string_view::npos;
+    if (webhook) {
+      WebhookCall call = webhook_call(req, std::string(path.substr(prefix.size(), slash - prefix.size())),
+                                      std::string(path.substr(slash + 1)), cid);
+      call.headers_only = true;
+      if (req.has_header("Content-Length")) {
+        const std::string v = req.get_header_value("Content-Length");
+        size_t n = 0;
+        auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        call.content_length = ec == std::errc() && end == v.data() + v.size() ? n : SIZE_MAX;
+      }
+      WebhookAnswer a = engine.webhook(call);
+      if (a.status == 100) return httplib::Server::HandlerResponse::Unhandled;
+      res.set_header("X-Correlation-ID", cid);
+      refuse_webhook(call, a, res, cid);
+      return refuse();
+    }
+    if (!authorized(req)) {
+      res.set_header("X-Correlation-ID", cid);
+      send_error(res, 401, "unauthorized", "this route needs the admin token (Authorization: Bearer ...)", cid);
+      engine.metrics().add("weft_http_requests_total", {{"route", "precheck"}, {"status", "401"}}, 1,
+                           "HTTP requests answered, by route and status");
+      return refuse();
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+
   static json::value body_json(const httplib::Request& req) {
     if (req.body.empty()) return json::object();
     std::error_code ec;
@@ -163,40 +253,15 @@ struct Server::Impl {
   void routes() {
     http.Post(R"(/webhooks/([^/]+)/([^/]+))", wrap("webhook", false, [this](const auto& req, auto& res, const auto& cid) {
       auto started = std::chrono::steady_clock::now();
-      WebhookCall call;
-      call.tenant = req.matches[1];
-      call.connection = req.matches[2];
-      call.content_type = req.get_header_value("Content-Type");
-      call.authorization = req.get_header_value("Authorization");
-      call.header = [&req](const std::string& name) { return req.get_header_value(name.c_str()); };
+      WebhookCall call = webhook_call(req, req.matches[1], req.matches[2], cid);
       call.body = req.body;
-      call.correlation_id = cid;
       WebhookAnswer a = engine.webhook(call);
-      // Names nobody configured are not kept as labels or log keys: anyone can send them.
-      bool unknown = a.code == "unknown_tenant" || a.code == "unknown_connection";
-      std::string tenant = unknown ? "_unknown" : call.tenant, connection = unknown ? "_unknown" : call.connection;
-      engine.metrics().add("weft_webhook_requests_total",
-                           {{"tenant", tenant}, {"connection", connection}, {"status", std::to_string(a.status)}},
-                           1, "Webhook requests by answer");
-      if (a.status == 202)
-        engine.metrics().observe(
-            "weft_webhook_ack_seconds", {{"tenant", tenant}, {"connection", connection}},
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
-            "Time from a webhook's body read to its 202 (checks, parsing and the durable commit)");
-      if (a.status != 202) {
-        // Names nobody configured are the sender's text (decoded from the URL): shown only
-        // cut short and with anything but name characters masked, so a crafted path cannot
-        // write a log line of its own or pose as another record's correlation id.
-        std::string message = unknown ? "no tenant/connection '" + log_safe(call.tenant) + "/" +
-                                            log_safe(call.connection) + "' in this workspace"
-                                      : a.message;
-        if (int more = 0; throttle(tenant + "/" + a.code, &more))
-          spdlog::warn("tenant {}: webhook {}: {} {}: {}{} [correlation {}]", tenant, connection, a.status,
-                       a.code, message, more ? " (and " + std::to_string(more) + " more like it in the last second)" : "",
-                       cid);
-        send_error(res, a.status, a.code, a.message, cid, a.retry_after_s);
-        return;
-      }
+      if (a.status != 202) return refuse_webhook(call, a, res, cid);
+      count_webhook(call, a.status);
+      engine.metrics().observe(
+          "weft_webhook_ack_seconds", {{"tenant", call.tenant}, {"connection", call.connection}},
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+          "Time from a webhook's body read to its 202 (checks, parsing and the durable commit)");
       json::array accepted, duplicates;
       for (auto& id : a.accepted) accepted.push_back(json::value(id));
       for (auto& id : a.duplicates) duplicates.push_back(json::value(id));
@@ -391,6 +456,9 @@ Server::Server(Engine& engine, std::string admin_token) : impl_(std::make_unique
   // bound protects the server's memory.
   size_t max = std::max<size_t>(engine.options().limits.max_body_bytes, size_t{64} << 20);
   h.set_payload_max_length(max);
+  h.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    return impl_->precheck(req, res);
+  });
   h.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
