@@ -557,6 +557,18 @@ TEST_CASE("serve: admin API: a dead letter is listed and inspected and replayed 
     FAIL("the replayed record did not reach Omnisend");
   }
   CHECK(!w.om.contact_by_email(email(2)));
+  // A body that is not exactly what replay takes is refused, never read as "replay all".
+  for (const char* body : {R"({"kind":"dead_letter","ids":["424242"]})", R"({"kind":"dead_letter","id":[1]})",
+                           R"({"kind":"dead_letter","ids":[1.5]})", R"({"kind":"dead_letter","ids":[]})",
+                           R"({"kind":"dead_letters"})", R"([1])"}) {
+    INFO(body);
+    auto refused = w.admin_post("/api/tenants/acme/replay", body);
+    REQUIRE(refused);
+    CHECK(refused->status == 400);
+    CHECK(json::parse(refused->body).at("error").at("code") == "bad_request");
+  }
+  CHECK(!w.om.contact_by_email(email(2)));
+  CHECK(w.admin_json("/api/tenants/acme/parked?kind=dead_letter").at("parked").as_array().size() == 1);
   // The rest, all at once.
   auto bulk = w.admin_post("/api/tenants/acme/replay", R"({"kind":"dead_letter"})");
   REQUIRE(bulk);

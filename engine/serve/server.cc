@@ -342,16 +342,30 @@ struct Server::Impl {
       } catch (const std::exception& e) {
         return send_error(res, 400, "malformed_json", e.what(), cid);
       }
+      // No ids means every parked record of the kind: so a body that is not exactly what is
+      // expected (an unknown key such as "id", an id as text) is refused, never read as "all".
       std::string kind;
       std::vector<int64_t> ids;
-      if (b.is_object()) {
-        if (auto* k = b.as_object().if_contains("kind"); k && k->is_string()) kind = std::string(k->as_string());
-        if (auto* i = b.as_object().if_contains("ids"); i && i->is_array())
-          for (const auto& x : i->as_array())
-            if (x.is_int64()) ids.push_back(x.as_int64());
+      if (!b.is_object()) return send_error(res, 400, "bad_request", "the body must be a JSON object", cid);
+      for (const auto& [k, v] : b.as_object()) {
+        if (k == "kind") {
+          if (!v.is_string() || (v.as_string() != "dead_letter" && v.as_string() != "rejection"))
+            return send_error(res, 400, "bad_request", "kind: \"dead_letter\" or \"rejection\"", cid);
+          kind = std::string(v.as_string());
+        } else if (k == "ids") {
+          if (!v.is_array()) return send_error(res, 400, "bad_request", "ids: a list of parked record ids", cid);
+          for (const auto& x : v.as_array()) {
+            if (!x.is_int64() || x.as_int64() <= 0)
+              return send_error(res, 400, "bad_request",
+                                "ids: " + json::serialize(x) + " is not a parked record id (a positive integer)", cid);
+            ids.push_back(x.as_int64());
+          }
+          if (ids.empty()) return send_error(res, 400, "bad_request", "ids: empty (leave it out to replay all)", cid);
+        } else {
+          return send_error(res, 400, "bad_request",
+                            "unknown key \"" + std::string(k) + "\" (the body takes \"kind\" and \"ids\")", cid);
+        }
       }
-      if (!kind.empty() && kind != "dead_letter" && kind != "rejection")
-        return send_error(res, 400, "bad_request", "kind: dead_letter or rejection", cid);
       std::string error;
       int64_t n = engine.replay(req.matches[1], ids, kind, &error);
       if (!error.empty() && n == 0) return send_error(res, 404, "not_found", error, cid);
