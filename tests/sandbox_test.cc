@@ -1010,6 +1010,18 @@ TEST_CASE("sandbox: norm notes are collected in dry-run mode", "[sandbox]") {
 
   ws::Outcome again = run(*box, record, "f", {}, ws::CallOptions{true});
   CHECK(again.notes.size() == 2);  // per record, not accumulated
+
+  // Bounded: a loop of norm calls over a large text keeps the first thousand notes, each
+  // cut to 1 KiB (a 4 MB text noted 5,000 times would be 20 GB).
+  auto loop = Tenant(flow(R"(  local big = '  ' .. string.rep('x', 100000)
+  for i = 1, 3000 do norm.trim(big) end
+  return { ok = true })")).cpu(5000).build();
+  ws::Outcome many = run(*loop, "{}", "f", {}, ws::CallOptions{true});
+  INFO(show(many));
+  REQUIRE(many.kind == Kind::ok);
+  CHECK(many.notes.size() == 1000);
+  CHECK(many.notes[0].input.size() == 1027);
+  CHECK(many.notes[0].input.substr(1024) == "...");
 }
 
 TEST_CASE("sandbox: norm.trim notes a changed value in dry-run mode", "[sandbox]") {
@@ -1093,6 +1105,11 @@ TEST_CASE("sandbox: norm.money with numbers, tables and views", "[sandbox]") {
                  .build();
   CHECK_OK(run(*box, R"({"price":{"centAmount":1999,"fractionDigits":2,"currencyCode":"EUR"}})"),
            R"({"a":19.99,"b":19.99,"c":19.99,"d":500,"e":19.99})");
+  // fractionDigits that is not a number is refused, not read as 0.
+  auto odd = Tenant(flow(R"(  local v, why = norm.money({ centAmount = 1999, fractionDigits = rec.d })
+  return { v = v or json.null, why = why or json.null })")).build();
+  CHECK_OK(run(*odd, R"({"d":true})"), R"({"v":null,"why":"money object's fractionDigits must be a number"})");
+  CHECK_OK(run(*odd, R"({"d":"2"})"), R"({"v":null,"why":"money object's fractionDigits must be a number"})");
 }
 
 TEST_CASE("sandbox: norm functions give nil and a reason on nil input", "[sandbox]") {
@@ -1370,4 +1387,16 @@ TEST_CASE("sandbox: key and version of a record", "[sandbox][spec]") {
   auto kb = keyless.build();
   CHECK(contains(kb->key_version("f", "{}", {}).error, "no key function"));
   CHECK_FALSE(kb->flow_spec("f")->has_key);
+}
+
+TEST_CASE("sandbox: an error whose text names a line past any int keeps its message", "[sandbox]") {
+  std::string src = flow("  if rec.ok then return { ok = true } end\n  error('t/f.lua:99999999999: boom', 0)");
+  auto box = Tenant(src).build();
+  ws::Outcome o = run(*box);
+  INFO(show(o));
+  CHECK(o.kind == Kind::rejected);
+  CHECK(o.error == "runtime");
+  CHECK(contains(o.reason, "boom"));
+  CHECK(!contains(o.reason, "C++ exception"));
+  CHECK_OK(run(*box, R"({"ok":1})"), R"({"ok":true})");
 }

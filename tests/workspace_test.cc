@@ -229,6 +229,11 @@ TEST_CASE("problems_from_error turns a sandbox error into file:line problems", "
   CHECK(ps[0].message == "'=' expected near 'end'");
   CHECK(ps[1].file == "lib/util.lua");
   CHECK(ps[1].line == 2);
+  // A line number out of range (text a script raised) is no line number, and no crash.
+  auto huge = workspace::problems_from_error("t1/c.lua:99999999999: y\n", "/ws/t1");
+  REQUIRE(huge.size() == 1);
+  CHECK(huge[0].file == "?");
+  CHECK(huge[0].message == "t1/c.lua:99999999999: y");
   auto none = workspace::problems_from_error("", "/ws/t1");
   REQUIRE(none.size() == 1);  // a failure is never reported as no problem
 }

@@ -19,9 +19,22 @@ std::string arg_text(lua_State* L, int idx) {
 void note(lua_State* L, const char* fn, int arg, const std::string& output, const std::string& reason) {
   Sandbox::Impl* I = impl_of(L);
   if (I->notes == nullptr) return;
+  // Bounded: a script calling norm.* in a loop over a large text must not fill the memory
+  // with notes (dry-run shows them; the first thousand are plenty, each cut to 1 KiB).
+  constexpr size_t kMaxNotes = 1000, kMaxNoteText = 1024;
+  if (I->notes->size() >= kMaxNotes) return;
   std::string input = arg_text(L, arg);
   if (reason.empty() && input == output) return;  // unchanged: nothing to say
-  I->notes->push_back({fn, std::move(input), output, reason});
+  auto cut = [](std::string t) {
+    if (t.size() > kMaxNoteText) {
+      size_t n = kMaxNoteText;
+      while (n > 0 && (static_cast<unsigned char>(t[n]) & 0xC0) == 0x80) --n;  // not inside a character
+      t.resize(n);
+      t += "...";
+    }
+    return t;
+  };
+  I->notes->push_back({fn, cut(std::move(input)), cut(output), cut(reason)});
 }
 
 int fail(lua_State* L, const char* fn, int arg, const std::string& reason) {
@@ -95,6 +108,8 @@ int l_money(lua_State* L) {
     get_field(L, 1, "centAmount", 10);
     get_field(L, 1, "fractionDigits", 14);
     if (lua_type(L, -2) != LUA_TNUMBER) return fail(L, "money", 1, "money object has no numeric centAmount");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER)
+      return fail(L, "money", 1, "money object's fractionDigits must be a number");
     cents = lua_tonumber(L, -2);
     digits = lua_isnil(L, -1) ? 2 : lua_tonumber(L, -1);
     lua_pop(L, 2);

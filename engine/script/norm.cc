@@ -521,7 +521,10 @@ Result phone(std::string_view in, std::string_view default_region) {
     // few thousand answers are kept, per thread (each sandbox runs on one), by region and
     // text. The answer depends on nothing else (the metadata is compiled in).
     thread_local std::unordered_map<std::string, Result> memo;
-    // (The region's length first: a region is any text a script passes, newlines included.)
+    // A region is any text a script passes (rec.country may hold anything): only a short
+    // one is kept, so the memo stays a few thousand short keys.
+    if (region.size() > 8) return parse_phone(plain, region);
+    // (The region's length first: it may hold any character, newlines included.)
     std::string key = std::to_string(region.size());
     key.append(1, ':').append(region).append(plain);
     if (auto it = memo.find(key); it != memo.end()) return it->second;

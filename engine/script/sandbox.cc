@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -132,7 +133,7 @@ int l_log(lua_State* L) {
   std::string fields;
   if (!lua_isnoneornil(L, 2)) {
     std::string err;
-    if (!write_json(L, 2, fields, &err)) fields = "(unloggable: " + err + ")";
+    if (!write_json(L, 2, fields, &err)) fields = "(unloggable: " + printable(err) + ")";
   }
   Location at = script_location(L, 1);
   spdlog::log(level, "tenant={} flow={} cid={} {} {}{}{}", I->code.tenant, I->current_flow,
@@ -192,7 +193,10 @@ bool location_from_message(Sandbox::Impl* I, std::string_view msg, Location* out
   for (const auto& kv : I->code.flows) known = known || kv.second.name == file;
   for (const auto& kv : I->code.lib) known = known || kv.second.name == file;
   if (!known) return false;
-  *out = {file, std::stoi(std::string(msg.substr(colon + 1, end - colon - 1)))};
+  int line = 0;
+  auto [stop, ec] = std::from_chars(msg.data() + colon + 1, msg.data() + end, line);
+  if (ec != std::errc() || stop != msg.data() + end) return false;  // out of range: not a line number
+  *out = {file, line};
   return true;
 }
 

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <charconv>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -271,7 +272,12 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
 Problem problem_from_lua(const std::string& line, const fs::path&) {
   static const std::regex re(R"(^([^:\s]+\.lua):(\d+): (.*)$)");
   std::smatch m;
-  if (std::regex_match(line, m, re)) return {m[1], std::stoi(m[2]), "", m[3]};
+  int n = 0;
+  if (std::regex_match(line, m, re)) {
+    const std::string digits = m[2];
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec == std::errc() && end == digits.data() + digits.size()) return {m[1], n, "", m[3]};
+  }
   return {"?", 0, "", line};
 }
 
