@@ -286,6 +286,16 @@ TEST_CASE("json: decode of invalid JSON returns nil and a message", "[json]") {
                 R"({"err":"string","err2":"string","err3":"string","has_msg":true,"v":true,"v2":true,"v3":true})");
 }
 
+TEST_CASE("json: decode refuses numbers a record could not have", "[json]") {
+  // As records: an integer past 64 bits or a number past a double's range is refused, not
+  // rounded to a double or made inf.
+  CHECK_MAPS_TO(R"(  local v, err = json.decode('{"a":123456789012345678901234}')
+  local v2, err2 = json.decode('[1e400]')
+  return { v = v == nil, v2 = v2 == nil, range = err:find('out of range', 1, true) ~= nil,
+           range2 = err2:find('out of range', 1, true) ~= nil })",
+                "{}", R"({"range":true,"range2":true,"v":true,"v2":true})");
+}
+
 TEST_CASE("json: encode errors raise with the path", "[json]") {
   ws::Outcome o = map_with(R"(  local ok, err = pcall(json.encode, { a = { f = function() end } })
   return { ok = ok, err = err })");

@@ -285,6 +285,22 @@ TEST_CASE("fixtures pass, fail with a diff, and check rejections and skips", "[w
   CHECK_THAT(results[5].detail, Catch::Contains("expected a skip"));
 }
 
+TEST_CASE("a fixture with a number records cannot have is refused, as map refuses the record",
+          "[workspace][fixtures]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("t1/tests/big.json", R"({"name": "big id", "flow": "c",
+    "input": {"id": 123456789012345678901234, "email": "a@b.se"}, "expect_skip": true})");
+  std::vector<workspace::Problem> problems;
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK_THAT(all_problems(problems), Catch::Contains("t1/tests/big.json: $: a number is out of range"));
+  problems.clear();
+  ws.write("t1/tests/big.json", R"({"name": "big id", "flow": "c",
+    "input": {"id": 1e400, "email": "a@b.se"}, "expect_skip": true})");
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK_THAT(all_problems(problems), Catch::Contains("a number is out of range"));
+}
+
 TEST_CASE("json_diff names paths and treats 1 and 1.0 as equal", "[fixtures]") {
   auto d = workspace::json_diff(json::parse(R"({"a": 1, "b": [1, 2], "c": {"x": "y"}})"),
                                 json::parse(R"({"a": 1.0, "b": [1], "c": {"x": "z"}, "d": true})"));

@@ -494,6 +494,17 @@ int l_decode(lua_State* L) {
     lua_pushliteral(L, "JSON text too large for the tenant's memory limit");
     return 2;
   }
+  // Numbers as records have them: simdjson refuses an integer past 64 bits and a number
+  // past a double's range (1e400), where Boost.JSON would give a rounded double or inf.
+  {
+    thread_local simdjson::dom::parser numbers;
+    auto err = numbers.parse(s, n).error();
+    if (err == simdjson::NUMBER_ERROR) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "invalid JSON: a number out of range (integers up to 64 bits, numbers up to 1.8e308)");
+      return 2;
+    }
+  }
   json::value v;
   try {
     json::parse_options opt;
