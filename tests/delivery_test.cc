@@ -70,6 +70,22 @@ TEST_CASE("delivery: the rate limiter allows N per sliding window", "[delivery]"
   for (int i = 0; i < 10000; ++i) REQUIRE(off.acquire(0) == 0);
 }
 
+TEST_CASE("delivery: a connection's limiter is shared by whoever calls it", "[delivery]") {
+  auto worker = shared_limiter("t/omni", 2, 60000);
+  auto job = shared_limiter("t/omni", 2, 60000);  // a reconciliation of the same connection
+  CHECK(worker == job);
+  CHECK(worker->acquire(1000) == 0);
+  CHECK(job->acquire(1000) == 0);
+  CHECK(worker->acquire(1000) > 0);  // the two together used the connection's 2
+  CHECK(shared_limiter("t/other", 2, 60000) != worker);
+  CHECK(shared_limiter("t/omni", 3, 60000) != worker);  // a reloaded limit: a new limiter
+  std::weak_ptr<RateLimiter> gone = worker;
+  worker.reset();
+  job.reset();
+  CHECK(gone.expired());  // not kept once nobody holds it
+  CHECK(shared_limiter("t/omni", 2, 60000)->acquire(1000) == 0);
+}
+
 TEST_CASE("delivery: Retry-After as seconds or an HTTP date", "[delivery]") {
   CHECK(parse_retry_after("7", 0) == 7000);
   CHECK(parse_retry_after("0", 0) == 0);

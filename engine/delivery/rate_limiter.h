@@ -4,7 +4,9 @@
 // the window, so bounded by `requests`.
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
+#include <string>
 
 namespace weft::delivery {
 
@@ -21,5 +23,11 @@ class RateLimiter {
   int64_t per_ms_;
   std::deque<int64_t> sent_;  // times of the requests inside the window, oldest first
 };
+
+// The limiter of one destination connection (`key`: tenant/connection), shared by whoever
+// calls it while it is in use: the delivery worker and jobs that call the same API (a
+// reconciliation's lookups), so that together they stay within the connection's limit. A
+// change of the limit (a reload) gives a new limiter.
+std::shared_ptr<RateLimiter> shared_limiter(const std::string& key, int requests, int64_t per_ms);
 
 }  // namespace weft::delivery

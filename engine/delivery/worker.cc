@@ -33,7 +33,7 @@ Worker::Worker(WorkerConfig config, Factory factory, store::Store& store, std::m
       store_mu_(store_mu),
       reader_(std::move(reader)),
       secrets_(secrets),
-      limiter_(config_.rate_requests, config_.rate_per_ms) {
+      limiter_(shared_limiter(config_.tenant + "/" + config_.connection, config_.rate_requests, config_.rate_per_ms)) {
   model_dest_ = factory_();
   if (config_.concurrency < 1) config_.concurrency = 1;
 }
@@ -237,7 +237,7 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
     int tokens = (lone ? 1 : dest->batch_requests()) + static_cast<int>(lookups);
     bool stopped = false;
     while (tokens > 0 && !stopped) {
-      int64_t wait = limiter_.acquire(util::now_ms());
+      int64_t wait = limiter_->acquire(util::now_ms());
       if (wait == 0) {
         --tokens;
         continue;

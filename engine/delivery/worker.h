@@ -98,7 +98,7 @@ class Worker {
   std::mutex& store_mu_;
   std::unique_ptr<store::Store> reader_;
   const workspace::Secrets& secrets_;
-  RateLimiter limiter_;
+  std::shared_ptr<RateLimiter> limiter_;  // shared with jobs calling the same connection
   std::unique_ptr<Destination> model_dest_;  // for its model
   RetryPolicy default_policy_;
   std::mt19937_64 rng_{std::random_device{}()};
