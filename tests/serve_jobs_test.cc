@@ -717,6 +717,45 @@ TEST_CASE("serve: a reload that changes the mapping refreshes every record when 
   CHECK(w.stop() == 0);
 }
 
+TEST_CASE("serve: a mapping changed during a backfill is refreshed after it", "[serve]") {
+  const int n = 40;
+  ServeWorld w(R"("refresh_on_change": true, "backfill": { "page_size": 10, "pause_ms": 700 })");
+  w.ct.put_customers_bulk(1, n);
+  w.start();
+  auto r = w.admin_post("/api/tenants/acme/flows/customers/jobs/pull");
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == static_cast<size_t>(n); }));
+  // A backfill of 4 pages, 0.7 s apart; the mapping changes while it runs.
+  auto b = w.admin_post("/api/tenants/acme/flows/customers/jobs/backfill");
+  REQUIRE(b);
+  REQUIRE(b->status == 202);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string before = script_version(w);
+  w.dir.write("acme/customers.lua", tagged_script("v2"));
+  REQUIRE(ServeWorld::wait_for([&] { return script_version(w) != before; }));
+  // Every contact ends with the new mapping, those the running backfill took first too.
+  REQUIRE(ServeWorld::wait_for(
+      [&] {
+        for (int i = 1; i <= n; ++i) {
+          auto c = w.om.contact_by_email(email(i));
+          if (!c || !has_tag(*c, "reload:v2")) return false;
+        }
+        return true;
+      },
+      60000));
+  int manual = 0, refresh = 0;
+  for (auto& run : job_runs(w)) {
+    if (run.at("job") != "backfill") continue;
+    if (run.at("trigger") == "reload") ++refresh;
+    else ++manual;
+  }
+  CHECK(manual == 1);
+  CHECK(refresh == 1);
+  CHECK(w.stop() == 0);
+  CHECK(slurp(w.log_path).find("a refresh follows when it ends") != std::string::npos);
+}
+
 TEST_CASE("serve: tenants come and go with their folders", "[serve]") {
   ServeWorld w;
   w.start();

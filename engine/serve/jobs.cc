@@ -167,10 +167,17 @@ void Scheduler::version_changed(const std::string& tenant, std::shared_ptr<const
     if (code_of(*before) == code_of(*after)) continue;
     std::lock_guard<std::mutex> lock(mu_);
     std::string error;
-    if (launch(tenant, fname, "backfill", "reload", 0, &error, nullptr))
+    if (launch(tenant, fname, "backfill", "reload", 0, &error, nullptr)) {
       spdlog::info("tenant {}: flow {}: its mapping changed; refreshing every record (backfill)", tenant, fname);
-    else
+    } else if (runs_.count(key_of(tenant, fname, "backfill"))) {
+      // The running backfill took some records through the old mapping: a whole new one
+      // follows it.
+      refresh_after_.insert({tenant, fname});
+      spdlog::info("tenant {}: flow {}: its mapping changed during a backfill; a refresh follows when it ends", tenant,
+                   fname);
+    } else {
       spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", tenant, fname, error);
+    }
   }
 }
 
@@ -254,6 +261,20 @@ void Scheduler::loop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     reap();
+    // Refreshes that waited for a backfill to end.
+    for (auto it = refresh_after_.begin(); it != refresh_after_.end();) {
+      const auto& [t, fname] = *it;
+      if (runs_.count(key_of(t, fname, "backfill"))) {
+        ++it;
+        continue;
+      }
+      std::string error;
+      if (launch(t, fname, "backfill", "reload", 0, &error, nullptr))
+        spdlog::info("tenant {}: flow {}: refreshing every record after its mapping changed (backfill)", t, fname);
+      else
+        spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", t, fname, error);
+      it = refresh_after_.erase(it);
+    }
     int64_t now = util::now_ms();
     int64_t wake = now + 1000;
     for (const auto& t : engine_.tenant_names()) {

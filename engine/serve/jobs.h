@@ -16,6 +16,7 @@
 #include <boost/json.hpp>
 #include <condition_variable>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -66,6 +67,7 @@ class Scheduler {
   bool stopping_ = false, started_ = false;
   std::thread thread_;
   std::map<std::string, std::unique_ptr<Run>> runs_;  // "tenant/flow/job"
+  std::set<std::pair<std::string, std::string>> refresh_after_;  // (tenant, flow): a refresh waits for a backfill
   std::map<std::string, int64_t> last_slot_;          // "tenant/flow/job" -> the last run's slot
   std::map<std::string, std::string> schedule_errors_;
 };
