@@ -2,6 +2,7 @@
 // CPU / memory / pattern limits, reject/skip, records kept past their call, require, log,
 // ctx, and the norm bindings as scripts see them.
 #include "engine/script/sandbox.h"
+#include "engine/script/small_pool.h"
 
 #include <sched.h>
 #include <sys/wait.h>
@@ -15,6 +16,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
+#include <cstring>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -1399,4 +1401,38 @@ TEST_CASE("sandbox: an error whose text names a line past any int keeps its mess
   CHECK(contains(o.reason, "boom"));
   CHECK(!contains(o.reason, "C++ exception"));
   CHECK_OK(run(*box, R"({"ok":1})"), R"({"ok":true})");
+}
+
+TEST_CASE("sandbox: the small-block pool stays within its budget however sizes change", "[sandbox][review]") {
+  weft::script::SmallPool pool;
+  const std::size_t budget = 1 << 20;
+  pool.set_slab_budget(budget);
+  // Megabytes of blocks of one size, all freed, then of the next size, and so on: freed
+  // blocks wait in their size's list, so without the budget the slabs would grow by ~4 MB
+  // per size.
+  for (std::size_t size = 16; size <= weft::script::SmallPool::kMaxSmall; size += 16) {
+    std::vector<void*> blocks;
+    for (std::size_t used = 0; used < 4 * budget; used += size) {
+      void* p = pool.realloc(nullptr, 0, size);
+      if (p == nullptr) FAIL("no block of " << size << " bytes");
+      std::memset(p, 0x5A, size);  // every block is usable, wherever it came from
+      blocks.push_back(p);
+    }
+    // Some grow and shrink between sizes (slab to malloc and back).
+    for (std::size_t i = 0; i < blocks.size(); i += 97) {
+      blocks[i] = pool.realloc(blocks[i], size, 600);
+      REQUIRE(blocks[i] != nullptr);
+      CHECK(static_cast<unsigned char*>(blocks[i])[size - 1] == 0x5A);
+      blocks[i] = pool.realloc(blocks[i], 600, size);
+      REQUIRE(blocks[i] != nullptr);
+      CHECK(static_cast<unsigned char*>(blocks[i])[0] == 0x5A);
+    }
+    for (void* p : blocks) pool.realloc(p, size, 0);
+    CHECK(pool.slab_bytes() <= budget);
+  }
+  CHECK(pool.slab_bytes() <= budget);
+  // Blocks from the slabs are still reused after all that.
+  void* a = pool.realloc(nullptr, 0, 32);
+  pool.realloc(a, 32, 0);
+  CHECK(pool.realloc(nullptr, 0, 32) == a);
 }

@@ -661,6 +661,7 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
   auto I = std::make_unique<Impl>();
   I->code = code;
   I->heap_limit = static_cast<size_t>(code.limits.memory_mb) * 1024 * 1024;
+  I->pool.set_slab_budget(I->heap_limit);
   // Records nest at most 64 deep, like every JSON weft reads; deeper input is refused.
   if (I->parser.allocate(64 * 1024, 64)) {  // grows on demand for larger records
     *error = "cannot allocate the JSON parser";
