@@ -479,7 +479,12 @@ Server::Server(Engine& engine, std::string admin_token) : impl_(std::make_unique
     res.set_header("X-Correlation-ID", cid);
     std::string code = res.status == 404 ? "not_found" : res.status == 413 ? "payload_too_large" : "http_" + std::to_string(res.status);
     std::string message = res.status == 404 ? "no route " + req.method + " " + req.path
-                                            : res.status == 413 ? "the body is too large" : "the request was refused";
+                          : res.status == 413 ? "the body is too large"
+                          // cpp-httplib refuses a POST that declares no body length at all.
+                          : res.status == 400 && req.method == "POST" && !req.has_header("Content-Length") &&
+                                    !req.has_header("Transfer-Encoding")
+                              ? "a POST needs a Content-Length, 0 for no body (curl: -d '')"
+                              : "the request was refused";
     send_json(res, res.status, json::object{{"error", json::object{{"code", code}, {"message", message}, {"correlationId", cid}}}});
   });
   impl_->routes();
