@@ -253,6 +253,8 @@ TEST_CASE("datetime refuses ambiguous, impossible and trailing input", "[norm]")
   CHECK(fails_with(datetime("24-01-01"), "expected YYYY-MM-DD"));
   CHECK(fails_with(datetime("2024-1-1"), "expected YYYY-MM-DD"));
   CHECK(fails_with(datetime("1700000000"), "epoch milliseconds"));   // epoch seconds are not guessed
+  // A compact YYYYMMDDHHMMSS is not read as milliseconds of the year 2611.
+  CHECK(fails_with(datetime("20240501123000"), "YYYYMMDDHHMMSS without an offset"));
   CHECK(fails_with(datetime("20240101"), "epoch milliseconds"));
   CHECK(fails_with(datetime("0000-01-01T00:00:00+01:00"), "outside years 0000-9999"));
   CHECK(datetime("").reason == "not a timestamp: empty");

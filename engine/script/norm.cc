@@ -223,8 +223,12 @@ bool all_digits(std::string_view s) {
 }
 
 Parsed parse_epoch_ms_string(std::string_view s) {
-  if (s.size() < 12 || s.size() > 14)
-    return fail(std::to_string(s.size()) + " digits is neither YYYY-MM-DD nor epoch milliseconds (12-14 digits)");
+  // 14 digits as milliseconds would be after the year 2286: such text is a compact
+  // YYYYMMDDHHMMSS, which says no zone (and a timestamp without an offset is refused).
+  if (s.size() == 14)
+    return fail("14 digits reads as YYYYMMDDHHMMSS without an offset (refused: say the zone), not epoch milliseconds");
+  if (s.size() < 12 || s.size() > 13)
+    return fail(std::to_string(s.size()) + " digits is neither YYYY-MM-DD nor epoch milliseconds (12-13 digits)");
   int64_t ms = 0;
   for (char c : s) ms = ms * 10 + (c - '0');
   return {TimePoint{Millis{ms}}, {}};
