@@ -1364,6 +1364,8 @@ TEST_CASE("sandbox: key and version of a record", "[sandbox][spec]") {
   CHECK(box->key_version("f", R"({"id":100000000000002})", {}).key == "100000000000002");
   CHECK(box->key_version("f", R"({"id":-9007199254740992})", {}).key == "-9007199254740992");
   CHECK(box->key_version("f", R"({"id":2.5})", {}).key == "2.5");
+  CHECK(box->key_version("f", R"({"id":0.1})", {}).key == "0.1");  // as Lua wrote it: keys stay the same
+  CHECK(box->key_version("f", R"({"id":-0.0})", {}).key == "-0");
   // A fractional version would be cut to a whole one (1.25 and 1.75 equal: the newer one
   // dropped as stale): refused, with what to do instead.
   auto frac = box->key_version("f", R"({"id":"c1","version":1714567890.25})", {});

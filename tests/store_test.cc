@@ -318,6 +318,10 @@ TEST_CASE("store: due gives the oldest operation per entity, leaves out operatio
   CHECK(ids(s->due("acme", "omni", 1000, 1, {})) == std::vector<int64_t>{a1.id});
   CHECK(ids(s->due("acme", "omni", 1000, 1, {a1.id})) == std::vector<int64_t>{b1.id});
   CHECK(ids(s->due("acme", "omni", 1000, 10, {a1.id, b1.id})).empty());
+  // An entity in flight holds back every operation of its own, even one that replaced the
+  // operation in flight (another process may plan on the same database).
+  CHECK(ids(s->due("acme", "omni", 1000, 10, {}, {e1})) == std::vector<int64_t>{b1.id});
+  CHECK(ids(s->due("acme", "omni", 1000, 10, {999}, {e1, e2})).empty());
   CHECK(ids(s->due("acme", "omni", 1000, 0, {})).empty());
   CHECK(ids(s->due("acme", "omni", 20'000, 10, {})) == std::vector<int64_t>{a1.id, b1.id, c1.id});
   CHECK(ids(s->due("acme", "omni2", 1000, 10, {})) == std::vector<int64_t>{d1.id});

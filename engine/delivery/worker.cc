@@ -98,7 +98,7 @@ void Worker::dispatch_loop() {
   while (true) {
     std::vector<Job> done;
     size_t want = 0;
-    std::vector<int64_t> busy_ops;
+    std::vector<int64_t> busy_ops, busy_entities;
     {
       std::unique_lock<std::mutex> lock(mu_);
       done.swap(answered_);
@@ -106,6 +106,7 @@ void Worker::dispatch_loop() {
       if (stopping && done.empty() && busy_ops_.empty()) return;
       if (!stopping && queue_.size() < window) want = window - queue_.size();
       busy_ops = busy_ops_;
+      busy_entities = busy_entities_;
     }
     if (!done.empty()) {
       try {
@@ -124,6 +125,7 @@ void Worker::dispatch_loop() {
           fatal_ = "connection " + config_.connection + ": answers cannot be recorded: " + why;
           stopping_ = true;
           busy_ops_.clear();
+          busy_entities_.clear();
           queue_.clear();
           work_cv_.notify_all();
           return;
@@ -143,8 +145,10 @@ void Worker::dispatch_loop() {
         std::unique_lock<std::mutex> lock(store_mu_, std::defer_lock);
         if (!reader_) lock.lock();
         store::Store& db = reader_ ? *reader_ : store_;
-        // Operations already claimed are left out, and with them their entities' later ones.
-        ops = db.due(config_.tenant, config_.connection, now, want, busy_ops);
+        // Operations already claimed are left out, and every operation of their entities:
+        // another process on the same database (weft replay) may have replaced the one in
+        // flight, and its replacement must still wait for the answer.
+        ops = db.due(config_.tenant, config_.connection, now, want, busy_ops, busy_entities);
         auto next = db.next_due(config_.tenant, config_.connection);
         next_retry_ms_ = next && *next > now ? *next : 0;
       }
@@ -169,6 +173,7 @@ void Worker::dispatch_loop() {
         if (!stopping_) {  // once stopping, nothing new is claimed: it stays in the outbox
           for (auto& j : jobs) {
             busy_ops_.push_back(j.op.id);
+            if (j.op.entity_id != 0) busy_entities_.push_back(j.op.entity_id);
             queue_.push_back(std::move(j));
             ++taken;
           }
@@ -202,6 +207,7 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         while (!queue_.empty()) {
           const Job& j = queue_.front();
           erase_one(busy_ops_, j.op.id);
+          if (j.op.entity_id != 0) erase_one(busy_entities_, j.op.entity_id);
           queue_.pop_front();
         }
         done_cv_.notify_all();
@@ -253,6 +259,7 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& j : jobs) {
         erase_one(busy_ops_, j.op.id);
+        if (j.op.entity_id != 0) erase_one(busy_entities_, j.op.entity_id);
       }
       done_cv_.notify_all();
       continue;
@@ -463,6 +470,7 @@ void Worker::record(std::vector<Job>& done) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& j : done) {
     erase_one(busy_ops_, j.op.id);
+    if (j.op.entity_id != 0) erase_one(busy_entities_, j.op.entity_id);
   }
 }
 

@@ -108,7 +108,7 @@ class Worker {
   std::condition_variable done_cv_;   // the dispatcher waits for answers or wake()
   std::deque<Job> queue_;
   std::vector<Job> answered_;
-  std::vector<int64_t> busy_ops_;
+  std::vector<int64_t> busy_ops_, busy_entities_;  // in flight (entities: 0 left out)
   bool stopping_ = false, woken_ = false;
   int record_failures_ = 0;  // dispatcher thread only
   std::string fatal_;

@@ -497,8 +497,11 @@ int l_decode(lua_State* L) {
   // Numbers as records have them: simdjson refuses an integer past 64 bits and a number
   // past a double's range (1e400), where Boost.JSON would give a rounded double or inf.
   {
+    // Outside the Lua heap, and simdjson keeps ~14 bytes per byte of the largest text it
+    // parsed: the parser is kept per thread for small texts only.
     thread_local simdjson::dom::parser numbers;
     auto err = numbers.parse(s, n).error();
+    if (numbers.capacity() > (size_t{1} << 20)) numbers = simdjson::dom::parser();
     if (err == simdjson::NUMBER_ERROR) {
       lua_pushnil(L);
       lua_pushliteral(L, "invalid JSON: a number out of range (integers up to 64 bits, numbers up to 1.8e308)");

@@ -699,10 +699,11 @@ std::unique_ptr<Sandbox> Sandbox::create(const TenantCode& code, std::string* er
     lua_remove(L, -2);
     P->current_flow = flow;
     // A failed protected call: its error (file:line where known) goes to `errors`.
+    const std::string& file = src.name;  // (a lambda may not capture a structured binding before C++20)
     auto failed = [&] {
       std::string msg = error_message(L, -1);
       Location at = (P->cpu_hit || P->memory_hit) ? P->limit_where : P->error_where;
-      if (at.file.empty()) at = {src.name, 1};
+      if (at.file.empty()) at = {file, 1};
       if (P->memory_hit) msg = "memory limit exceeded (" + std::to_string(code.limits.memory_mb) + " MB)";
       errors += at.str() + ": " + strip_location(msg, at) + "\n";
       lua_pop(L, 1);
@@ -804,12 +805,13 @@ KeyVersion Sandbox::key_version(const std::string& flow, std::string_view record
       if (!std::isfinite(k)) {
         kv.ok = false;
         kv.error = "M.key returned " + std::string(std::isnan(k) ? "nan" : "an infinite number");
-      } else if (k == std::floor(k) && std::fabs(k) <= 9007199254740992.0) {
+      } else if (k == std::floor(k) && std::fabs(k) <= 9007199254740992.0 && !(k == 0 && std::signbit(k))) {
         std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(k));
         kv.key = buf;
       } else {
-        std::snprintf(buf, sizeof buf, "%.17g", k);
-        kv.key = buf;
+        // The shortest text that reads back as the same number (0.1 stays "0.1", as Lua had it).
+        auto [end, ec] = std::to_chars(buf, buf + sizeof buf, k);
+        kv.key.assign(buf, ec == std::errc() ? end : buf);
       }
     }
     for (int i : {-2, -1}) {

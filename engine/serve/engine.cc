@@ -575,6 +575,7 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
       return fail(413, "payload_too_large",
                   "body is " + std::to_string(*call.content_length) + " bytes, more than the limit of " +
                       std::to_string(limits.max_body_bytes));
+    a.max_body_bytes = limits.max_body_bytes;
     return fail(100, "", "");
   }
   std::vector<http::WebhookMessage> msgs;

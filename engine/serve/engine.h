@@ -50,7 +50,8 @@ struct WebhookCall {
   std::string body;
   std::string correlation_id;
   // Before the body is read: only what the headers can decide (tenant, connection, bearer
-  // token, the declared Content-Length against the limit). An answer of 100 means "read it".
+  // token, the declared Content-Length against the limit). An answer of 100 means "read it,
+  // up to max_body_bytes".
   bool headers_only = false;
   std::optional<size_t> content_length;
 };
@@ -60,6 +61,7 @@ struct WebhookAnswer {
   std::string code, message;         // errors
   std::vector<std::string> accepted, duplicates;  // message ids
   int retry_after_s = 0;             // 503
+  size_t max_body_bytes = 0;         // headers_only, 100: the connection's body limit
 };
 
 struct JobRequest {

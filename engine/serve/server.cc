@@ -44,12 +44,12 @@ std::string correlation_id_from(const std::string& traceparent, const std::strin
 
 namespace {
 
-// A name from a request, for the log: at most 64 characters, anything but letters, digits,
-// '_', '-' and '.' shown as '?'.
-std::string log_safe(std::string_view name) {
+// A name (or with `path`, a path) from a request, for the log: at most 64 characters,
+// anything but letters, digits, '_', '-', '.' (and '/') shown as '?'.
+std::string log_safe(std::string_view name, bool path = false) {
   std::string out;
   for (char c : name.substr(0, 64))
-    out += std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' ? c : '?';
+    out += std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || (path && c == '/') ? c : '?';
   if (name.size() > 64) out += "...";
   return out;
 }
@@ -197,28 +197,91 @@ struct Server::Impl {
     send_error(res, a.status, a.code, a.message, cid, a.retry_after_s);
   }
 
-  // Before a request's body is read (httplib reads it whole before routing, up to the
-  // payload limit): what the headers alone refuse is answered here, so an unknown tenant,
-  // a wrong bearer token or a declared size over the connection's limit costs no memory,
-  // and no body is read for an admin route without the token. The body is left unread,
-  // so the connection is closed after the answer.
-  httplib::Server::HandlerResponse precheck(const httplib::Request& req, httplib::Response& res) {
-    bool has_body = req.has_header("Transfer-Encoding") ||
-                    (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
-    if (!has_body) return httplib::Server::HandlerResponse::Unhandled;
-    auto refuse = [&] {
-      res.set_header("Connection", "close");
-      return httplib::Server::HandlerResponse::Handled;
+  // Bodies. cpp-httplib reads a body whole before calling a plain handler, whoever sent it;
+  // so every route that takes a body is a content-reader route, which decides from the
+  // headers first what to keep: an unknown tenant or connection, a wrong bearer token, a
+  // body over the connection's limit, or an admin route without the token keeps nothing
+  // (the body is read and dropped, so the connection stays in step for its next request).
+  static constexpr size_t kMaxAdminBody = size_t{64} << 20;
+
+  // Reads the body: kept while within `limit` bytes, else dropped (*over); false if it
+  // could not be read (cut short, no length, over the server's payload limit).
+  static bool read_body(const httplib::ContentReader& reader, size_t limit, std::string* body, bool* over) {
+    *over = false;
+    return reader([&](const char* data, size_t n) {
+      if (*over) return true;
+      if (body->size() + n > limit) {
+        *over = true;
+        std::string().swap(*body);
+        return true;
+      }
+      body->append(data, n);
+      return true;
+    });
+  }
+
+  void unreadable(const httplib::Request& req, httplib::Response& res, const std::string& cid) {
+    if (res.status == 413)
+      return send_error(res, 413, "payload_too_large", "the body is too large", cid);
+    bool no_length = !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding");
+    send_error(res, 400, "bad_request",
+               no_length ? "a POST needs a Content-Length, 0 for no body (curl: -d '')" : "the body could not be read",
+               cid);
+  }
+
+  void count_http(const char* route, const httplib::Response& res) {
+    engine.metrics().add("weft_http_requests_total", {{"route", route}, {"status", std::to_string(res.status)}}, 1,
+                         "HTTP requests answered, by route and status");
+  }
+
+  // An admin route that takes a body: the token before the body (kept only then, up to
+  // kMaxAdminBody), then the handler as wrap() runs it, with the body in req.body.
+  httplib::Server::HandlerWithContentReader admin_post(const char* route, Fn fn) {
+    httplib::Server::Handler inner = wrap(route, true, std::move(fn));
+    return [this, route, inner](const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+      std::string body;
+      bool over = false;
+      bool ok = read_body(reader, authorized(req) ? kMaxAdminBody : 0, &body, &over);
+      if (!authorized(req) || !ok || over) {
+        std::string cid =
+            correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
+        res.set_header("X-Correlation-ID", cid);
+        if (!authorized(req))
+          send_error(res, 401, "unauthorized", "this route needs the admin token (Authorization: Bearer ...)", cid);
+        else if (!ok)
+          unreadable(req, res, cid);
+        else
+          send_error(res, 413, "payload_too_large",
+                     "the body is more than " + std::to_string(kMaxAdminBody) + " bytes", cid);
+        return count_http(route, res);
+      }
+      // httplib gives content-reader handlers the request without its body (it did not read
+      // it); the request object is its own, not const: the body goes where handlers read it.
+      const_cast<httplib::Request&>(req).body = std::move(body);
+      inner(req, res);
     };
+  }
+
+  // A request with a body that no route takes: read and dropped, then 404.
+  httplib::Server::HandlerWithContentReader no_route() {
+    return [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      std::string body;
+      bool over = false;
+      read_body(reader, 0, &body, &over);
+      std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
+      res.set_header("X-Correlation-ID", cid);
+      send_error(res, 404, "not_found", "no route " + req.method + " " + log_safe(req.path, true), cid);
+      count_http("none", res);
+    };
+  }
+
+  void webhook(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
-    // The webhook route's /webhooks/{tenant}/{connection}, without a regex per request.
-    std::string_view path(req.path), prefix("/webhooks/");
-    size_t slash = path.find('/', prefix.size());
-    bool webhook = req.method == "POST" && path.substr(0, prefix.size()) == prefix && slash != std::string_view::npos &&
-                   slash > prefix.size() && slash + 1 < path.size() && path.find('/', slash + 1) == std::string_view::npos;
-    if (webhook) {
-      WebhookCall call = webhook_call(req, std::string(path.substr(prefix.size(), slash - prefix.size())),
-                                      std::string(path.substr(slash + 1)), cid);
+    res.set_header("X-Correlation-ID", cid);
+    try {
+      WebhookCall call = webhook_call(req, req.matches[1], req.matches[2], cid);
+      // First what the headers decide: nothing of the body is kept for a refused request.
       call.headers_only = true;
       if (req.has_header("Content-Length")) {
         const std::string v = req.get_header_value("Content-Length");
@@ -227,19 +290,44 @@ struct Server::Impl {
         call.content_length = ec == std::errc() && end == v.data() + v.size() ? n : SIZE_MAX;
       }
       WebhookAnswer a = engine.webhook(call);
-      if (a.status == 100) return httplib::Server::HandlerResponse::Unhandled;
-      res.set_header("X-Correlation-ID", cid);
-      refuse_webhook(call, a, res, cid);
-      return refuse();
+      std::string body;
+      bool over = false;
+      bool ok = read_body(reader, a.status == 100 ? a.max_body_bytes : 0, &body, &over);
+      if (a.status != 100) {
+        refuse_webhook(call, a, res, cid);
+      } else if (!ok) {
+        unreadable(req, res, cid);
+        count_webhook(call, res.status);
+      } else if (over) {
+        a.status = 413;
+        a.code = "payload_too_large";
+        a.message = "body is more than the limit of " + std::to_string(a.max_body_bytes) + " bytes";
+        refuse_webhook(call, a, res, cid);
+      } else {
+        auto started = std::chrono::steady_clock::now();
+        call.headers_only = false;
+        call.body = std::move(body);
+        a = engine.webhook(call);
+        if (a.status != 202) {
+          refuse_webhook(call, a, res, cid);
+        } else {
+          count_webhook(call, a.status);
+          engine.metrics().observe(
+              "weft_webhook_ack_seconds", {{"tenant", call.tenant}, {"connection", call.connection}},
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+              "Time from a webhook's body read to its 202 (checks, parsing and the durable commit)");
+          json::array accepted, duplicates;
+          for (auto& id : a.accepted) accepted.push_back(json::value(id));
+          for (auto& id : a.duplicates) duplicates.push_back(json::value(id));
+          send_json(res, 202,
+                    json::object{{"accepted", accepted}, {"duplicates", duplicates}, {"correlationId", cid}});
+        }
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: {} [correlation {}]", req.method, log_safe(req.path, true), engine.secrets().redact(e.what()), cid);
+      send_error(res, 500, "internal", "the request failed on the server; see its log", cid);
     }
-    if (!authorized(req)) {
-      res.set_header("X-Correlation-ID", cid);
-      send_error(res, 401, "unauthorized", "this route needs the admin token (Authorization: Bearer ...)", cid);
-      engine.metrics().add("weft_http_requests_total", {{"route", "precheck"}, {"status", "401"}}, 1,
-                           "HTTP requests answered, by route and status");
-      return refuse();
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
+    count_http("webhook", res);
   }
 
   static json::value body_json(const httplib::Request& req) {
@@ -251,22 +339,8 @@ struct Server::Impl {
   }
 
   void routes() {
-    http.Post(R"(/webhooks/([^/]+)/([^/]+))", wrap("webhook", false, [this](const auto& req, auto& res, const auto& cid) {
-      auto started = std::chrono::steady_clock::now();
-      WebhookCall call = webhook_call(req, req.matches[1], req.matches[2], cid);
-      call.body = req.body;
-      WebhookAnswer a = engine.webhook(call);
-      if (a.status != 202) return refuse_webhook(call, a, res, cid);
-      count_webhook(call, a.status);
-      engine.metrics().observe(
-          "weft_webhook_ack_seconds", {{"tenant", call.tenant}, {"connection", call.connection}},
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
-          "Time from a webhook's body read to its 202 (checks, parsing and the durable commit)");
-      json::array accepted, duplicates;
-      for (auto& id : a.accepted) accepted.push_back(json::value(id));
-      for (auto& id : a.duplicates) duplicates.push_back(json::value(id));
-      send_json(res, 202, json::object{{"accepted", accepted}, {"duplicates", duplicates}, {"correlationId", cid}});
-    }));
+    http.Post(R"(/webhooks/([^/]+)/([^/]+))",
+              [this](const auto& req, auto& res, const auto& reader) { webhook(req, res, reader); });
 
     http.Get("/healthz", wrap("healthz", false, [](const auto&, auto& res, const auto&) {
       send_json(res, 200, json::object{{"status", "ok"}});
@@ -290,7 +364,7 @@ struct Server::Impl {
       send_json(res, 200, *t);
     }));
     http.Post(R"(/api/tenants/([^/]+)/flows/([^/]+)/dry-run)",
-              wrap("dry-run", true, [this](const auto& req, auto& res, const auto& cid) {
+              admin_post("dry-run", [this](const auto& req, auto& res, const auto& cid) {
                 std::string tenant = req.matches[1], flow = req.matches[2];
                 auto v = engine.active(tenant);
                 if (!v) return send_error(res, 404, "unknown_tenant", "tenant '" + tenant + "' is not running", cid);
@@ -329,13 +403,13 @@ struct Server::Impl {
       send_json(res, 200, parked_json(*p, true));
     }));
     http.Post(R"(/api/tenants/([^/]+)/parked/(\d{1,18})/replay)",
-              wrap("replay", true, [this](const auto& req, auto& res, const auto& cid) {
+              admin_post("replay", [this](const auto& req, auto& res, const auto& cid) {
                 std::string error;
                 int64_t n = engine.replay(req.matches[1], {std::stoll(req.matches[2])}, "", &error);
                 if (n == 0) return send_error(res, 404, "not_found", error, cid);
                 send_json(res, 202, json::object{{"replayed", n}});
               }));
-    http.Post(R"(/api/tenants/([^/]+)/replay)", wrap("replay", true, [this](const auto& req, auto& res, const auto& cid) {
+    http.Post(R"(/api/tenants/([^/]+)/replay)", admin_post("replay", [this](const auto& req, auto& res, const auto& cid) {
       json::value b;
       try {
         b = body_json(req);
@@ -379,7 +453,7 @@ struct Server::Impl {
       send_json(res, 200, json::object{{"conflicts", list}});
     }));
     http.Post(R"(/api/tenants/([^/]+)/conflicts/(\d{1,18})/resolve)",
-              wrap("resolve", true, [this](const auto& req, auto& res, const auto& cid) {
+              admin_post("resolve", [this](const auto& req, auto& res, const auto& cid) {
                 json::value b;
                 try {
                   b = body_json(req);
@@ -400,7 +474,7 @@ struct Server::Impl {
               }));
 
     http.Post(R"(/api/tenants/([^/]+)/flows/([^/]+)/jobs/([^/]+))",
-              wrap("job", true, [this](const auto& req, auto& res, const auto& cid) {
+              admin_post("job", [this](const auto& req, auto& res, const auto& cid) {
                 JobRequest r{req.matches[1], req.matches[2], req.matches[3], "api"};
                 std::string error;
                 int64_t run = 0;
@@ -422,7 +496,7 @@ struct Server::Impl {
       send_json(res, 200, json::object{{"correlationId", std::string(req.matches[1])}, {"events", events}});
     }));
 
-    http.Post("/api/reload", wrap("reload", true, [this](const auto& req, auto& res, const auto&) {
+    http.Post("/api/reload", admin_post("reload", [this](const auto& req, auto& res, const auto&) {
       std::string tenant = req.get_param_value("tenant");
       json::object r = engine.reload(tenant, "api");
       bool refused = tenant.empty() ? false : r["result"] == "refused";
@@ -431,6 +505,12 @@ struct Server::Impl {
           if (v.is_object() && v.as_object().contains("result") && v.as_object()["result"] == "refused") refused = true;
       send_json(res, refused ? 422 : 200, r);
     }));
+
+    // Last: bodies for anything else are read and dropped, never kept.
+    http.Post(".*", no_route());
+    http.Put(".*", no_route());
+    http.Patch(".*", no_route());
+    http.Delete(".*", no_route());
   }
 
   // Gauges computed when scraped: backlog and oldest waiting operation per flow.
@@ -466,13 +546,10 @@ Server::Server(Engine& engine, std::string admin_token) : impl_(std::make_unique
   h.new_task_queue = [] { return new httplib::ThreadPool(64); };
   h.set_keep_alive_max_count(100000);
   h.set_read_timeout(30, 0);
-  // Above every connection's own limit (the webhook handler answers 413 for those); this
-  // bound protects the server's memory.
+  // Above every connection's own limit: what a read may take at most. What is kept is
+  // bounded by each route (content readers, above).
   size_t max = std::max<size_t>(engine.options().limits.max_body_bytes, size_t{64} << 20);
   h.set_payload_max_length(max);
-  h.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    return impl_->precheck(req, res);
-  });
   h.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));

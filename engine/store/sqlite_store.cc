@@ -13,6 +13,16 @@
 namespace weft::store {
 namespace {
 
+// Ids as a JSON array, for one statement over many of them (json_each).
+std::string json_ids(const std::vector<int64_t>& ids) {
+  std::string out = "[";
+  for (int64_t id : ids) {
+    if (out.size() > 1) out += ',';
+    out += std::to_string(id);
+  }
+  return out + ']';
+}
+
 // Migration N is kMigrations[N - 1]. Append only: a released migration never changes.
 const char* const kMigrations[] = {
     // 1: inbox, applied versions, cursors
@@ -311,14 +321,8 @@ class SqliteStore final : public Store {
   void inbox_done(const std::vector<int64_t>& seqs) override {
     if (seqs.empty()) return;
     if (seqs.size() == 1) return inbox_done(seqs.front());
-    std::string list = "[";
-    for (int64_t seq : seqs) {
-      if (list.size() > 1) list += ',';
-      list += std::to_string(seq);
-    }
-    list += ']';
     auto q = stmt("UPDATE inbox SET done = 1 WHERE seq IN (SELECT value FROM json_each(?))");
-    q.bind(1, list);
+    q.bind(1, json_ids(seqs));
     q.exec();
   }
 
@@ -523,7 +527,7 @@ class SqliteStore final : public Store {
   }
 
   std::vector<Operation> due(const std::string& tenant, const std::string& connection, int64_t now_ms, size_t limit,
-                             const std::vector<int64_t>& skip_ops) override {
+                             const std::vector<int64_t>& skip_ops, const std::vector<int64_t>& skip_entities) override {
     // Oldest first; an operation is due only if no older one for its entity is waiting (so
     // an operation in flight holds back its entity's later ones). The operations in flight
     // are the oldest, so they come first in the scan: they are left out on their id alone,
@@ -531,20 +535,15 @@ class SqliteStore final : public Store {
     // the dispatcher's time).
     auto q = stmt(
         "SELECT " OP_COLUMNS " FROM outbox o WHERE tenant = ? AND connection = ? AND next_attempt_ms <= ? "
-        "AND o.id NOT IN (SELECT value FROM json_each(?)) "
+        "AND o.id NOT IN (SELECT value FROM json_each(?)) AND o.entity_id NOT IN (SELECT value FROM json_each(?)) "
         "AND (o.entity_id = 0 OR NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity_id = o.entity_id AND p.id < o.id)) "
         "ORDER BY next_attempt_ms, id LIMIT ?");
-    std::string skip = "[";
-    for (int64_t id : skip_ops) {
-      if (skip.size() > 1) skip += ',';
-      skip += std::to_string(id);
-    }
-    skip += ']';
     q.bind(1, tenant);
     q.bind(2, connection);
     q.bind(3, now_ms);
-    q.bind(4, skip);
-    q.bind(5, static_cast<int64_t>(limit));
+    q.bind(4, json_ids(skip_ops));
+    q.bind(5, json_ids(skip_entities));
+    q.bind(6, static_cast<int64_t>(limit));
     std::vector<Operation> out;
     while (q.executeStep()) out.push_back(read_op(q));
     return out;
@@ -568,14 +567,8 @@ class SqliteStore final : public Store {
 
   std::vector<int64_t> existing_ops(const std::vector<int64_t>& ids) override {
     // One statement for the lot (the ids as a JSON array).
-    std::string list = "[";
-    for (int64_t id : ids) {
-      if (list.size() > 1) list += ',';
-      list += std::to_string(id);
-    }
-    list += ']';
     auto q = stmt("SELECT id FROM outbox WHERE id IN (SELECT value FROM json_each(?))");
-    q.bind(1, list);
+    q.bind(1, json_ids(ids));
     std::vector<int64_t> out;
     while (q.executeStep()) out.push_back(q.getColumn(0).getInt64());
     return out;

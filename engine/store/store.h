@@ -206,10 +206,11 @@ class Store {
   // never replaced, and are not ordered among themselves.
   virtual int64_t plan(Operation& op, const std::vector<int64_t>& in_flight) = 0;
   // Operations due at now_ms for a destination connection: per entity only the oldest
-  // (ordering), leaving out the operations in `skip_ops` (in flight), whose entities'
-  // later operations wait behind them; at most `limit`.
+  // (ordering), leaving out the operations in `skip_ops` and every operation of the
+  // entities in `skip_entities` (in flight); at most `limit`.
   virtual std::vector<Operation> due(const std::string& tenant, const std::string& connection, int64_t now_ms,
-                                     size_t limit, const std::vector<int64_t>& skip_ops) = 0;
+                                     size_t limit, const std::vector<int64_t>& skip_ops,
+                                     const std::vector<int64_t>& skip_entities = {}) = 0;
   // The earliest next_attempt_ms of the connection's operations (nullopt: none waiting).
   virtual std::optional<int64_t> next_due(const std::string& tenant, const std::string& connection) = 0;
   // The outbox operations of one destination record, oldest first.
