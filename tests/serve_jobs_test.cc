@@ -91,6 +91,19 @@ bool has_tag(const json::object& contact, const std::string& tag) {
   return false;
 }
 
+// Waits (up to 60 s) until contacts 1..n are all at the fake Omnisend with `tag`.
+bool all_tagged(const ServeWorld& w, int n, const std::string& tag) {
+  return ServeWorld::wait_for(
+      [&] {
+        for (int i = 1; i <= n; ++i) {
+          auto c = w.om.contact_by_email(email(i));
+          if (!c || !has_tag(*c, tag)) return false;
+        }
+        return true;
+      },
+      60000);
+}
+
 std::string email_consent(const json::object& contact) {
   for (auto& i : contact.at("identifiers").as_array())
     if (i.at("type") == "email") {
@@ -696,15 +709,7 @@ TEST_CASE("serve: a reload that changes the mapping refreshes every record when 
   std::string before = script_version(w);
   w.dir.write("acme/customers.lua", tagged_script("v2"));
   REQUIRE(ServeWorld::wait_for([&] { return script_version(w) != before; }));
-  REQUIRE(ServeWorld::wait_for(
-      [&] {
-        for (int i = 1; i <= n; ++i) {
-          auto c = w.om.contact_by_email(email(i));
-          if (!c || !has_tag(*c, "reload:v2")) return false;
-        }
-        return true;
-      },
-      60000));
+  REQUIRE(all_tagged(w, n, "reload:v2"));
   bool refreshed = false;
   for (auto& run : job_runs(w))
     if (run.at("job") == "backfill" && run.at("trigger") == "reload") refreshed = true;
@@ -735,15 +740,7 @@ TEST_CASE("serve: a mapping changed during a backfill is refreshed after it", "[
   w.dir.write("acme/customers.lua", tagged_script("v2"));
   REQUIRE(ServeWorld::wait_for([&] { return script_version(w) != before; }));
   // Every contact ends with the new mapping, those the running backfill took first too.
-  REQUIRE(ServeWorld::wait_for(
-      [&] {
-        for (int i = 1; i <= n; ++i) {
-          auto c = w.om.contact_by_email(email(i));
-          if (!c || !has_tag(*c, "reload:v2")) return false;
-        }
-        return true;
-      },
-      60000));
+  REQUIRE(all_tagged(w, n, "reload:v2"));
   int manual = 0, refresh = 0;
   for (auto& run : job_runs(w)) {
     if (run.at("job") != "backfill") continue;

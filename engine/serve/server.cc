@@ -125,8 +125,7 @@ struct Server::Impl {
           send_error(res, 500, "internal", "the request failed on the server; see its log", cid);
         }
       }
-      engine.metrics().add("weft_http_requests_total", {{"route", route}, {"status", std::to_string(res.status)}}, 1,
-                           "HTTP requests answered, by route and status");
+      count_http(route, res);
     };
   }
 
