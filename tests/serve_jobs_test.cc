@@ -91,6 +91,17 @@ bool has_tag(const json::object& contact, const std::string& tag) {
   return false;
 }
 
+// Starts weft with customers 1..n at the fake commercetools, pulls them, and waits until all
+// are contacts at the fake Omnisend.
+void start_with_contacts(ServeWorld& w, int n) {
+  w.ct.put_customers_bulk(1, n);
+  w.start();
+  auto r = w.admin_post("/api/tenants/acme/flows/customers/jobs/pull");
+  REQUIRE(r);
+  REQUIRE(r->status == 202);
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == static_cast<size_t>(n); }));
+}
+
 // Waits (up to 60 s) until contacts 1..n are all at the fake Omnisend with `tag`.
 bool all_tagged(const ServeWorld& w, int n, const std::string& tag) {
   return ServeWorld::wait_for(
@@ -699,12 +710,7 @@ TEST_CASE("serve: without the watcher, SIGHUP and POST /api/reload swap in a cha
 TEST_CASE("serve: a reload that changes the mapping refreshes every record when the flow asks for it", "[serve]") {
   const int n = 40;
   ServeWorld w(R"("refresh_on_change": true, "backfill": { "page_size": 20, "pause_ms": 0 })");
-  w.ct.put_customers_bulk(1, n);
-  w.start();
-  auto r = w.admin_post("/api/tenants/acme/flows/customers/jobs/pull");
-  REQUIRE(r);
-  REQUIRE(r->status == 202);
-  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == static_cast<size_t>(n); }));
+  start_with_contacts(w, n);
   // The mapping changes: every contact must get the new tag, though no customer changed.
   std::string before = script_version(w);
   w.dir.write("acme/customers.lua", tagged_script("v2"));
@@ -725,12 +731,7 @@ TEST_CASE("serve: a reload that changes the mapping refreshes every record when 
 TEST_CASE("serve: a mapping changed during a backfill is refreshed after it", "[serve]") {
   const int n = 40;
   ServeWorld w(R"("refresh_on_change": true, "backfill": { "page_size": 10, "pause_ms": 700 })");
-  w.ct.put_customers_bulk(1, n);
-  w.start();
-  auto r = w.admin_post("/api/tenants/acme/flows/customers/jobs/pull");
-  REQUIRE(r);
-  REQUIRE(r->status == 202);
-  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == static_cast<size_t>(n); }));
+  start_with_contacts(w, n);
   // A backfill of 4 pages, 0.7 s apart; the mapping changes while it runs.
   auto b = w.admin_post("/api/tenants/acme/flows/customers/jobs/backfill");
   REQUIRE(b);
