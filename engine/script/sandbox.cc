@@ -821,9 +821,9 @@ KeyVersion Sandbox::key_version(const std::string& flow, std::string_view record
         double v = lua_tonumber(L, i);
         if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) {
           char buf[32];
-          std::snprintf(buf, sizeof buf, "%.17g", v);
+          auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
           kv.ok = false;
-          kv.error = std::string("M.version returned ") + buf +
+          kv.error = "M.version returned " + std::string(buf, ec == std::errc() ? end : buf) +
                      ": a number version must be a whole number up to 2^53 (return text instead, "
                      "e.g. lastModifiedAt)";
         } else {
