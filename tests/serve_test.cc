@@ -584,6 +584,14 @@ TEST_CASE("serve: a body is kept only for a request its headers allow", "[serve]
        "payload_too_large"},
       {"admin route without the token", request("/api/reload", "", smuggled), "401", "unauthorized"},
       {"no such route", request("/nothing/here", "", smuggled), "404", "not_found"},
+      {"no such route, a newline in the path", request("/x%0Ay", "", smuggled), "404", "not_found"},
+      // A compressed body is read as the bytes it is, not inflated (a broken stream would
+      // stop the read part-way and leave the rest for the next request).
+      {"a compressed webhook", request("/webhooks/acme/ct", bearer + "Content-Encoding: gzip\r\n", std::string(4000, '\0') + smuggled),
+       "415", "unsupported_media_type"},
+      {"a compressed admin body", request("/api/reload", "Authorization: Bearer " + std::string(kServeAdminToken) +
+                                                             "\r\nContent-Encoding: gzip\r\n", smuggled),
+       "415", "unsupported_media_type"},
   };
   for (const auto& c : cases) {
     INFO(c.name);
@@ -601,12 +609,19 @@ TEST_CASE("serve: a body is kept only for a request its headers allow", "[serve]
   long before = peak_rss_kb(w.pid);
   REQUIRE(before > 0);
   std::string big(40 << 20, 'x');
-  for (const char* path : {"/webhooks/nobody/ct", "/api/reload"}) {
+  for (const char* path : {"/webhooks/nobody/ct", "/api/reload", "/x%0Ay"}) {
     auto answers = exchange(w.port, {request(path, bearer, big)});
     REQUIRE(answers.size() == 1);
     CHECK(answers[0].rfind("HTTP/1.1 40", 0) == 0);
   }
   CHECK(peak_rss_kb(w.pid) - before < 20 * 1024);
+  // A POST that declares no length has no body (it is not read until the connection ends).
+  auto bare = exchange(w.port, {"POST /api/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                    std::string(kServeAdminToken) + "\r\n\r\n",
+                                health});
+  REQUIRE(bare.size() == 2);
+  CHECK(bare[0].rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(bare[1].rfind("HTTP/1.1 200", 0) == 0);
   // Within the limit, the same headers with the body are read and accepted as before.
   auto ok = w.post_webhook(message(1), {{"Authorization", std::string("Bearer ") + kServeHookSecret}});
   REQUIRE(ok);

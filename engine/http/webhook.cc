@@ -313,16 +313,22 @@ bool hmac_sha256(std::string_view secret, std::string_view body, unsigned char m
 
 }  // namespace
 
-bool parse_webhook(std::string_view system, std::string_view content_type, std::string_view body,
-                   const WebhookLimits& limits, std::vector<WebhookMessage>* out, WebhookError* err) {
+bool check_webhook_headers(std::string_view system, std::string_view content_type, size_t body_bytes,
+                           const WebhookLimits& limits, WebhookError* err) {
   if (system != "commercetools")
     return fail(err, 400, "unsupported_system", "webhooks are supported for commercetools connections only");
   if (!json_content_type(content_type))
     return fail(err, 415, "unsupported_media_type", "Content-Type must be application/json (UTF-8)");
-  if (body.size() > limits.max_body_bytes)
+  if (body_bytes > limits.max_body_bytes)
     return fail(err, 413, "payload_too_large",
-                "body is " + std::to_string(body.size()) + " bytes, more than the limit of " +
+                "body is " + std::to_string(body_bytes) + " bytes, more than the limit of " +
                     std::to_string(limits.max_body_bytes));
+  return true;
+}
+
+bool parse_webhook(std::string_view system, std::string_view content_type, std::string_view body,
+                   const WebhookLimits& limits, std::vector<WebhookMessage>* out, WebhookError* err) {
+  if (!check_webhook_headers(system, content_type, body.size(), limits, err)) return false;
   if (!simdjson::validate_utf8(body.data(), body.size())) {
     size_t at = utf8_error_offset(body);
     return fail(err, 400, "invalid_utf8",

@@ -57,6 +57,11 @@ struct WebhookError {
 bool parse_webhook(std::string_view system, std::string_view content_type, std::string_view body,
                    const WebhookLimits& limits, std::vector<WebhookMessage>* out, WebhookError* err);
 
+// parse_webhook's first checks, which need no body: the system, the content type, and
+// `body_bytes` (the declared length, before the body is read) against the limit.
+bool check_webhook_headers(std::string_view system, std::string_view content_type, size_t body_bytes,
+                           const WebhookLimits& limits, WebhookError* err);
+
 // HMAC-SHA256 of the raw body with `secret`, against `signature` as sent in the header: hex
 // (either case) or base64 (standard or URL-safe alphabet, padding optional), optionally
 // prefixed "sha256=" and surrounded by spaces. Constant-time comparison. An empty secret

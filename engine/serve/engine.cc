@@ -571,10 +571,10 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
   http::WebhookLimits limits = opts_.limits;
   if (auto* m = w.if_contains("max_body_bytes"); m && m->is_int64()) limits.max_body_bytes = m->as_int64();
   if (call.headers_only) {
-    if (call.content_length && *call.content_length > limits.max_body_bytes)
-      return fail(413, "payload_too_large",
-                  "body is " + std::to_string(*call.content_length) + " bytes, more than the limit of " +
-                      std::to_string(limits.max_body_bytes));
+    http::WebhookError err;
+    if (!http::check_webhook_headers(str_of(*conn, "system"), call.content_type, call.content_length.value_or(0),
+                                     limits, &err))
+      return fail(err.status, err.code.c_str(), err.message);
     a.max_body_bytes = limits.max_body_bytes;
     return fail(100, "", "");
   }

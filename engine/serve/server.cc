@@ -203,29 +203,56 @@ struct Server::Impl {
   // (the body is read and dropped, so the connection stays in step for its next request).
   static constexpr size_t kMaxAdminBody = size_t{64} << 20;
 
-  // Reads the body: kept while within `limit` bytes, else dropped (*over); false if it
-  // could not be read (cut short, no length, over the server's payload limit).
-  static bool read_body(const httplib::ContentReader& reader, size_t limit, std::string* body, bool* over) {
-    *over = false;
-    return reader([&](const char* data, size_t n) {
-      if (*over) return true;
+  // How a body was read: kept (within the limit), or dropped (over it, or compressed), or
+  // not readable at all (cut short, over the server's payload limit).
+  struct BodyRead {
+    bool ok = true, over = false, encoded = false;
+  };
+
+  // Reads the body: kept while within `limit` bytes, else dropped. A request without
+  // Content-Length or Transfer-Encoding has no body (RFC 9112 6.3): nothing is read. A
+  // compressed body (Content-Encoding) is read as the bytes it is, and dropped: httplib
+  // would inflate it as it reads (unbounded by the payload limit, which counts compressed
+  // bytes) and stop at a broken stream, leaving the rest to be read as the next request.
+  static BodyRead read_body(const httplib::Request& req, const httplib::ContentReader& reader, size_t limit,
+                            std::string* body) {
+    BodyRead r;
+    if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) return r;
+    std::string encoding = req.get_header_value("Content-Encoding");
+    if (!encoding.empty() && encoding != "identity") {
+      r.encoded = true;
+      limit = 0;
+      // httplib reads the header from this request as it reads: its own object, handed to
+      // content-reader handlers as const (see admin_post).
+      const_cast<httplib::Request&>(req).headers.erase("Content-Encoding");
+    }
+    r.ok = reader([&](const char* data, size_t n) {
+      if (r.over) return true;
       if (body->size() + n > limit) {
-        *over = true;
+        r.over = true;
         std::string().swap(*body);
         return true;
       }
       body->append(data, n);
       return true;
     });
+    return r;
   }
 
-  void unreadable(const httplib::Request& req, httplib::Response& res, const std::string& cid) {
-    if (res.status == 413)
-      return send_error(res, 413, "payload_too_large", "the body is too large", cid);
-    bool no_length = !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding");
-    send_error(res, 400, "bad_request",
-               no_length ? "a POST needs a Content-Length, 0 for no body (curl: -d '')" : "the body could not be read",
-               cid);
+  // The answer for a body that was not kept; false if it was.
+  bool refused_body(const BodyRead& r, size_t limit, httplib::Response& res, const std::string& cid) {
+    if (!r.ok) {
+      if (res.status == 413) send_error(res, 413, "payload_too_large", "the body is too large", cid);
+      else send_error(res, 400, "bad_request", "the body could not be read", cid);
+    } else if (r.encoded) {
+      send_error(res, 415, "unsupported_media_type", "Content-Encoding is not supported: send the body as it is", cid);
+    } else if (r.over) {
+      send_error(res, 413, "payload_too_large", "body is more than the limit of " + std::to_string(limit) + " bytes",
+                 cid);
+    } else {
+      return false;
+    }
+    return true;
   }
 
   void count_http(const char* route, const httplib::Response& res) {
@@ -240,19 +267,16 @@ struct Server::Impl {
     return [this, route, inner](const httplib::Request& req, httplib::Response& res,
                                 const httplib::ContentReader& reader) {
       std::string body;
-      bool over = false;
-      bool ok = read_body(reader, authorized(req) ? kMaxAdminBody : 0, &body, &over);
-      if (!authorized(req) || !ok || over) {
+      bool authorized_ = authorized(req);
+      BodyRead r = read_body(req, reader, authorized_ ? kMaxAdminBody : 0, &body);
+      if (!authorized_ || r.over || r.encoded || !r.ok) {
         std::string cid =
             correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
         res.set_header("X-Correlation-ID", cid);
-        if (!authorized(req))
+        if (!authorized_)
           send_error(res, 401, "unauthorized", "this route needs the admin token (Authorization: Bearer ...)", cid);
-        else if (!ok)
-          unreadable(req, res, cid);
         else
-          send_error(res, 413, "payload_too_large",
-                     "the body is more than " + std::to_string(kMaxAdminBody) + " bytes", cid);
+          refused_body(r, kMaxAdminBody, res, cid);
         return count_http(route, res);
       }
       // httplib gives content-reader handlers the request without its body (it did not read
@@ -266,8 +290,7 @@ struct Server::Impl {
   httplib::Server::HandlerWithContentReader no_route() {
     return [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
       std::string body;
-      bool over = false;
-      read_body(reader, 0, &body, &over);
+      read_body(req, reader, 0, &body);
       std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
       res.set_header("X-Correlation-ID", cid);
       send_error(res, 404, "not_found", "no route " + req.method + " " + log_safe(req.path, true), cid);
@@ -288,20 +311,20 @@ struct Server::Impl {
         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
         call.content_length = ec == std::errc() && end == v.data() + v.size() ? n : SIZE_MAX;
       }
-      WebhookAnswer a = engine.webhook(call);
+      WebhookAnswer a;
+      try {
+        a = engine.webhook(call);
+      } catch (...) {
+        std::string body;
+        read_body(req, reader, 0, &body);  // the connection stays in step; then the 500
+        throw;
+      }
       std::string body;
-      bool over = false;
-      bool ok = read_body(reader, a.status == 100 ? a.max_body_bytes : 0, &body, &over);
+      BodyRead r = read_body(req, reader, a.status == 100 ? a.max_body_bytes : 0, &body);
       if (a.status != 100) {
         refuse_webhook(call, a, res, cid);
-      } else if (!ok) {
-        unreadable(req, res, cid);
+      } else if (refused_body(r, a.max_body_bytes, res, cid)) {
         count_webhook(call, res.status);
-      } else if (over) {
-        a.status = 413;
-        a.code = "payload_too_large";
-        a.message = "body is more than the limit of " + std::to_string(a.max_body_bytes) + " bytes";
-        refuse_webhook(call, a, res, cid);
       } else {
         auto started = std::chrono::steady_clock::now();
         call.headers_only = false;
@@ -351,6 +374,7 @@ struct Server::Impl {
     }));
     http.Get("/metrics", wrap("metrics", true, [this](const auto&, auto& res, const auto&) {
       refresh_gauges();
+      res.status = 200;  // (counted by wrap: set before, not by httplib after)
       res.set_content(engine.metrics().render(), "text/plain; version=0.0.4");
     }));
 
@@ -506,10 +530,11 @@ struct Server::Impl {
     }));
 
     // Last: bodies for anything else are read and dropped, never kept.
-    http.Post(".*", no_route());
-    http.Put(".*", no_route());
-    http.Patch(".*", no_route());
-    http.Delete(".*", no_route());
+    // ([\s\S]: a path may hold a decoded newline, which '.' does not match.)
+    http.Post(R"([\s\S]*)", no_route());
+    http.Put(R"([\s\S]*)", no_route());
+    http.Patch(R"([\s\S]*)", no_route());
+    http.Delete(R"([\s\S]*)", no_route());
   }
 
   // Gauges computed when scraped: backlog and oldest waiting operation per flow.
@@ -549,18 +574,15 @@ Server::Server(Engine& engine, std::string admin_token) : impl_(std::make_unique
   // bounded by each route (content readers, above).
   size_t max = std::max<size_t>(engine.options().limits.max_body_bytes, size_t{64} << 20);
   h.set_payload_max_length(max);
-  h.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  h.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
+    impl_->count_http("none", res);  // no route, or refused by httplib itself
     std::string cid = correlation_id_from(req.get_header_value("traceparent"), req.get_header_value("X-Correlation-ID"));
     res.set_header("X-Correlation-ID", cid);
     std::string code = res.status == 404 ? "not_found" : res.status == 413 ? "payload_too_large" : "http_" + std::to_string(res.status);
     std::string message = res.status == 404 ? "no route " + req.method + " " + req.path
                           : res.status == 413 ? "the body is too large"
-                          // cpp-httplib refuses a POST that declares no body length at all.
-                          : res.status == 400 && req.method == "POST" && !req.has_header("Content-Length") &&
-                                    !req.has_header("Transfer-Encoding")
-                              ? "a POST needs a Content-Length, 0 for no body (curl: -d '')"
-                              : "the request was refused";
+                                              : "the request was refused";
     send_json(res, res.status, json::object{{"error", json::object{{"code", code}, {"message", message}, {"correlationId", cid}}}});
   });
   impl_->routes();
