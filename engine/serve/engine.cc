@@ -38,6 +38,7 @@ struct Engine::Tenant {
   std::string state = "starting";                    // running, stopped (why: last_error)
   std::string last_error;                            // the pipeline's last failure
   json::object last_reload;                          // the last reload's report
+  std::shared_ptr<const ws::TenantVersion> retry;    // its pipeline could not be built at start
   bool stop = false, woken = false;
   std::thread driver;
 };
@@ -261,9 +262,12 @@ void Engine::start_tenant(const std::string& name, std::shared_ptr<const ws::Ten
       raw->next = runner;
       raw->next_version = v;
     } else {
+      // Tried again by the driver, with backoff (a transient failure at start, such as no
+      // file descriptors left, must not keep the tenant down until someone reloads).
       raw->state = "stopped";
       raw->last_error = error;
-      spdlog::error("tenant {}: not started: {}", name, error);
+      raw->retry = v;
+      spdlog::error("tenant {}: not started: {}; retrying", name, error);
     }
   } else {
     raw->state = "stopped";
@@ -423,6 +427,10 @@ void Engine::driver_loop(Tenant* t) {
   // A runner that could not be rebuilt after a failure (no file descriptors, no memory) is
   // tried again with the same backoff, until it starts or a reload brings another version.
   std::shared_ptr<const ws::TenantVersion> rebuild;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    rebuild = std::move(t->retry);  // a start that failed is tried again like a rebuild
+  }
   auto try_rebuild = [&](std::unique_lock<std::mutex>& lock) {
     lock.unlock();
     std::string error;
