@@ -504,7 +504,7 @@ int l_decode(lua_State* L) {
     if (numbers.capacity() > (size_t{1} << 20)) numbers = simdjson::dom::parser();
     if (err == simdjson::NUMBER_ERROR) {
       lua_pushnil(L);
-      lua_pushliteral(L, "invalid JSON: a number out of range (integers up to 64 bits, numbers up to 1.8e308)");
+      lua_pushfstring(L, "invalid JSON: a number out of range (%s)", kNumberRangeRule);
       return 2;
     }
   }

@@ -926,7 +926,7 @@ Outcome Sandbox::map(const std::string& flow, std::string_view record_json, cons
     out.error = "invalid_json";
     out.reason = std::string("invalid JSON: ") + simdjson::error_message(err);
     if (err == simdjson::NUMBER_ERROR)
-      out.reason += " (integers must fit in 64 bits and other numbers in a double; send larger ids as strings)";
+      out.reason += std::string(" (") + kNumberRangeRule + ")";
     else if (err == simdjson::DEPTH_ERROR)
       out.reason = "invalid JSON: nested deeper than 64 levels";
     return out;

@@ -14,6 +14,11 @@
 
 namespace weft::script {
 
+// What a number in a record may be (simdjson's rule, which every reader of records follows):
+// said wherever a number out of that range is refused.
+inline constexpr const char* kNumberRangeRule =
+    "integers must fit in 64 bits and other numbers in a double; send larger ids as strings";
+
 struct Limits {
   int cpu_ms = 50;      // wall-clock budget of one call into the script
   int memory_mb = 32;   // cap on the whole Lua heap of the tenant's state

@@ -146,8 +146,8 @@ void load_fixtures(const fs::path& dir, const std::string& tenant, TenantVersion
       auto err = numbers.parse(text).error();
       if (err == simdjson::NUMBER_ERROR)
         problems->push_back({shown, 0, "$",
-                             "a number is out of range (integers up to 64 bits, numbers up to 1.8e308): "
-                             "weft refuses such a record as invalid JSON"});
+                             std::string("a number is out of range (") + script::kNumberRangeRule +
+                                 "): weft refuses such a record as invalid JSON"});
     }
     add_schema_issues(schema, doc, shown, problems);
     if (problems->size() != before) continue;
