@@ -70,6 +70,30 @@ TEST_CASE("delivery: the rate limiter allows N per sliding window", "[delivery]"
   for (int i = 0; i < 10000; ++i) REQUIRE(off.acquire(0) == 0);
 }
 
+TEST_CASE("delivery: a 429 pauses the connection's limiter, also with no limit set", "[delivery]") {
+  RateLimiter off(0, 60000);
+  off.pause_until(5000);
+  CHECK(off.acquire(1000) == 4000);
+  off.pause_until(3000);  // a shorter pause does not cut the longer one
+  CHECK(off.acquire(4000) == 1000);
+  CHECK(off.acquire(5000) == 0);
+  RateLimiter some(2, 60000);
+  some.pause_until(2000);
+  CHECK(some.acquire(1000) == 1000);
+  CHECK(some.acquire(2000) == 0);  // the pause took no token
+  CHECK(some.acquire(2000) == 0);
+  CHECK(some.acquire(2000) > 0);
+
+  SendResult limited{SendResult::Kind::transient, 429, 7000, "rate limit exceeded"};
+  CHECK(connection_pause_ms(limited) == 7000);
+  limited.retry_after_ms.reset();
+  CHECK(connection_pause_ms(limited) == 1000);  // no hint: a short pause
+  limited.retry_after_ms = kMaxRetryAfterMs;
+  CHECK(connection_pause_ms(limited) == 15 * 60000);  // the operation waits its hint, not the connection
+  SendResult unavailable{SendResult::Kind::transient, 503, 7000, "down"};
+  CHECK(connection_pause_ms(unavailable) == 0);  // about this request, not the limit
+}
+
 TEST_CASE("delivery: a connection's limiter is shared by whoever calls it", "[delivery]") {
   auto worker = shared_limiter("t/omni", 2, 60000);
   auto job = shared_limiter("t/omni", 2, 60000);  // a reconciliation of the same connection

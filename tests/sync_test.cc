@@ -203,6 +203,28 @@ TEST_CASE("sync: faults at Omnisend are retried until everything is delivered, n
   for (int i = 0; i < 200; ++i) CHECK(w.version_at_omnisend(i) == 1);
 }
 
+TEST_CASE("sync: a 429 holds the whole connection, its lookups and writes alike", "[sync][faults]") {
+  // One sender, so every request after a 429 is one weft sent knowing of it. Omnisend's
+  // limit is the brand's: a request to another contact during the wait is refused too.
+  World w(R"("max_attempts": 30, "base_ms": 10, "max_ms": 200, "max_age": "1h")",
+          R"("rate_limit": "off", "concurrency": 1)");
+  for (int i = 0; i < 20; ++i) w.ct.put_customer(customer(i));
+  Faults f;
+  f.rate_limited = 0.12;
+  f.retry_after_s = 1;  // in the body, as the real API does
+  f.seed = 11;
+  w.om.set_faults(f);
+  RunResult r = w.sync();
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto s = w.summary(r);
+  CHECK(num(s, "delivered") == 20);
+  CHECK(num(s, "retried") > 0);
+  CHECK(w.om.contact_count() == 20);
+  CHECK(w.om.brand_wait_violations() == 0);
+  CHECK(w.om.retry_after_violations() == 0);
+}
+
 TEST_CASE("sync: validation errors become rejections with the API's message", "[sync][faults]") {
   // A mapping whose email passes weft's schema but not Omnisend's own check.
   World w(R"("max_attempts": 3, "base_ms": 10)", R"("rate_limit": "off")", R"(local M = {}

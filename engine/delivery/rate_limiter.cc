@@ -5,6 +5,7 @@
 namespace weft::delivery {
 
 int64_t RateLimiter::acquire(int64_t now_ms) {
+  if (int64_t paused = paused_until_.load(std::memory_order_relaxed); paused > now_ms) return paused - now_ms;
   if (requests_ <= 0) return 0;
   std::lock_guard<std::mutex> lock(mu_);
   while (!sent_.empty() && sent_.front() <= now_ms - per_ms_) sent_.pop_front();
@@ -13,6 +14,12 @@ int64_t RateLimiter::acquire(int64_t now_ms) {
     return 0;
   }
   return sent_.front() + per_ms_ - now_ms;
+}
+
+void RateLimiter::pause_until(int64_t until_ms) {
+  int64_t held = paused_until_.load(std::memory_order_relaxed);
+  while (held < until_ms && !paused_until_.compare_exchange_weak(held, until_ms, std::memory_order_relaxed)) {
+  }
 }
 
 std::shared_ptr<RateLimiter> shared_limiter(const std::string& key, int requests, int64_t per_ms) {

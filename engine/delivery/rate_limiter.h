@@ -2,6 +2,7 @@
 // A sliding-window rate limit per destination connection (Omnisend: 400 requests per
 // minute per brand, sliding). Thread-safe; memory is one timestamp per allowed request in
 // the window, so bounded by `requests`.
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -16,8 +17,13 @@ class RateLimiter {
   RateLimiter(int requests, int64_t per_ms) : requests_(requests), per_ms_(per_ms) {}
   // 0 if a request may go now (and counts it); otherwise how many ms until one may.
   int64_t acquire(int64_t now_ms);
+  // Holds every request until `until_ms`, also with no limit set: the API answered 429, and
+  // its limit is the connection's (Omnisend: per brand), so any request before then would
+  // only be refused too and spend an attempt. A shorter pause never cuts a longer one.
+  void pause_until(int64_t until_ms);
 
  private:
+  std::atomic<int64_t> paused_until_{0};
   std::mutex mu_;
   int requests_;
   int64_t per_ms_;

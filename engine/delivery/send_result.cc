@@ -21,4 +21,10 @@ std::optional<int64_t> parse_retry_after(const std::string& header, int64_t now_
   return at_ms > now_ms ? std::min(at_ms - now_ms, kMaxRetryAfterMs) : 0;
 }
 
+int64_t connection_pause_ms(const SendResult& r) {
+  if (r.status != 429) return 0;
+  constexpr int64_t kMaxPauseMs = 15 * 60000;
+  return std::clamp<int64_t>(r.retry_after_ms.value_or(1000), 0, kMaxPauseMs);
+}
+
 }  // namespace weft::delivery

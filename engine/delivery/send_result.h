@@ -19,6 +19,11 @@ struct SendResult {
 // so `now + wait` never overflows; the retry policy's max_age dead-letters it.
 constexpr int64_t kMaxRetryAfterMs = int64_t{10} * 365 * 86400000;
 
+// How long a whole connection holds its requests after this answer (RateLimiter::pause_until):
+// for a 429, the wait it asks for (1 s without a hint), at most 15 minutes (the operation
+// itself still waits its full hint); 0 for any other answer.
+int64_t connection_pause_ms(const SendResult& r);
+
 // A Retry-After header value (delay-seconds or an HTTP-date) as milliseconds from now_ms,
 // at most kMaxRetryAfterMs.
 std::optional<int64_t> parse_retry_after(const std::string& header, int64_t now_ms);

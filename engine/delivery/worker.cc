@@ -205,9 +205,7 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       if (stopping_) {
         // Not sent: it stays in the outbox for the next run.
         while (!queue_.empty()) {
-          const Job& j = queue_.front();
-          erase_one(busy_ops_, j.op.id);
-          if (j.op.entity_id != 0) erase_one(busy_entities_, j.op.entity_id);
+          release(queue_.front());
           queue_.pop_front();
         }
         done_cv_.notify_all();
@@ -257,10 +255,7 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
     if (stopped) {
       // Not sent: the operations stay in the outbox for the next run.
       std::lock_guard<std::mutex> lock(mu_);
-      for (const auto& j : jobs) {
-        erase_one(busy_ops_, j.op.id);
-        if (j.op.entity_id != 0) erase_one(busy_entities_, j.op.entity_id);
-      }
+      for (const auto& j : jobs) release(j);
       done_cv_.notify_all();
       continue;
     }
@@ -269,11 +264,26 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
     std::vector<Answer> failures(jobs.size());   // lookups and connector faults
     std::vector<Answer*> answer_of(jobs.size());  // each job's answer, in `got` or `failures`
     std::vector<size_t> sending;
+    // A lookup answered 429 holds the connection (its limit is the connection's): the jobs
+    // not sent yet go back to the outbox as they were, without spending an attempt, and
+    // come again once the pause is over.
+    std::vector<bool> held(jobs.size(), false);
+    bool paused = false;
     for (size_t i = 0; i < jobs.size(); ++i) {
       answer_of[i] = &failures[i];
+      if (paused) {
+        held[i] = true;
+        continue;
+      }
       if (!jobs[i].op.guard.empty()) {
         try {
-          if (!guard_first_write(*dest, jobs[i], &failures[i].result)) continue;
+          if (!guard_first_write(*dest, jobs[i], &failures[i].result)) {
+            if (int64_t pause = connection_pause_ms(failures[i].result)) {
+              limiter_->pause_until(util::now_ms() + pause);
+              paused = true;
+            }
+            continue;
+          }
         } catch (const std::exception& e) {
           failures[i].result = {SendResult::Kind::transient, 0, std::nullopt,
                                 std::string("looking the record up before its first write: ") + e.what()};
@@ -281,6 +291,10 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         }
       }
       sending.push_back(i);
+    }
+    if (paused) {
+      for (size_t i : sending) held[i] = true;
+      sending.clear();
     }
     // Answers stay where the connector made them: a json::value moved by assignment into
     // another keeps that one's storage and copies (batch answers live in an arena).
@@ -330,10 +344,22 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         }
       }
     };
-    for (size_t i = 0; i < jobs.size(); ++i) take_answer(jobs[i], *answer_of[i]);
+    // A write answered 429 holds the whole connection too, not only these operations.
+    int64_t pause = 0;
+    for (size_t k : sending) pause = std::max(pause, connection_pause_ms(answer_of[k]->result));
+    if (pause > 0) limiter_->pause_until(util::now_ms() + pause);
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (!held[i]) take_answer(jobs[i], *answer_of[i]);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      for (auto& j : jobs) answered_.push_back(std::move(j));
+      for (size_t i = 0; i < jobs.size(); ++i) {
+        if (held[i]) {
+          release(jobs[i]);
+          woken_ = true;
+        } else {
+          answered_.push_back(std::move(jobs[i]));
+        }
+      }
     }
     done_cv_.notify_all();
   }
@@ -468,10 +494,12 @@ void Worker::record(std::vector<Job>& done) {
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& j : done) {
-    erase_one(busy_ops_, j.op.id);
-    if (j.op.entity_id != 0) erase_one(busy_entities_, j.op.entity_id);
-  }
+  for (const auto& j : done) release(j);
+}
+
+void Worker::release(const Job& j) {
+  erase_one(busy_ops_, j.op.id);
+  if (j.op.entity_id != 0) erase_one(busy_entities_, j.op.entity_id);
 }
 
 }  // namespace weft::delivery

@@ -87,6 +87,8 @@ class Worker {
   void send_loop(std::unique_ptr<Destination> dest);
   void record(std::vector<Job>& done);
   bool guard_first_write(Destination& dest, Job& j, SendResult* failed);
+  // Unclaims a job's operation and entity (under mu_): the dispatcher may take them again.
+  void release(const Job& j);
   // A rejection or dead letter for an operation (which leaves the outbox). Store lock held.
   void park(const store::Operation& op, const std::string& kind, const std::string& error, const std::string& reason,
             int attempts);

@@ -71,7 +71,7 @@ struct JobRequest {
 
 class Scheduler;
 
-// Lowers the calling thread's scheduling priority (nice 3) and so that of the threads it
+// Lowers the calling thread's scheduling priority (nice 10) and so that of the threads it
 // starts: pipeline and job threads yield to the webhook and admin threads on busy cores.
 void lower_priority();
 

@@ -7,6 +7,7 @@
 #include "connectors/omnisend/client.h"
 #include "connectors/registry.h"
 #include "engine/delivery/rate_limiter.h"
+#include "engine/delivery/send_result.h"
 #include "engine/pipeline/fields.h"
 #include "engine/pipeline/pipeline.h"
 #include "engine/util/ids.h"
@@ -457,8 +458,8 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
       delivery::SendResult res;
       if (!dest.find_contact(ident.first, ident.second, &contact, &res)) {
         ++errors;
-        if (res.retry_after_ms && *res.retry_after_ms > 0)
-          std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(*res.retry_after_ms, 10000)));
+        // A 429 holds the connection's deliveries and the next lookup alike.
+        if (int64_t pause = delivery::connection_pause_ms(res)) limiter->pause_until(util::now_ms() + pause);
         continue;
       }
       if (contact.empty()) {

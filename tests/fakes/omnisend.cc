@@ -70,6 +70,8 @@ struct FakeOmnisend::State {
   int64_t order_violations = 0;
   std::map<std::string, Clock::time_point> not_before;  // request key -> end of its 429 wait
   int64_t retry_after_violations = 0;
+  Clock::time_point brand_not_before{};  // end of the latest 429's wait, for every request
+  int64_t brand_wait_violations = 0;
   std::map<std::string, Batch> batches;  // batchID -> batch
   uint64_t next_batch_id = 1, next_item_id = 1;
 
@@ -360,6 +362,7 @@ FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>
       {
         std::lock_guard<std::mutex> lock(S->mu);
         waits = !S->not_before.empty();
+        if (arrived < S->brand_not_before) ++S->brand_wait_violations;
       }
       if (waits) {
         keys = retry_keys(req);
@@ -383,6 +386,7 @@ FakeOmnisend::FakeOmnisend(std::string api_key) : state_(std::make_unique<State>
         auto until = Clock::now() + std::chrono::milliseconds(outcome.retry_after_s * 1000 - 20);
         std::lock_guard<std::mutex> lock(S->mu);
         for (const auto& key : keys) S->not_before[key] = until;
+        S->brand_not_before = std::max(S->brand_not_before, until);
       }
     };
   };
@@ -628,6 +632,11 @@ int64_t FakeOmnisend::order_violations() const {
 size_t FakeOmnisend::batch_count() const {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->batches.size();
+}
+
+int64_t FakeOmnisend::brand_wait_violations() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->brand_wait_violations;
 }
 
 int64_t FakeOmnisend::retry_after_violations() const {

@@ -82,6 +82,10 @@ class FakeOmnisend {
   // the event's contact.email, else method + path. A batch has the keys of its items (as if
   // each had been sent to its endpoint alone) and counts once if any of them came early.
   int64_t retry_after_violations() const;
+  // Requests of any kind that came while a 429's wait was running (the real limit is the
+  // brand's, shared by every request). A client with several requests in flight can only
+  // hold back those it sends after reading the 429: assert 0 with one sender.
+  int64_t brand_wait_violations() const;
   // Batches created by POST /v3/batches (answered 201).
   size_t batch_count() const;
 
