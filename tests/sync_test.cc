@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "connectors/omnisend/client.h"
+#include "engine/store/db_lock.h"
 #include "engine/store/store.h"
 #include "tests/fakes/commercetools.h"
 #include "tests/fakes/omnisend.h"
@@ -275,6 +276,43 @@ TEST_CASE("sync: a destination that never recovers fills the dead letters; repla
   // Replayed once: a second replay has nothing to do.
   r = run_weft("replay --workspace " + w.ws + " --tenant acme");
   CHECK(num(w.summary(r), "delivered") == 0);
+}
+
+TEST_CASE("sync: one engine per database; a second sync or replay is refused and changes nothing",
+          "[sync][lock]") {
+  World w(R"("max_attempts": 2, "base_ms": 10, "max_ms": 20)");
+  for (int i = 0; i < 5; ++i) w.ct.put_customer(customer(i));
+  w.om.set_down(true);
+  REQUIRE(w.sync().code == 1);  // five dead letters to replay
+  {
+    // Another engine (as weft serve would) holds the database.
+    std::string error;
+    auto held = weft::store::DbLock::take(w.db(), "weft serve", &error);
+    REQUIRE(held);
+    CHECK_FALSE(weft::store::DbLock::take(w.db(), "weft sync", &error));  // also within one process
+    CHECK(error.find("weft serve, pid " + std::to_string(getpid())) != std::string::npos);
+    w.om.set_down(false);
+    RunResult r = w.sync();
+    CHECK(r.code == 2);
+    CHECK(r.err.find("another weft is running on " + w.db() + " (weft serve, pid") != std::string::npos);
+    r = run_weft("replay --workspace " + w.ws + " --tenant acme");
+    CHECK(r.code == 2);
+    CHECK(r.err.find("replay through its admin API") != std::string::npos);
+    r = run_weft("serve --workspace " + w.ws + " --listen 127.0.0.1:0 --no-watch");
+    CHECK(r.code == 2);
+    CHECK(r.err.find("another weft is running on " + w.db()) != std::string::npos);
+    CHECK(w.om.contact_count() == 0);
+    // Reading needs no lock.
+    RunResult list = run_weft("replay --workspace " + w.ws + " --tenant acme --list");
+    CHECK(list.code == 0);
+    CHECK(std::count(list.out.begin(), list.out.end(), '\n') == 5);
+    CHECK(run_weft("status --db " + w.db()).code == 0);
+  }
+  // Released with its holder: the replay runs.
+  RunResult r = run_weft("replay --workspace " + w.ws + " --tenant acme");
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK(w.om.contact_count() == 5);
 }
 
 TEST_CASE("sync: secrets never reach the store, the output or the dry-run", "[sync][secrets]") {

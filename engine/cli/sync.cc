@@ -15,6 +15,7 @@
 #include "engine/cli/commands.h"
 #include "engine/cli/common.h"
 #include "engine/pipeline/runner.h"
+#include "engine/store/db_lock.h"
 #include "engine/store/store.h"
 #include "engine/util/thread_name.h"
 #include "engine/util/time.h"
@@ -63,6 +64,22 @@ std::unique_ptr<store::Store> open_store(const std::string& path, bool create, b
     std::fprintf(stderr, "error: %s\n", e.what());
     return nullptr;
   }
+}
+
+// The database's engine lock (store/db_lock.h), taken before anything is written to it.
+// Prints the error, with `hint`, and returns nullptr when another engine holds it.
+std::unique_ptr<store::DbLock> lock_db(const std::string& path, const char* command, const char* hint = "") {
+  std::string error;
+  try {
+    fs::path parent = fs::path(path).parent_path();
+    if (!parent.empty()) fs::create_directories(parent);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return nullptr;
+  }
+  auto lock = store::DbLock::take(path, command, &error);
+  if (!lock) std::fprintf(stderr, "error: %s%s\n", error.c_str(), hint);
+  return lock;
 }
 
 // The tenant's runner over the database at `path` (its threads open their own connections
@@ -225,11 +242,18 @@ int run_sync(const SyncOptions& o) {
     }
     flows.push_back(o.flow);
   }
-  auto store = open_store(o.db.empty() ? default_db(o.workspace) : o.db, true);
+  std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
+  if (db == ":memory:" || db.empty()) {  // open_store says why
+    open_store(db, true);
+    return kConfigError;
+  }
+  auto lock = lock_db(db, "weft sync");
+  if (!lock) return kConfigError;
+  auto store = open_store(db, true);
   if (!store) return kConfigError;
   std::mutex store_mu;
   ws::Secrets secrets;
-  auto runner = make_runner(version, *store, store_mu, secrets, flows, o.db.empty() ? default_db(o.workspace) : o.db);
+  auto runner = make_runner(version, *store, store_mu, secrets, flows, db);
   if (!runner) return kConfigError;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
@@ -302,6 +326,10 @@ int run_replay(const ReplayOptions& o) {
   }
   auto version = load_checked(o.workspace, o.tenant);
   if (!version) return kConfigError;
+  auto lock = lock_db(db, "weft replay",
+                      "; while weft serve runs, replay through its admin API "
+                      "(POST /api/tenants/{t}/replay)");
+  if (!lock) return kConfigError;
   std::mutex store_mu;
   ws::Secrets secrets;
   auto runner = make_runner(version, *store, store_mu, secrets, {}, db);

@@ -90,6 +90,8 @@ bool Engine::start(std::string* error) {
   try {
     fs::path parent = fs::path(db_).parent_path();
     if (!parent.empty()) fs::create_directories(parent);
+    db_lock_ = store::DbLock::take(db_, "weft serve", error);
+    if (!db_lock_) return false;
     store_ = store::open_sqlite(db_, store::kWriterCacheKiB);
     // Lane 0's spool keeps the name it had before there were lanes.
     lanes_.resize(kLanes);

@@ -25,6 +25,7 @@
 
 #include "engine/http/webhook.h"
 #include "engine/pipeline/runner.h"
+#include "engine/store/db_lock.h"
 #include "engine/store/store.h"
 #include "engine/util/metrics.h"
 #include "engine/workspace/registry.h"
@@ -165,6 +166,7 @@ class Engine {
   workspace::Registry registry_;
   workspace::Secrets secrets_;
   util::Metrics metrics_;
+  std::unique_ptr<store::DbLock> db_lock_;  // one engine per database (store/db_lock.h)
   std::unique_ptr<store::Store> store_;  // the writer
   std::mutex store_mu_;
 
