@@ -3,6 +3,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "engine/store/store.h"
@@ -57,6 +58,36 @@ TEST_CASE("store: a database from a newer weft is refused with a clear error", "
     CHECK_THAT(e.what(), Catch::Contains(path));
   }
   CHECK_THROWS_AS(open_sqlite((dir.path() / "no/such/dir/weft.db").string()), StoreError);
+}
+
+TEST_CASE("store: commands that only read open a database as it is", "[store]") {
+  TempDir dir;
+  std::string path = (dir.path() / "weft.db").string();
+  CHECK_THROWS_WITH(open_sqlite_as_is(path), Catch::Contains(path));  // never created
+  CHECK_FALSE(std::filesystem::exists(path));
+  {
+    auto s = open_sqlite(path);
+    InboxRecord r = rec("m1");
+    CHECK(s->inbox_add(r));
+  }
+  CHECK(open_sqlite_as_is(path)->inbox_next(10).size() == 1);
+  // Another database (not weft's, or an older weft's) is refused and left as it was, not
+  // migrated under whoever uses it.
+  std::string other = (dir.path() / "other.db").string();
+  {
+    SQLite::Database raw(other, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    raw.exec("CREATE TABLE t (x)");
+  }
+  CHECK_THROWS_WITH(open_sqlite_as_is(other), Catch::Contains("not a weft database"));
+  {
+    SQLite::Database raw(other, SQLite::OPEN_READWRITE);
+    CHECK(raw.execAndGet("SELECT count(*) FROM sqlite_master").getInt() == 1);
+    raw.exec("PRAGMA user_version = 1");
+  }
+  CHECK_THROWS_WITH(open_sqlite_as_is(other), Catch::Contains("older than this weft's"));
+  SQLite::Database raw(other, SQLite::OPEN_READONLY);
+  CHECK(raw.execAndGet("PRAGMA user_version").getInt() == 1);
+  CHECK(raw.execAndGet("SELECT count(*) FROM sqlite_master").getInt() == 1);
 }
 
 TEST_CASE("store: the inbox is idempotent on tenant, connection and message id", "[store]") {

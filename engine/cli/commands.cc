@@ -288,7 +288,7 @@ class Planner {
         error_ = "--db " + db + ": no such database";
         return;
       }
-      store_ = store::open_sqlite(db.empty() ? ":memory:" : db);
+      store_ = db.empty() ? store::open_sqlite(":memory:") : store::open_sqlite_as_is(db);
       pipeline_ = std::make_unique<pipeline::Pipeline>(version_, *store_);
       if (!per_record_) store_->begin();
     } catch (const std::exception& e) {

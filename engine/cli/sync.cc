@@ -35,17 +35,25 @@ namespace {
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
+// Whether `path` can be the database: a file, and one that exists unless it may be created.
+// Prints why not.
+bool db_path_ok(const std::string& path, bool create) {
+  if (path == ":memory:" || path.empty()) {
+    std::fprintf(stderr, "error: --db must be a file: the pipeline's threads each open it\n");
+    return false;
+  }
+  std::error_code ec;
+  if (!create && !fs::exists(path, ec)) {
+    std::fprintf(stderr, "error: --db %s: no such database (nothing has run against it yet)\n", path.c_str());
+    return false;
+  }
+  return true;
+}
+
 // Opens the store, creating its folder. Prints the error and returns nullptr on failure.
 std::unique_ptr<store::Store> open_store(const std::string& path, bool create, bool prune = true) {
   try {
-    if (path == ":memory:" || path.empty()) {
-      std::fprintf(stderr, "error: --db must be a file: the pipeline's threads each open it\n");
-      return nullptr;
-    }
-    if (!create && !fs::exists(path)) {
-      std::fprintf(stderr, "error: --db %s: no such database (nothing has run against it yet)\n", path.c_str());
-      return nullptr;
-    }
+    if (!db_path_ok(path, create)) return nullptr;
     fs::path parent = fs::path(path).parent_path();
     if (!parent.empty()) fs::create_directories(parent);
     auto store = store::open_sqlite(path, store::kWriterCacheKiB);
@@ -60,6 +68,18 @@ std::unique_ptr<store::Store> open_store(const std::string& path, bool create, b
       if (n < 5000) break;
     }
     return store;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return nullptr;
+  }
+}
+
+// The database at `path` as it is, for commands that only read (store::open_sqlite_as_is).
+// Prints the error and returns nullptr on failure.
+std::unique_ptr<store::Store> open_as_is(const std::string& path) {
+  try {
+    if (!db_path_ok(path, false)) return nullptr;
+    return store::open_sqlite_as_is(path);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return nullptr;
@@ -243,10 +263,7 @@ int run_sync(const SyncOptions& o) {
     flows.push_back(o.flow);
   }
   std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
-  if (db == ":memory:" || db.empty()) {  // open_store says why
-    open_store(db, true);
-    return kConfigError;
-  }
+  if (!db_path_ok(db, true)) return kConfigError;
   auto lock = lock_db(db, "weft sync");
   if (!lock) return kConfigError;
   auto store = open_store(db, true);
@@ -295,7 +312,14 @@ int run_sync(const SyncOptions& o) {
 
 int run_replay(const ReplayOptions& o) {
   std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
-  auto store = open_store(db, false);
+  std::unique_ptr<store::DbLock> lock;
+  if (!o.list) {
+    if (!db_path_ok(db, false)) return kConfigError;  // no lock file made beside nothing
+    lock = lock_db(db, "weft replay",
+                   "; while weft serve runs, replay through its admin API (POST /api/tenants/{t}/replay)");
+    if (!lock) return kConfigError;
+  }
+  auto store = o.list ? open_as_is(db) : open_store(db, false);
   if (!store) return kConfigError;
   std::string kind = o.kind == "all" ? "" : o.kind;
   std::vector<store::Parked> items;
@@ -326,10 +350,6 @@ int run_replay(const ReplayOptions& o) {
   }
   auto version = load_checked(o.workspace, o.tenant);
   if (!version) return kConfigError;
-  auto lock = lock_db(db, "weft replay",
-                      "; while weft serve runs, replay through its admin API "
-                      "(POST /api/tenants/{t}/replay)");
-  if (!lock) return kConfigError;
   std::mutex store_mu;
   ws::Secrets secrets;
   auto runner = make_runner(version, *store, store_mu, secrets, {}, db);
@@ -361,7 +381,7 @@ int run_replay(const ReplayOptions& o) {
 
 int run_status(const StatusOptions& o) {
   std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
-  auto store = open_store(db, false);
+  auto store = open_as_is(db);
   if (!store) return kConfigError;
   json::array flows;
   for (const auto& s : store->status()) {

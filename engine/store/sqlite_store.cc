@@ -213,8 +213,23 @@ constexpr int kLatest = static_cast<int>(sizeof kMigrations / sizeof kMigrations
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(const std::string& path, int cache_kib)
-      : path_(path), db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_FULLMUTEX) {
+  SqliteStore(const std::string& path, int cache_kib, bool as_is = false)
+      : path_(path),
+        db_(path, SQLite::OPEN_READWRITE | (as_is ? 0 : SQLite::OPEN_CREATE) | SQLite::OPEN_FULLMUTEX) {
+    if (as_is) {
+      db_.setBusyTimeout(5000);
+      int have = schema_version();
+      if (have != kLatest)
+        throw StoreError(path_ + ": " +
+                         (have == 0 ? std::string("not a weft database")
+                          : have > kLatest
+                              ? "the database has schema version " + std::to_string(have) + ", newer than this weft knows (" +
+                                    std::to_string(kLatest) + "); use a newer weft"
+                              : "the database has schema version " + std::to_string(have) + ", older than this weft's (" +
+                                    std::to_string(kLatest) + "); weft sync or weft serve upgrades it (this command only reads)"));
+      db_.exec("PRAGMA foreign_keys=ON");
+      return;
+    }
     if (cache_kib > 0) db_.exec("PRAGMA cache_size=-" + std::to_string(cache_kib));
     db_.exec("PRAGMA journal_mode=WAL");
     db_.exec("PRAGMA synchronous=NORMAL");  // WAL + NORMAL: durable at commit, no fsync per record
@@ -998,11 +1013,19 @@ class SqliteStore final : public Store {
       throw StoreError(path_ + ": the database has schema version " + std::to_string(have) +
                        ", newer than this weft knows (" + std::to_string(kLatest) +
                        "); use a newer weft or another --db");
-    for (int n = have + 1; n <= kLatest; ++n) {
-      SQLite::Transaction t(db_);
-      db_.exec(kMigrations[n - 1]);
-      db_.exec("PRAGMA user_version = " + std::to_string(n));
-      t.commit();
+    if (have == kLatest) return;
+    // Taken for writing before the version is read again: two processes starting on an
+    // old database at once must not both apply the same migration.
+    db_.exec("BEGIN IMMEDIATE");
+    try {
+      for (int n = schema_version() + 1; n <= kLatest; ++n) {
+        db_.exec(kMigrations[n - 1]);
+        db_.exec("PRAGMA user_version = " + std::to_string(n));
+      }
+      db_.exec("COMMIT");
+    } catch (...) {
+      db_.exec("ROLLBACK");
+      throw;
     }
   }
 
@@ -1022,6 +1045,16 @@ std::unique_ptr<Store> open_sqlite(const std::string& path, int cache_kib) {
   (void)memstatus_off;
   try {
     return std::make_unique<SqliteStore>(path, cache_kib);
+  } catch (const StoreError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw StoreError(path + ": " + e.what());
+  }
+}
+
+std::unique_ptr<Store> open_sqlite_as_is(const std::string& path) {
+  try {
+    return std::make_unique<SqliteStore>(path, 0, true);
   } catch (const StoreError&) {
     throw;
   } catch (const std::exception& e) {

@@ -274,5 +274,10 @@ class Store {
 // bound, so memory still does not grow with the backlog.
 constexpr int kWriterCacheKiB = 32 * 1024;
 std::unique_ptr<Store> open_sqlite(const std::string& path, int cache_kib = 0);
+// A weft database that exists, as it is: never created, migrated or pruned, for commands that
+// only read (status, replay --list; dry-run, whose plans are rolled back), so a newer weft's
+// status run against a live database does not upgrade it under the weft serving it. Throws
+// StoreError when the database is missing or has another schema version than this weft's.
+std::unique_ptr<Store> open_sqlite_as_is(const std::string& path);
 
 }  // namespace weft::store
