@@ -1114,6 +1114,49 @@ TEST_CASE("sandbox: norm.money with numbers, tables and views", "[sandbox]") {
   CHECK_OK(run(*odd, R"({"d":"2"})"), R"({"v":null,"why":"money object's fractionDigits must be a number"})");
 }
 
+TEST_CASE("sandbox: norm.money reads a high-precision money object's preciseAmount", "[sandbox][norm]") {
+  // commercetools keeps the exact amount of a high-precision price in preciseAmount, counted
+  // in fractionDigits; centAmount is it rounded to cents (1235 for 12.345 EUR).
+  auto box = Tenant(flow(R"(  local function m(x) local v, why = norm.money(x) return { v = v or json.null, why = why or json.null } end
+  return {
+    view = m(rec.price),
+    table = m({ type = 'highPrecision', currencyCode = 'EUR', centAmount = 1235, preciseAmount = 123450, fractionDigits = 4 }),
+    untyped = m({ centAmount = 1235, preciseAmount = 123450, fractionDigits = 4 }),
+    negative = m({ type = 'highPrecision', centAmount = -1235, preciseAmount = -123450, fractionDigits = 4 }),
+    cents = m({ type = 'centPrecision', centAmount = 1235, fractionDigits = 2 }),
+    no_precise = m({ type = 'highPrecision', centAmount = 1235, fractionDigits = 4 }),
+    no_digits = m({ type = 'highPrecision', centAmount = 1235, preciseAmount = 123450 }),
+    not_whole = m({ type = 'highPrecision', preciseAmount = 1234.5, fractionDigits = 4 }),
+    text = m({ type = 'highPrecision', preciseAmount = '123450', fractionDigits = 4 }),
+    too_big = m({ type = 'highPrecision', preciseAmount = 2^53, fractionDigits = 8 }),
+    largest = m({ type = 'highPrecision', preciseAmount = 2^53 - 1, fractionDigits = 0 }),
+    too_big_view = m(rec.big),
+  })"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"price":{"type":"highPrecision","currencyCode":"EUR","centAmount":1235,"preciseAmount":123450,"fractionDigits":4},
+                               "big":{"type":"highPrecision","centAmount":1,"preciseAmount":90071992547409930,"fractionDigits":8}})");
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["view"] == bj::parse(R"({"v":12.345,"why":null})"));
+  CHECK(out["table"] == bj::parse(R"({"v":12.345,"why":null})"));
+  CHECK(out["untyped"] == bj::parse(R"({"v":12.345,"why":null})"));
+  CHECK(out["negative"] == bj::parse(R"({"v":-12.345,"why":null})"));
+  CHECK(out["cents"] == bj::parse(R"({"v":12.35,"why":null})"));  // centPrecision as before
+  CHECK(out["no_precise"] == bj::parse(R"({"v":null,"why":"high-precision money object has no preciseAmount"})"));
+  CHECK(out["no_digits"] == bj::parse(R"({"v":null,"why":"high-precision money object has no fractionDigits"})"));
+  CHECK(out["not_whole"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53"})"));
+  CHECK(out["text"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53, got a string"})"));
+  CHECK(out["too_big"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53"})"));
+  CHECK(out["largest"] == bj::parse(R"({"v":9007199254740991,"why":null})"));
+  // A record's integer beyond 2^53 reaches the script as its digits: refused, not rounded.
+  CHECK(out["too_big_view"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53, got a string"})"));
+}
+
 TEST_CASE("sandbox: norm functions give nil and a reason on nil input", "[sandbox]") {
   const char* calls[] = {"norm.trim(nil)",    "norm.lower(nil)",         "norm.email(nil)",
                          "norm.phone(nil, 'SE')", "norm.date(nil)",      "norm.datetime(nil)",

@@ -10,6 +10,8 @@
 namespace weft::script {
 namespace {
 
+constexpr double kMaxExactInt = 9007199254740992.0;  // 2^53: doubles hold every integer below it
+
 std::string arg_text(lua_State* L, int idx) {
   if (lua_isstring(L, idx)) return lua_tostring(L, idx);
   if (lua_isnoneornil(L, idx)) return "nil";
@@ -102,23 +104,58 @@ int l_datetime(lua_State* L) {
   return unary<norm::datetime>(L, "datetime");
 }
 
+// A commercetools money object. A centPrecision one is centAmount / 10^fractionDigits
+// (fractionDigits defaults to 2). A highPrecision one ({"type": "highPrecision",
+// "centAmount": 1235, "preciseAmount": 123450, "fractionDigits": 4}) holds the amount in
+// preciseAmount, counted in its own fractionDigits; its centAmount is that amount rounded to
+// the currency's cents (12.35 of 12.345), and centAmount / 10^fractionDigits would be
+// 0.1235. The object is at index 1; on success *amount and *digits are set (and
+// *precise_used, when the amount is preciseAmount), else *why.
+bool money_object(lua_State* L, double* amount, double* digits, bool* precise_used, std::string* why) {
+  get_field(L, 1, "type", 4);
+  get_field(L, 1, "preciseAmount", 13);
+  get_field(L, 1, "centAmount", 10);
+  get_field(L, 1, "fractionDigits", 14);
+  const int type = -4, precise = -3, cents = -2, fraction = -1;
+  size_t n = 0;
+  const char* t = lua_type(L, type) == LUA_TSTRING ? lua_tolstring(L, type, &n) : nullptr;
+  const bool high = !lua_isnil(L, precise) || (t != nullptr && std::string_view(t, n) == "highPrecision");
+  if (high) {
+    // preciseAmount counts units of 10^-fractionDigits, so without fractionDigits there is no
+    // amount: it is not assumed to be 2, as it is for centAmount.
+    if (lua_isnil(L, precise)) *why = "high-precision money object has no preciseAmount";
+    else if (lua_type(L, precise) != LUA_TNUMBER)  // a record's integer beyond 2^53 arrives as its digits
+      *why = std::string("money object's preciseAmount must be a whole number below 2^53, got a ") +
+             luaL_typename(L, precise);
+    else if (lua_isnil(L, fraction)) *why = "high-precision money object has no fractionDigits";
+    *amount = lua_tonumber(L, precise);
+  } else {
+    if (lua_type(L, cents) != LUA_TNUMBER) *why = "money object has no numeric centAmount";
+    *amount = lua_tonumber(L, cents);
+  }
+  if (why->empty() && !lua_isnil(L, fraction) && lua_type(L, fraction) != LUA_TNUMBER)
+    *why = "money object's fractionDigits must be a number";
+  *digits = lua_isnil(L, fraction) ? 2 : lua_tonumber(L, fraction);
+  lua_pop(L, 4);
+  if (why->empty() && high &&
+      (!std::isfinite(*amount) || *amount != std::floor(*amount) || std::fabs(*amount) >= kMaxExactInt))
+    *why = "money object's preciseAmount must be a whole number below 2^53";
+  *precise_used = high;
+  return why->empty();
+}
+
 int l_money(lua_State* L) {
   double cents, digits;
-  if (lua_istable(L, 1) || is_view(L, 1)) {  // a money object {centAmount, fractionDigits}
-    get_field(L, 1, "centAmount", 10);
-    get_field(L, 1, "fractionDigits", 14);
-    if (lua_type(L, -2) != LUA_TNUMBER) return fail(L, "money", 1, "money object has no numeric centAmount");
-    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER)
-      return fail(L, "money", 1, "money object's fractionDigits must be a number");
-    cents = lua_tonumber(L, -2);
-    digits = lua_isnil(L, -1) ? 2 : lua_tonumber(L, -1);
-    lua_pop(L, 2);
+  bool precise = false;  // checked in money_object, to 2^53
+  if (lua_istable(L, 1) || is_view(L, 1)) {  // a money object
+    std::string why;
+    if (!money_object(L, &cents, &digits, &precise, &why)) return fail(L, "money", 1, why);
   } else {
     if (lua_type(L, 1) != LUA_TNUMBER) return fail(L, "money", 1, lua_isnoneornil(L, 1) ? "no value" : "cent amount must be a number");
     cents = lua_tonumber(L, 1);
     digits = lua_isnoneornil(L, 2) ? 2 : luaL_checknumber(L, 2);
   }
-  if (!std::isfinite(cents) || cents != std::floor(cents) || std::fabs(cents) > 9.0e15)
+  if (!precise && (!std::isfinite(cents) || cents != std::floor(cents) || std::fabs(cents) > 9.0e15))
     return fail(L, "money", 1, "cent amount must be a whole number below 2^53");
   if (!std::isfinite(digits) || digits != std::floor(digits) || digits < 0 || digits > 8)
     return fail(L, "money", 1, "fraction digits must be a whole number from 0 to 8");
