@@ -1157,6 +1157,43 @@ TEST_CASE("sandbox: norm.money reads a high-precision money object's preciseAmou
         bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53, got a string"})"));
 }
 
+TEST_CASE("sandbox: norm.datetime refuses numbers that look like epoch seconds", "[sandbox][norm]") {
+  auto box = Tenant(flow(R"(  local function d(x) local v, why = norm.datetime(x) return { v = v or json.null, why = why or json.null } end
+  return {
+    ms = d(1700000000123), view = d(rec.ms), bound = d(1e11),
+    before_1970 = d(-1e11), birthdate = d(-1000000000000),
+    seconds = d(1700000000), seconds_view = d(rec.s), fractional_seconds = d(1700000000.5),
+    just_below = d(99999999999), negative_seconds = d(-86400), zero = d(0),
+  })"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"ms":1700000000123,"s":1700000000})", "f", {}, ws::CallOptions{true});
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["ms"] == bj::parse(R"({"v":"2023-11-14T22:13:20.123Z","why":null})"));
+  CHECK(out["view"] == bj::parse(R"({"v":"2023-11-14T22:13:20.123Z","why":null})"));
+  CHECK(out["bound"] == bj::parse(R"({"v":"1973-03-03T09:46:40Z","why":null})"));
+  CHECK(out["before_1970"] == bj::parse(R"({"v":"1966-10-31T14:13:20Z","why":null})"));
+  CHECK(out["birthdate"] == bj::parse(R"({"v":"1938-04-24T22:13:20Z","why":null})"));
+  const std::string seconds =
+      "not a timestamp: 1700000000 looks like epoch seconds; multiply by 1000 for epoch milliseconds "
+      "(numbers below 1e11 are refused)";
+  CHECK(out["seconds"] == bj::object{{"v", nullptr}, {"why", seconds}});
+  CHECK(out["seconds_view"] == bj::object{{"v", nullptr}, {"why", seconds}});
+  for (const char* k : {"fractional_seconds", "just_below", "negative_seconds"}) {
+    INFO(k);
+    CHECK(out[k].at("v").is_null());
+    CHECK(contains(std::string(out[k].at("why").as_string()), "looks like epoch seconds; multiply by 1000"));
+  }
+  CHECK(contains(std::string(out["fractional_seconds"].at("why").as_string()), " 1700000000.5 "));
+  CHECK(out["zero"] == bj::parse(R"j({"v":null,"why":"not a timestamp: 0 usually stands for no date (numbers below 1e11 are refused)"})j"));
+  // A dry-run lists the refusal with the number as it came.
+  auto it = std::find_if(o.notes.begin(), o.notes.end(), [](const ws::Note& n) { return n.input == "1700000000"; });
+  REQUIRE(it != o.notes.end());
+  CHECK(it->fn == "datetime");
+  CHECK(it->reason == seconds);
+}
+
 TEST_CASE("sandbox: norm functions give nil and a reason on nil input", "[sandbox]") {
   const char* calls[] = {"norm.trim(nil)",    "norm.lower(nil)",         "norm.email(nil)",
                          "norm.phone(nil, 'SE')", "norm.date(nil)",      "norm.datetime(nil)",
@@ -1175,11 +1212,11 @@ TEST_CASE("sandbox: norm functions give nil and a reason on nil input", "[sandbo
 TEST_CASE("sandbox: norm functions succeed from Lua", "[sandbox]") {
   auto box = Tenant(flow(R"(  return {
     email = norm.email(rec.email), phone = norm.phone(rec.phone, 'SE'), date = norm.date('2024-03-05T10:00:00Z'),
-    dt = norm.datetime(0), country = norm.country('Sweden'), lower = norm.lower('ÅSA'),
+    dt = norm.datetime(1700000000123), country = norm.country('Sweden'), lower = norm.lower('ÅSA'),
   })"))
                  .build();
   CHECK_OK(run(*box, R"({"email":"A@B.SE","phone":"070-123 45 67"})"),
-           R"({"country":"SE","date":"2024-03-05","dt":"1970-01-01T00:00:00Z","email":"a@b.se","lower":"åsa","phone":"+46701234567"})");
+           R"({"country":"SE","date":"2024-03-05","dt":"2023-11-14T22:13:20.123Z","email":"a@b.se","lower":"åsa","phone":"+46701234567"})");
 }
 
 // =============================================================================================

@@ -12,6 +12,17 @@ namespace {
 
 constexpr double kMaxExactInt = 9007199254740992.0;  // 2^53: doubles hold every integer below it
 
+// A number as text: whole numbers below 2^53 without ".0" or an exponent (1700000000,
+// not 1.7e+09), others as Lua's tostring writes them. Does not change the value at idx.
+std::string number_text(lua_State* L, int idx) {
+  double d = lua_tonumber(L, idx);
+  if (d == std::floor(d) && std::fabs(d) < kMaxExactInt) return std::to_string(static_cast<int64_t>(d));
+  lua_pushvalue(L, idx);  // lua_tostring converts in place: convert a copy
+  std::string text = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return text;
+}
+
 std::string arg_text(lua_State* L, int idx) {
   if (lua_isstring(L, idx)) return lua_tostring(L, idx);
   if (lua_isnoneornil(L, idx)) return "nil";
@@ -98,6 +109,18 @@ int l_phone(lua_State* L) {
 int l_datetime(lua_State* L) {
   if (lua_type(L, 1) == LUA_TNUMBER) {
     double d = lua_tonumber(L, 1);
+    // A number is read as epoch milliseconds, but epoch seconds are numbers too and nothing in
+    // the value says which it is: 1700000000 would land on 1970-01-20 instead of 2023. Below
+    // 1e11 (1973-03-03 in milliseconds, the year 5138 in seconds) a number is refused, as
+    // the string path refuses fewer than 12 digits. 0 falls under it: it usually stands for
+    // "no date", not for 1970-01-01.
+    if (std::fabs(d) < 1e11) {
+      std::string text = number_text(L, 1);
+      return fail(L, "datetime", 1,
+                  d == 0 ? "not a timestamp: 0 usually stands for no date (numbers below 1e11 are refused)"
+                         : "not a timestamp: " + text + " looks like epoch seconds; multiply by 1000 for epoch "
+                           "milliseconds (numbers below 1e11 are refused)");
+    }
     if (d != std::floor(d) || std::fabs(d) > 1e16) return fail(L, "datetime", 1, "epoch milliseconds must be a whole number");
     return give(L, "datetime", 1, norm::datetime_ms(static_cast<int64_t>(d)));
   }
