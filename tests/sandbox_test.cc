@@ -1066,6 +1066,47 @@ TEST_CASE("sandbox: norm.enum with a map, a list and a default", "[sandbox]") {
   CHECK(contains(std::string(out["why"].as_string()), "bronze"));
 }
 
+TEST_CASE("sandbox: norm.enum looks booleans and numbers up by their text", "[sandbox][norm]") {
+  auto box = Tenant(flow(R"(  local flags = { ['true'] = 'yes', ['FALSE'] = 'no', ['1'] = 'one', ['1.5'] = 'one and a half' }
+  local r = {}
+  r.t = norm.enum(true, flags)
+  r.f = norm.enum(rec.f, flags)
+  r.one = norm.enum(1, flags)
+  r.one_view = norm.enum(rec.n, flags)
+  r.half = norm.enum(1.5, flags)
+  r.list = norm.enum(2, { '1', '2' })
+  r.default = norm.enum(7, flags, 'other')
+  r.default_bool = norm.enum(rec.f, { yes = 'y' }, 'unknown')
+  local v, why = norm.enum(false, { ['1'] = 'x' })
+  r.unknown = v == nil
+  r.why = why
+  return r)"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"f":false,"n":1})", "f", {}, ws::CallOptions{true});
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["t"] == "yes");
+  CHECK(out["f"] == "no");  // matched case-insensitively, as strings are
+  CHECK(out["one"] == "one");
+  CHECK(out["one_view"] == "one");
+  CHECK(out["half"] == "one and a half");
+  CHECK(out["list"] == "2");
+  CHECK(out["default"] == "other");
+  CHECK(out["default_bool"] == "unknown");
+  CHECK(out["unknown"] == true);
+  CHECK(out["why"] == "unknown value 'false' (expected one of 1)");
+  // A dry-run says when the default stood in, with the value as text.
+  auto noted = [&](const std::string& input, const std::string& output) {
+    return std::any_of(o.notes.begin(), o.notes.end(), [&](const ws::Note& n) {
+      return n.fn == "enum" && n.input == input && n.output == output && n.reason.empty();
+    });
+  };
+  CHECK(noted("7", "other"));
+  CHECK(noted("false", "unknown"));
+  CHECK(noted("true", "yes"));
+}
+
 TEST_CASE("sandbox: norm.locale tries wanted, its language, then fallbacks and theirs", "[sandbox]") {
   auto box = Tenant(flow(R"(  local r = {}
   local function pick(...) local v, used = norm.locale(...) return { v = v or json.null, used = used } end

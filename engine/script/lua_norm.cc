@@ -205,6 +205,17 @@ int l_enum(lua_State* L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   if (readonly_target(L, 2)) lua_replace(L, 2);  // a map from ctx: read the table behind it
   bool has_default = lua_gettop(L) >= 3 && !lua_isnil(L, 3);
+  // JSON booleans and numbers are looked up by their text (true as "true", 1 as "1"), so
+  // that a flag or a numeric code maps like a string does, and falls to the default with a
+  // note when unknown.
+  if (lua_type(L, 1) == LUA_TBOOLEAN) {
+    lua_pushstring(L, lua_toboolean(L, 1) ? "true" : "false");
+    lua_replace(L, 1);
+  } else if (lua_type(L, 1) == LUA_TNUMBER) {
+    std::string text = number_text(L, 1);
+    lua_pushlstring(L, text.data(), text.size());
+    lua_replace(L, 1);
+  }
   std::string_view v;
   if (!string_arg(L, 1, &v)) {
     if (has_default) { lua_pushvalue(L, 3); return 1; }
