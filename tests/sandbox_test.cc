@@ -1107,6 +1107,18 @@ TEST_CASE("sandbox: norm.enum looks booleans and numbers up by their text", "[sa
   CHECK(noted("true", "yes"));
 }
 
+TEST_CASE("sandbox: norm.enum gives a number default or mapped value back as a number", "[sandbox][norm]") {
+  // The note's text for a number must not turn the value returned into that text.
+  auto box = Tenant(flow(R"(  local codes = { gold = 1, silver = 2.5 }
+  local a, b, c = norm.enum('gold', codes), norm.enum('Silver', codes), norm.enum('bronze', codes, 0)
+  return { a = a, b = b, c = c, types = type(a) .. ' ' .. type(b) .. ' ' .. type(c) })"))
+                 .build();
+  for (bool dry_run : {false, true}) {
+    INFO("dry-run " << dry_run);
+    CHECK_OK(run(*box, "{}", "f", {}, ws::CallOptions{dry_run}), R"({"a":1,"b":2.5,"c":0,"types":"number number number"})");
+  }
+}
+
 TEST_CASE("sandbox: norm.locale tries wanted, its language, then fallbacks and theirs", "[sandbox]") {
   auto box = Tenant(flow(R"(  local r = {}
   local function pick(...) local v, used = norm.locale(...) return { v = v or json.null, used = used } end

@@ -24,6 +24,7 @@ std::string number_text(lua_State* L, int idx) {
 }
 
 std::string arg_text(lua_State* L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) return number_text(L, idx);  // not lua_tostring: it would turn the value into text
   if (lua_isstring(L, idx)) return lua_tostring(L, idx);
   if (lua_isnoneornil(L, idx)) return "nil";
   return luaL_typename(L, idx);
@@ -232,7 +233,8 @@ int l_enum(lua_State* L) {
       const char* c = lua_tolstring(L, cand, &n);
       if (fold(std::string_view(c, n)) == want) {
         lua_pushvalue(L, -1);  // the canonical spelling (lists) or the mapped value (maps)
-        std::string out = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+        std::string out = lua_type(L, -1) == LUA_TNUMBER ? number_text(L, -1)
+                          : lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
         note(L, "enum", 1, out, "");
         return 1;
       }
