@@ -1149,6 +1149,63 @@ TEST_CASE("sandbox: norm.locale tries wanted, its language, then fallbacks and t
   CHECK(out["nil_input"].as_object()["v"].is_null());
 }
 
+TEST_CASE("sandbox: norm.locale matches tags case-insensitively, '_' as '-', a bare language any region", "[sandbox][norm]") {
+  auto box = Tenant(flow(R"(  local r = {}
+  local function pick(...) local v, used = norm.locale(...) return { v = v or json.null, used = used } end
+  r.case_ = pick({ ['de-AT'] = 'at', de = 'd' }, 'de-at')
+  r.sfcc = pick({ de_AT = 'at', de = 'd' }, 'de-AT')
+  r.sfcc_wanted = pick({ ['de-AT'] = 'at' }, 'DE_at')
+  r.exact_first = pick({ ['en-us'] = 'lower', ['en-US'] = 'exact' }, 'en-US')
+  r.fold_tie = pick({ en_us = 'underscore', ['en-us'] = 'dash' }, 'EN-US')
+  r.bare = pick({ ['en-US'] = 'us', ['en-ZA'] = 'za', ['en-GB'] = 'gb', ['en_AU'] = 'au', fr = 'f' }, 'en')
+  r.bare_own = pick({ ['en-US'] = 'us', en = 'e' }, 'en')
+  r.bare_upper = pick({ en_us = 'us' }, 'EN')
+  r.bare_fallback = pick({ ['en-US'] = 'us' }, 'sv-SE', 'en')
+  r.lang_of_region = pick({ ['de-DE'] = 'x' }, 'de-AT')
+  r.order = pick({ ['de-DE'] = 'x', en = 'e' }, 'de-AT', { 'en', 'de' })
+  r.order2 = pick({ ['de-DE'] = 'x' }, 'de-AT', { 'en', 'de' })
+  r.not_a_prefix = pick({ ['eng-GB'] = 'x', english = 'y' }, 'en')
+  r.view = pick(rec.names, 'EN')
+  r.none = pick({ fr = 'f' }, 'de-AT', { 'en', 'de', 'DE_at' })
+  return r)"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"names":{"sv_SE":"Hej","en_US":"Hi","en_GB":null,"en-AU":null}})", "f", {},
+                      ws::CallOptions{true});
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["case_"] == bj::parse(R"({"v":"at","used":"de-AT"})"));
+  CHECK(out["sfcc"] == bj::parse(R"({"v":"at","used":"de_AT"})"));
+  CHECK(out["sfcc_wanted"] == bj::parse(R"({"v":"at","used":"de-AT"})"));
+  CHECK(out["exact_first"] == bj::parse(R"({"v":"exact","used":"en-US"})"));
+  CHECK(out["fold_tie"] == bj::parse(R"({"v":"dash","used":"en-us"})"));  // '-' sorts before '_'
+  CHECK(out["bare"] == bj::parse(R"({"v":"au","used":"en_AU"})"));  // keys sorted: the first en-*
+  CHECK(out["bare_own"] == bj::parse(R"({"v":"e","used":"en"})"));
+  CHECK(out["bare_upper"] == bj::parse(R"({"v":"us","used":"en_us"})"));
+  CHECK(out["bare_fallback"] == bj::parse(R"({"v":"us","used":"en-US"})"));
+  CHECK(out["lang_of_region"].as_object()["v"].is_null());  // de-AT never takes de-DE
+  CHECK(out["order"] == bj::parse(R"({"v":"e","used":"en"})"));  // the fallbacks in their order
+  CHECK(out["order2"] == bj::parse(R"({"v":"x","used":"de-DE"})"));  // the fallback 'de' takes any region
+  CHECK(out["not_a_prefix"].as_object()["v"].is_null());
+  CHECK(out["view"] == bj::parse(R"({"v":"Hi","used":"en_US"})"));  // null values are no value
+  bj::object none = out["none"].as_object();
+  CHECK(none["v"].is_null());
+  CHECK(none["used"] == "no value for de-AT, de, en");
+
+  // A dry-run notes every pick of a key other than wanted as written, and nothing for an exact one.
+  auto noted = [&](const std::string& input, const std::string& output) {
+    return std::any_of(o.notes.begin(), o.notes.end(), [&](const ws::Note& n) {
+      return n.fn == "locale" && n.input == input && n.output == output && n.reason.empty();
+    });
+  };
+  CHECK(noted("de-at", "de-AT"));
+  CHECK(noted("de-AT", "de_AT"));
+  CHECK(noted("en", "en_AU"));
+  CHECK(noted("sv-SE", "en-US"));
+  CHECK(noted("EN", "en_US"));
+  CHECK(std::none_of(o.notes.begin(), o.notes.end(), [](const ws::Note& n) { return n.input == "en-US"; }));
+}
+
 TEST_CASE("sandbox: norm.money with numbers, tables and views", "[sandbox]") {
   auto box = Tenant(flow(R"(  return {
     a = norm.money(1999, 2),

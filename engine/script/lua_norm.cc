@@ -250,7 +250,76 @@ int l_enum(lua_State* L) {
   return fail(L, "enum", 1, "unknown value '" + std::string(v) + "' (expected one of " + known + ")");
 }
 
-// norm.locale(localized, wanted, fallbacks): wanted, its language, then each fallback.
+// BCP 47 tags are case-insensitive (de-AT is de-at), and SFCC writes them with '_'
+// (de_AT): locale keys compare by this folding, ASCII lowercase with '_' as '-'.
+char tag_char(char c) {
+  if (c >= 'A' && c <= 'Z') return static_cast<char>(c - 'A' + 'a');
+  return c == '_' ? '-' : c;
+}
+
+bool same_tag(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (tag_char(a[i]) != tag_char(b[i])) return false;
+  return true;
+}
+
+// Whether key is a regional tag of the bare language lang ("en-US" and "en_gb" of "en").
+bool of_language(std::string_view key, std::string_view lang) {
+  return key.size() > lang.size() + 1 && tag_char(key[lang.size()]) == '-' && same_tag(key.substr(0, lang.size()), lang);
+}
+
+// Whether key a sorts before key b: by their folded text, then (keys that fold the same,
+// en-US and en_us) by their bytes, so that which key is taken does not depend on the
+// order a table happens to hold its keys in.
+bool tag_before(std::string_view a, std::string_view b) {
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    auto x = static_cast<unsigned char>(tag_char(a[i])), y = static_cast<unsigned char>(tag_char(b[i]));
+    if (x != y) return x < y;
+  }
+  if (a.size() != b.size()) return a.size() < b.size();
+  return a < b;
+}
+
+// Calls f(key) for each string key of the table or record object at idx whose value is not
+// nil (a record's null reads as nil). A record may hold any number of keys and this runs in
+// C, where the CPU hook cannot stop it: it checks the deadline itself.
+template <class F>
+void for_each_key(lua_State* L, int idx, F&& f) {
+  unsigned seen = 0;
+  if (lua_istable(L, idx)) {
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+      if ((++seen & 0xFF) == 0) check_deadline(L);
+      if (lua_type(L, -2) == LUA_TSTRING) {  // (lua_tolstring on a number key would break lua_next)
+        size_t n;
+        const char* k = lua_tolstring(L, -2, &n);
+        f(std::string_view(k, n));
+      }
+      lua_pop(L, 1);
+    }
+    return;
+  }
+  simdjson::dom::element e;
+  if (!to_view(L, idx, &e) || e.type() != simdjson::dom::element_type::OBJECT) return;
+  auto object = e.get_object().value_unsafe();  // a copy: the result it comes from is a temporary
+  for (auto field : object) {
+    if ((++seen & 0xFF) == 0) check_deadline(L);
+    if (!field.value.is_null()) f(field.key);
+  }
+}
+
+// One locale norm.locale looks for.
+struct LocaleTry {
+  std::string tag;
+  // A bare language the caller asked for (wanted or a fallback): without a key of its own,
+  // its first regional key (keys sorted) does. A language taken from a regional tag does
+  // not take a sibling region: de-AT falls back to de, never to de-DE.
+  bool any_region;
+};
+
+// norm.locale(localized, wanted, fallbacks): wanted, its language, then each fallback and
+// its language. Keys match folded (tag_char); a key other than `wanted` as written is noted.
 int l_locale(lua_State* L) {
   if (!lua_istable(L, 1) && !is_view(L, 1)) {
     if (lua_isnoneornil(L, 1)) return fail(L, "locale", 1, "no value");
@@ -259,15 +328,18 @@ int l_locale(lua_State* L) {
   if (lua_istable(L, 1) && readonly_target(L, 1)) lua_replace(L, 1);
   if (lua_istable(L, 3) && readonly_target(L, 3)) lua_replace(L, 3);
   constexpr size_t kMaxTries = 32;  // a fallback chain is short; this bounds the work
-  std::vector<std::string> tries;
+  std::vector<LocaleTry> tries;
+  auto add_one = [&](std::string tag, bool any_region) {
+    if (tag.empty() || tries.size() >= kMaxTries) return;
+    // Already asked for (folded), unless this one may also take a regional key and that one may not.
+    for (const LocaleTry& t : tries)
+      if (same_tag(t.tag, tag) && (t.any_region || !any_region)) return;
+    tries.push_back({std::move(tag), any_region});
+  };
   auto add = [&](const std::string& loc) {
-    if (loc.empty() || tries.size() >= kMaxTries) return;
-    if (std::find(tries.begin(), tries.end(), loc) == tries.end()) tries.push_back(loc);
     auto dash = loc.find_first_of("-_");
-    if (dash != std::string::npos) {
-      std::string lang = loc.substr(0, dash);
-      if (std::find(tries.begin(), tries.end(), lang) == tries.end()) tries.push_back(lang);
-    }
+    add_one(loc, dash == std::string::npos);
+    if (dash != std::string::npos) add_one(loc.substr(0, dash), false);
   };
   if (lua_isstring(L, 2)) add(lua_tostring(L, 2));
   if (lua_isstring(L, 3)) {
@@ -280,17 +352,37 @@ int l_locale(lua_State* L) {
       lua_pop(L, 1);
     }
   }
-  std::string tried;
-  for (const std::string& loc : tries) {
-    get_field(L, 1, loc.data(), loc.size());
-    if (!lua_isnil(L, -1)) {
-      lua_pushlstring(L, loc.data(), loc.size());
-      return 2;
+  std::vector<std::string_view> tried;
+  for (const LocaleTry& t : tries) {
+    std::string used = t.tag;
+    get_field(L, 1, used.data(), used.size());
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      // No key as asked for: one that differs only in case or '_' (en_us for en-US), else,
+      // for a bare language the caller asked for, its first regional key.
+      std::string same, regional;
+      for_each_key(L, 1, [&](std::string_view k) {
+        if (same_tag(k, t.tag)) {
+          if (same.empty() || tag_before(k, same)) same = k;
+        } else if (t.any_region && of_language(k, t.tag)) {
+          if (regional.empty() || tag_before(k, regional)) regional = k;
+        }
+      });
+      used = !same.empty() ? same : regional;
+      if (used.empty()) {
+        if (std::none_of(tried.begin(), tried.end(), [&](std::string_view x) { return same_tag(x, t.tag); }))
+          tried.push_back(t.tag);
+        continue;
+      }
+      get_field(L, 1, used.data(), used.size());
     }
-    lua_pop(L, 1);
-    tried += (tried.empty() ? "" : ", ") + loc;
+    note(L, "locale", 2, used, "");  // a fallback or a looser match is worth a line in a dry-run
+    lua_pushlstring(L, used.data(), used.size());
+    return 2;
   }
-  return fail(L, "locale", 2, tries.empty() ? "no locale asked for" : "no value for " + tried);
+  std::string list;
+  for (std::string_view x : tried) list += (list.empty() ? "" : ", ") + std::string(x);
+  return fail(L, "locale", 2, tries.empty() ? "no locale asked for" : "no value for " + list);
 }
 
 }  // namespace
