@@ -1066,6 +1066,59 @@ TEST_CASE("sandbox: norm.enum with a map, a list and a default", "[sandbox]") {
   CHECK(contains(std::string(out["why"].as_string()), "bronze"));
 }
 
+TEST_CASE("sandbox: norm.enum looks booleans and numbers up by their text", "[sandbox][norm]") {
+  auto box = Tenant(flow(R"(  local flags = { ['true'] = 'yes', ['FALSE'] = 'no', ['1'] = 'one', ['1.5'] = 'one and a half' }
+  local r = {}
+  r.t = norm.enum(true, flags)
+  r.f = norm.enum(rec.f, flags)
+  r.one = norm.enum(1, flags)
+  r.one_view = norm.enum(rec.n, flags)
+  r.half = norm.enum(1.5, flags)
+  r.list = norm.enum(2, { '1', '2' })
+  r.default = norm.enum(7, flags, 'other')
+  r.default_bool = norm.enum(rec.f, { yes = 'y' }, 'unknown')
+  local v, why = norm.enum(false, { ['1'] = 'x' })
+  r.unknown = v == nil
+  r.why = why
+  return r)"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"f":false,"n":1})", "f", {}, ws::CallOptions{true});
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["t"] == "yes");
+  CHECK(out["f"] == "no");  // matched case-insensitively, as strings are
+  CHECK(out["one"] == "one");
+  CHECK(out["one_view"] == "one");
+  CHECK(out["half"] == "one and a half");
+  CHECK(out["list"] == "2");
+  CHECK(out["default"] == "other");
+  CHECK(out["default_bool"] == "unknown");
+  CHECK(out["unknown"] == true);
+  CHECK(out["why"] == "unknown value 'false' (expected one of 1)");
+  // A dry-run says when the default stood in, with the value as text.
+  auto noted = [&](const std::string& input, const std::string& output) {
+    return std::any_of(o.notes.begin(), o.notes.end(), [&](const ws::Note& n) {
+      return n.fn == "enum" && n.input == input && n.output == output && n.reason.empty();
+    });
+  };
+  CHECK(noted("7", "other"));
+  CHECK(noted("false", "unknown"));
+  CHECK(noted("true", "yes"));
+}
+
+TEST_CASE("sandbox: norm.enum gives a number default or mapped value back as a number", "[sandbox][norm]") {
+  // The note's text for a number must not turn the value returned into that text.
+  auto box = Tenant(flow(R"(  local codes = { gold = 1, silver = 2.5 }
+  local a, b, c = norm.enum('gold', codes), norm.enum('Silver', codes), norm.enum('bronze', codes, 0)
+  return { a = a, b = b, c = c, types = type(a) .. ' ' .. type(b) .. ' ' .. type(c) })"))
+                 .build();
+  for (bool dry_run : {false, true}) {
+    INFO("dry-run " << dry_run);
+    CHECK_OK(run(*box, "{}", "f", {}, ws::CallOptions{dry_run}), R"({"a":1,"b":2.5,"c":0,"types":"number number number"})");
+  }
+}
+
 TEST_CASE("sandbox: norm.locale tries wanted, its language, then fallbacks and theirs", "[sandbox]") {
   auto box = Tenant(flow(R"(  local r = {}
   local function pick(...) local v, used = norm.locale(...) return { v = v or json.null, used = used } end
@@ -1096,6 +1149,63 @@ TEST_CASE("sandbox: norm.locale tries wanted, its language, then fallbacks and t
   CHECK(out["nil_input"].as_object()["v"].is_null());
 }
 
+TEST_CASE("sandbox: norm.locale matches tags case-insensitively, '_' as '-', a bare language any region", "[sandbox][norm]") {
+  auto box = Tenant(flow(R"(  local r = {}
+  local function pick(...) local v, used = norm.locale(...) return { v = v or json.null, used = used } end
+  r.case_ = pick({ ['de-AT'] = 'at', de = 'd' }, 'de-at')
+  r.sfcc = pick({ de_AT = 'at', de = 'd' }, 'de-AT')
+  r.sfcc_wanted = pick({ ['de-AT'] = 'at' }, 'DE_at')
+  r.exact_first = pick({ ['en-us'] = 'lower', ['en-US'] = 'exact' }, 'en-US')
+  r.fold_tie = pick({ en_us = 'underscore', ['en-us'] = 'dash' }, 'EN-US')
+  r.bare = pick({ ['en-US'] = 'us', ['en-ZA'] = 'za', ['en-GB'] = 'gb', ['en_AU'] = 'au', fr = 'f' }, 'en')
+  r.bare_own = pick({ ['en-US'] = 'us', en = 'e' }, 'en')
+  r.bare_upper = pick({ en_us = 'us' }, 'EN')
+  r.bare_fallback = pick({ ['en-US'] = 'us' }, 'sv-SE', 'en')
+  r.lang_of_region = pick({ ['de-DE'] = 'x' }, 'de-AT')
+  r.order = pick({ ['de-DE'] = 'x', en = 'e' }, 'de-AT', { 'en', 'de' })
+  r.order2 = pick({ ['de-DE'] = 'x' }, 'de-AT', { 'en', 'de' })
+  r.not_a_prefix = pick({ ['eng-GB'] = 'x', english = 'y' }, 'en')
+  r.view = pick(rec.names, 'EN')
+  r.none = pick({ fr = 'f' }, 'de-AT', { 'en', 'de', 'DE_at' })
+  return r)"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"names":{"sv_SE":"Hej","en_US":"Hi","en_GB":null,"en-AU":null}})", "f", {},
+                      ws::CallOptions{true});
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["case_"] == bj::parse(R"({"v":"at","used":"de-AT"})"));
+  CHECK(out["sfcc"] == bj::parse(R"({"v":"at","used":"de_AT"})"));
+  CHECK(out["sfcc_wanted"] == bj::parse(R"({"v":"at","used":"de-AT"})"));
+  CHECK(out["exact_first"] == bj::parse(R"({"v":"exact","used":"en-US"})"));
+  CHECK(out["fold_tie"] == bj::parse(R"({"v":"dash","used":"en-us"})"));  // '-' sorts before '_'
+  CHECK(out["bare"] == bj::parse(R"({"v":"au","used":"en_AU"})"));  // keys sorted: the first en-*
+  CHECK(out["bare_own"] == bj::parse(R"({"v":"e","used":"en"})"));
+  CHECK(out["bare_upper"] == bj::parse(R"({"v":"us","used":"en_us"})"));
+  CHECK(out["bare_fallback"] == bj::parse(R"({"v":"us","used":"en-US"})"));
+  CHECK(out["lang_of_region"].as_object()["v"].is_null());  // de-AT never takes de-DE
+  CHECK(out["order"] == bj::parse(R"({"v":"e","used":"en"})"));  // the fallbacks in their order
+  CHECK(out["order2"] == bj::parse(R"({"v":"x","used":"de-DE"})"));  // the fallback 'de' takes any region
+  CHECK(out["not_a_prefix"].as_object()["v"].is_null());
+  CHECK(out["view"] == bj::parse(R"({"v":"Hi","used":"en_US"})"));  // null values are no value
+  bj::object none = out["none"].as_object();
+  CHECK(none["v"].is_null());
+  CHECK(none["used"] == "no value for de-AT, de, en");
+
+  // A dry-run notes every pick of a key other than wanted as written, and nothing for an exact one.
+  auto noted = [&](const std::string& input, const std::string& output) {
+    return std::any_of(o.notes.begin(), o.notes.end(), [&](const ws::Note& n) {
+      return n.fn == "locale" && n.input == input && n.output == output && n.reason.empty();
+    });
+  };
+  CHECK(noted("de-at", "de-AT"));
+  CHECK(noted("de-AT", "de_AT"));
+  CHECK(noted("en", "en_AU"));
+  CHECK(noted("sv-SE", "en-US"));
+  CHECK(noted("EN", "en_US"));
+  CHECK(std::none_of(o.notes.begin(), o.notes.end(), [](const ws::Note& n) { return n.input == "en-US"; }));
+}
+
 TEST_CASE("sandbox: norm.money with numbers, tables and views", "[sandbox]") {
   auto box = Tenant(flow(R"(  return {
     a = norm.money(1999, 2),
@@ -1112,6 +1222,86 @@ TEST_CASE("sandbox: norm.money with numbers, tables and views", "[sandbox]") {
   return { v = v or json.null, why = why or json.null })")).build();
   CHECK_OK(run(*odd, R"({"d":true})"), R"({"v":null,"why":"money object's fractionDigits must be a number"})");
   CHECK_OK(run(*odd, R"({"d":"2"})"), R"({"v":null,"why":"money object's fractionDigits must be a number"})");
+}
+
+TEST_CASE("sandbox: norm.money reads a high-precision money object's preciseAmount", "[sandbox][norm]") {
+  // commercetools keeps the exact amount of a high-precision price in preciseAmount, counted
+  // in fractionDigits; centAmount is it rounded to cents (1235 for 12.345 EUR).
+  auto box = Tenant(flow(R"(  local function m(x) local v, why = norm.money(x) return { v = v or json.null, why = why or json.null } end
+  return {
+    view = m(rec.price),
+    table = m({ type = 'highPrecision', currencyCode = 'EUR', centAmount = 1235, preciseAmount = 123450, fractionDigits = 4 }),
+    untyped = m({ centAmount = 1235, preciseAmount = 123450, fractionDigits = 4 }),
+    negative = m({ type = 'highPrecision', centAmount = -1235, preciseAmount = -123450, fractionDigits = 4 }),
+    cents = m({ type = 'centPrecision', centAmount = 1235, fractionDigits = 2 }),
+    no_precise = m({ type = 'highPrecision', centAmount = 1235, fractionDigits = 4 }),
+    no_digits = m({ type = 'highPrecision', centAmount = 1235, preciseAmount = 123450 }),
+    not_whole = m({ type = 'highPrecision', preciseAmount = 1234.5, fractionDigits = 4 }),
+    text = m({ type = 'highPrecision', preciseAmount = '123450', fractionDigits = 4 }),
+    too_big = m({ type = 'highPrecision', preciseAmount = 2^53, fractionDigits = 8 }),
+    largest = m({ type = 'highPrecision', preciseAmount = 2^53 - 1, fractionDigits = 0 }),
+    too_big_view = m(rec.big),
+  })"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"price":{"type":"highPrecision","currencyCode":"EUR","centAmount":1235,"preciseAmount":123450,"fractionDigits":4},
+                               "big":{"type":"highPrecision","centAmount":1,"preciseAmount":90071992547409930,"fractionDigits":8}})");
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["view"] == bj::parse(R"({"v":12.345,"why":null})"));
+  CHECK(out["table"] == bj::parse(R"({"v":12.345,"why":null})"));
+  CHECK(out["untyped"] == bj::parse(R"({"v":12.345,"why":null})"));
+  CHECK(out["negative"] == bj::parse(R"({"v":-12.345,"why":null})"));
+  CHECK(out["cents"] == bj::parse(R"({"v":12.35,"why":null})"));  // centPrecision as before
+  CHECK(out["no_precise"] == bj::parse(R"({"v":null,"why":"high-precision money object has no preciseAmount"})"));
+  CHECK(out["no_digits"] == bj::parse(R"({"v":null,"why":"high-precision money object has no fractionDigits"})"));
+  CHECK(out["not_whole"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53"})"));
+  CHECK(out["text"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53, got a string"})"));
+  CHECK(out["too_big"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53"})"));
+  CHECK(out["largest"] == bj::parse(R"({"v":9007199254740991,"why":null})"));
+  // A record's integer beyond 2^53 reaches the script as its digits: refused, not rounded.
+  CHECK(out["too_big_view"] ==
+        bj::parse(R"({"v":null,"why":"money object's preciseAmount must be a whole number below 2^53, got a string"})"));
+}
+
+TEST_CASE("sandbox: norm.datetime refuses numbers that look like epoch seconds", "[sandbox][norm]") {
+  auto box = Tenant(flow(R"(  local function d(x) local v, why = norm.datetime(x) return { v = v or json.null, why = why or json.null } end
+  return {
+    ms = d(1700000000123), view = d(rec.ms), bound = d(1e11),
+    before_1970 = d(-1e11), birthdate = d(-1000000000000),
+    seconds = d(1700000000), seconds_view = d(rec.s), fractional_seconds = d(1700000000.5),
+    just_below = d(99999999999), negative_seconds = d(-86400), zero = d(0),
+  })"))
+                 .build();
+  ws::Outcome o = run(*box, R"({"ms":1700000000123,"s":1700000000})", "f", {}, ws::CallOptions{true});
+  INFO(show(o));
+  REQUIRE(o.kind == Kind::ok);
+  bj::object out = bj::parse(o.payload).as_object();
+  CHECK(out["ms"] == bj::parse(R"({"v":"2023-11-14T22:13:20.123Z","why":null})"));
+  CHECK(out["view"] == bj::parse(R"({"v":"2023-11-14T22:13:20.123Z","why":null})"));
+  CHECK(out["bound"] == bj::parse(R"({"v":"1973-03-03T09:46:40Z","why":null})"));
+  CHECK(out["before_1970"] == bj::parse(R"({"v":"1966-10-31T14:13:20Z","why":null})"));
+  CHECK(out["birthdate"] == bj::parse(R"({"v":"1938-04-24T22:13:20Z","why":null})"));
+  const std::string seconds =
+      "not a timestamp: 1700000000 looks like epoch seconds; multiply by 1000 for epoch milliseconds "
+      "(numbers below 1e11 are refused)";
+  CHECK(out["seconds"] == bj::object{{"v", nullptr}, {"why", seconds}});
+  CHECK(out["seconds_view"] == bj::object{{"v", nullptr}, {"why", seconds}});
+  for (const char* k : {"fractional_seconds", "just_below", "negative_seconds"}) {
+    INFO(k);
+    CHECK(out[k].at("v").is_null());
+    CHECK(contains(std::string(out[k].at("why").as_string()), "looks like epoch seconds; multiply by 1000"));
+  }
+  CHECK(contains(std::string(out["fractional_seconds"].at("why").as_string()), " 1700000000.5 "));
+  CHECK(out["zero"] == bj::parse(R"j({"v":null,"why":"not a timestamp: 0 usually stands for no date (numbers below 1e11 are refused)"})j"));
+  // A dry-run lists the refusal with the number as it came.
+  auto it = std::find_if(o.notes.begin(), o.notes.end(), [](const ws::Note& n) { return n.input == "1700000000"; });
+  REQUIRE(it != o.notes.end());
+  CHECK(it->fn == "datetime");
+  CHECK(it->reason == seconds);
 }
 
 TEST_CASE("sandbox: norm functions give nil and a reason on nil input", "[sandbox]") {
@@ -1132,11 +1322,11 @@ TEST_CASE("sandbox: norm functions give nil and a reason on nil input", "[sandbo
 TEST_CASE("sandbox: norm functions succeed from Lua", "[sandbox]") {
   auto box = Tenant(flow(R"(  return {
     email = norm.email(rec.email), phone = norm.phone(rec.phone, 'SE'), date = norm.date('2024-03-05T10:00:00Z'),
-    dt = norm.datetime(0), country = norm.country('Sweden'), lower = norm.lower('ÅSA'),
+    dt = norm.datetime(1700000000123), country = norm.country('Sweden'), lower = norm.lower('ÅSA'),
   })"))
                  .build();
   CHECK_OK(run(*box, R"({"email":"A@B.SE","phone":"070-123 45 67"})"),
-           R"({"country":"SE","date":"2024-03-05","dt":"1970-01-01T00:00:00Z","email":"a@b.se","lower":"åsa","phone":"+46701234567"})");
+           R"({"country":"SE","date":"2024-03-05","dt":"2023-11-14T22:13:20.123Z","email":"a@b.se","lower":"åsa","phone":"+46701234567"})");
 }
 
 // =============================================================================================
