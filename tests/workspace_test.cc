@@ -312,6 +312,35 @@ TEST_CASE("json_diff names paths and treats 1 and 1.0 as equal", "[fixtures]") {
   CHECK_FALSE(workspace::json_diff(json::parse("{\"a\":null}"), json::parse("{}")).empty());
 }
 
+TEST_CASE("M.owners and M.match name destination fields: a typo is refused, not left to the source",
+          "[workspace]") {
+  TempDir ws;
+  auto build = [&](const std::string& decl) {
+    write_basic_tenant(ws, "local M = {}\n" + decl +
+                               "\nfunction M.map(rec) return { identifiers = { { type = 'email', id = 'a@b.se' } } } end\n"
+                               "return M\n");
+    std::vector<workspace::Problem> problems;
+    auto v = workspace::build_version(ws.path(), "t1", false, &problems);
+    return v ? std::string("ok") : all_problems(problems);
+  };
+  CHECK(build("M.owners = { ['consent.email'] = 'destination', consent_sms = nil, firstName = 'latest',\n"
+              "  ['customProperties.tier'] = 'flag', ['identifiers[phone].channels.sms.status'] = 'destination',\n"
+              "  tags = 'source' }\n"
+              "M.match = { 'externalId', 'email', 'phone', 'customProperties.customerNumber' }") == "ok");
+  std::string typo = build("M.owners = { ['consent.emial'] = 'destination' }");
+  CHECK_THAT(typo, Catch::Contains("t1/c.lua"));
+  CHECK_THAT(typo, Catch::Contains("M.owners[\"consent.emial\"]: not a field of omnisend contact"));
+  CHECK_THAT(typo, Catch::Contains("consent.email, consent.sms"));  // what it could have been
+  CHECK_THAT(build("M.owners = { firstname = 'latest' }"), Catch::Contains("M.owners[\"firstname\"]"));
+  CHECK_THAT(build("M.owners = { ['firstName.x'] = 'latest' }"), Catch::Contains("not a field"));
+  CHECK_THAT(build("M.owners = { ['identifiers[email].channels.email.stat'] = 'destination' }"),
+             Catch::Contains("not a field"));
+  CHECK_THAT(build("M.match = { 'externalId', 'emial' }"), Catch::Contains("M.match: \"emial\" is not a field"));
+  // A key without a version would stop each record at its first version.
+  CHECK_THAT(build("M.key = function(rec) return rec.id end"), Catch::Contains("M.key needs M.version"));
+  CHECK(build("M.key = function(rec) return rec.id end\nM.version = function(rec) return rec.version end") == "ok");
+}
+
 TEST_CASE("reload swaps in a good version and keeps the last good one when the new one is broken",
           "[workspace][reload]") {
   TempDir ws;

@@ -564,6 +564,12 @@ bool Runner::delivery_drained() {
   return true;
 }
 
+std::string Runner::delivery_failure() const {
+  for (const auto& [_, w] : workers_)
+    if (std::string why = w->fatal(); !why.empty()) return why;
+  return "";
+}
+
 int64_t Runner::next_retry_ms() const {
   int64_t best = 0;
   for (const auto& [_, w] : workers_) {

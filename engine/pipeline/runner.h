@@ -86,6 +86,9 @@ class Runner {
   // 0 means the inbox is empty and nothing is being prepared.
   size_t process_batch(size_t batch = 500);
   bool delivery_drained();
+  // Why a delivery worker gave up (answers it could not record, ten times in a row), or "":
+  // its connection delivers nothing more until the runner is rebuilt.
+  std::string delivery_failure() const;
   // Records were added to the inbox by someone else (a webhook): the mapping thread looks now
   // instead of at its next poll, and process_batch does not report an empty inbox too early.
   void notify_inbox();

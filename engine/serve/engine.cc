@@ -485,6 +485,10 @@ void Engine::driver_loop(Tenant* t) {
     size_t n = 0;
     try {
       n = runner->process_batch(opts_.batch);
+      // A delivery worker that gave up (its answers could not be recorded) delivers nothing
+      // more: the runner starts over like after a failed batch; its operations are still in
+      // the outbox.
+      if (std::string why = runner->delivery_failure(); !why.empty()) throw std::runtime_error(why);
       failures = 0;
     } catch (const std::exception& e) {
       // A store failure (disk full, ...) or a mapping thread that died: nothing of the batch

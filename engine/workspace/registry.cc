@@ -2,9 +2,47 @@
 
 #include <algorithm>
 
+#include "connectors/registry.h"
 #include "engine/workspace/fixtures.h"
+#include "engine/workspace/schema.h"
 
 namespace weft::workspace {
+
+namespace {
+
+// M.owners and M.match name fields of the destination record: a name that is none (a typo,
+// "consent.emial") would leave the field to its default owner, the source, so a consent
+// changed at the destination would be overwritten. Each name must be an alias of the
+// destination's model or a field its schema declares.
+void check_declarations(const TenantVersion& t, const script::Sandbox& box, std::vector<Problem>* problems) {
+  for (const auto& [name, flow] : t.flows) {
+    const script::FlowSpec* spec = box.flow_spec(name);
+    const delivery::Model* model = connectors::destination_model(flow.destination_system, flow.destination_entity);
+    const Schema* schema = Schema::find(t.destination_schema(flow));
+    if (!spec || !model || !model->merge || !schema) continue;
+    std::string shown = t.dir.filename().string() + "/" + flow.script;
+    std::string aliases;
+    for (const auto& a : model->aliases) aliases += (aliases.empty() ? "" : ", ") + a.first;
+    std::string what = flow.destination_system + " " + flow.destination_entity;
+    for (const auto& [field, policy] : spec->owners) {
+      auto alias = model->aliases.find(field);
+      if (schema->declares(alias == model->aliases.end() ? field : alias->second)) continue;
+      problems->push_back({shown, 0, "",
+                           "M.owners[\"" + field + "\"]: not a field of " + what + " (a field of " + schema->name() +
+                               ", or one of: " + aliases + ")"});
+    }
+    for (const auto& key : spec->match) {
+      if (key == "externalId" || model->match_paths.count(key) || schema->declares(key)) continue;
+      std::string keys = "externalId";
+      for (const auto& m : model->match_paths) keys += ", " + m.first;
+      problems->push_back({shown, 0, "",
+                           "M.match: \"" + key + "\" is not a field of " + what + " (one of: " + keys +
+                               ", or a field of " + schema->name() + ")"});
+    }
+  }
+}
+
+}  // namespace
 
 std::shared_ptr<const TenantVersion> build_version(const fs::path& workspace, const std::string& tenant,
                                                    bool with_fixtures, std::vector<Problem>* problems) {
@@ -17,6 +55,8 @@ std::shared_ptr<const TenantVersion> build_version(const fs::path& workspace, co
     problems->insert(problems->end(), more.begin(), more.end());
     return nullptr;
   }
+  check_declarations(*t, *box, problems);
+  if (!problems->empty()) return nullptr;
   if (with_fixtures) {
     for (const auto& r : run_fixtures(*t, *box)) {
       if (!r.passed)

@@ -175,6 +175,49 @@ const Schema& Schema::get(const std::string& name) {
   throw std::runtime_error("no embedded schema " + name);
 }
 
+bool Schema::declares(const std::string& path) const {
+  namespace json = boost::json;
+  const json::object& root = impl_->doc.as_object();
+  // A node with its local "$ref"s followed (a bounded number: a schema may refer in a loop).
+  auto resolve = [&](const json::value* node) -> const json::object* {
+    for (int hops = 0; node && node->is_object() && hops < 16; ++hops) {
+      const json::value* ref = node->as_object().if_contains("$ref");
+      if (!ref || !ref->is_string()) return &node->as_object();
+      std::string_view r = ref->as_string();
+      constexpr std::string_view kPrefix = "#/definitions/";
+      if (r.substr(0, kPrefix.size()) != kPrefix) return nullptr;
+      const json::value* defs = root.if_contains("definitions");
+      node = defs && defs->is_object() ? defs->as_object().if_contains(r.substr(kPrefix.size())) : nullptr;
+    }
+    return nullptr;
+  };
+  const json::object* node = &root;
+  size_t at = 0;
+  while (at <= path.size()) {
+    size_t dot = path.find('.', at);
+    std::string seg = path.substr(at, dot == std::string::npos ? std::string::npos : dot - at);
+    at = dot == std::string::npos ? path.size() + 1 : dot + 1;
+    bool element = false;
+    if (auto bracket = seg.find('['); bracket != std::string::npos && seg.back() == ']') {
+      seg.resize(bracket);
+      element = true;
+    }
+    if (seg.empty()) return false;
+    const json::value* props = node->if_contains("properties");
+    if (!props || !props->is_object()) {
+      const json::value* type = node->if_contains("type");
+      return type && type->is_string() && type->as_string() == "object";  // free-form: anything below
+    }
+    node = resolve(props->as_object().if_contains(seg));
+    if (!node) return false;
+    if (element) {
+      node = resolve(node->if_contains("items"));
+      if (!node) return false;
+    }
+  }
+  return true;
+}
+
 std::vector<SchemaIssue> Schema::validate(const boost::json::value& doc) const {
   // One validator per thread (it would cache compiled regexes, were any left to valijson).
   thread_local valijson::Validator validator;

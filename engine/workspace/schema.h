@@ -26,6 +26,12 @@ class Schema {
   // nullptr if no schema of that name exists (e.g. a destination without one yet).
   static const Schema* find(const std::string& name);
   std::vector<SchemaIssue> validate(const boost::json::value& doc) const;
+  // Whether the schema declares the field at `path`, a field path as the merge sees it
+  // ("firstName", "identifiers[email].channels.email.status", "customProperties.tier"):
+  // each segment is a declared property (through "$ref"s to "#/definitions/..."; `name[key]`
+  // an element of the array `name`), or lies under an object declared without properties of
+  // its own (free-form, such as customProperties). Used to catch typos in M.owners.
+  bool declares(const std::string& path) const;
   const std::string& name() const { return name_; }
   ~Schema();
 
