@@ -322,6 +322,26 @@ return { map = function(rec) return { id = rec.id } end })",
   CHECK_THAT(two.err, Catch::Contains("t1/c.lua:1: too late to load"));
 }
 
+TEST_CASE("weft map: an output that is the input (or the other output) is refused, the file kept", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  const std::string text = "{\"id\": \"1\", \"email\": \"a@b.se\"}\n";
+  auto in = ws.write("in.ndjson", text);
+  std::string base = "map --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(in);
+  auto r = run_weft(base + " --output " + q(in));
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("is the --input file"));
+  // Through another name of the same file, too.
+  std::filesystem::create_hard_link(in, ws.path() / "link.ndjson");
+  r = run_weft(base + " --output /dev/null --rejects " + q(ws.path() / "link.ndjson"));
+  CHECK(r.code == 2);
+  CHECK(read_all(in) == text);
+  r = run_weft(base + " --output " + q(ws.path() / "o") + " --rejects " + q(ws.path() / "o"));
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("is the --output file"));
+  CHECK(run_weft(base + " --output /dev/null --rejects /dev/null").code == 0);
+}
+
 TEST_CASE("weft map: a rejected record is copied into the rejects file verbatim", "[cli]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);

@@ -5,6 +5,7 @@
 // `max_in_flight` batches exist at once, so memory is bounded by batch size x that number,
 // whatever the input size.
 #include <string.h>  // memrchr (GNU)
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "engine/cli/commands.h"
 #include "engine/cli/common.h"
@@ -188,23 +190,43 @@ FILE* open_out(const std::string& path) {
   return f;
 }
 
+// Whether two paths name one regular file (both exist, same device and inode; /dev/null
+// twice is fine). "-" names none.
+bool same_file(const std::string& a, const std::string& b) {
+  if (a == "-" || b == "-" || a.empty() || b.empty()) return false;
+  struct stat sa, sb;
+  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 }  // namespace
 
 int run_map(const MapOptions& o) {
   Loaded first;
   if (int rc = load_flow(o.workspace, o.tenant, o.flow, o.context, &first); rc != kOk) return rc;
+  // Opening an output truncates it: one that is the input (or the other output) would be
+  // erased before a line is read.
+  for (const auto& [flag, path, other_flag, other] :
+       {std::tuple{"--output", o.output, "--input", o.input}, std::tuple{"--rejects", o.rejects, "--input", o.input},
+        std::tuple{"--rejects", o.rejects, "--output", o.output}}) {
+    if (!same_file(path, other)) continue;
+    std::fprintf(stderr, "error: %s %s is the %s file: weft map would erase it\n", flag, path.c_str(), other_flag);
+    return kConfigError;
+  }
+  struct stat st;
+  if (!o.rejects.empty() && o.rejects != "-" && o.rejects == o.output && stat(o.output.c_str(), &st) != 0) {  // not yet made
+    std::fprintf(stderr, "error: --rejects %s is the --output file\n", o.rejects.c_str());
+    return kConfigError;
+  }
   FILE* in = o.input == "-" ? stdin : std::fopen(o.input.c_str(), "rb");
   if (!in) {
     std::fprintf(stderr, "error: --input %s: %s\n", o.input.c_str(), std::strerror(errno));
     return kConfigError;
   }
-  FILE* out = open_out(o.output);
-  if (!out) return kConfigError;
-  FILE* rej = o.rejects.empty() ? nullptr : open_out(o.rejects);
-  if (!o.rejects.empty() && !rej) return kConfigError;
 
   // One sandbox per worker: a lua_State is single-threaded. A module's top level may fail
-  // in a later state even though it ran in the first (it can read the clock).
+  // in a later state even though it ran in the first (it can read the clock). Built before
+  // the outputs are opened, so a run that cannot start leaves them as they were.
   std::vector<std::unique_ptr<script::Sandbox>> boxes;
   boxes.push_back(std::move(first.box));
   for (int i = 1; i < o.workers; ++i) {
@@ -217,6 +239,10 @@ int run_map(const MapOptions& o) {
     }
     boxes.push_back(std::move(box));
   }
+  FILE* out = open_out(o.output);
+  if (!out) return kConfigError;
+  FILE* rej = o.rejects.empty() ? nullptr : open_out(o.rejects);
+  if (!o.rejects.empty() && !rej) return kConfigError;
   Job job{o, first.context, first.version->version};
   job.ctx.reuse_id = 1;  // one context for the whole run: the Lua ctx table is built once
   job.ctx.now = util::now_iso();  // one timestamp for the whole run, so ctx.now is the same for every record
