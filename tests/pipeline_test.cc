@@ -129,6 +129,21 @@ TEST_CASE("pipeline: an older or equal version is dropped as stale; a replay may
   CHECK(f.store->outbox_total() == 1);
 }
 
+TEST_CASE("pipeline: a rejected record does not advance its key's version", "[pipeline][order]") {
+  Fixture f;
+  CHECK(f.run("customers", customer("c1", 2, "a@x.se")).status == Status::planned);
+  // Version 9 fails the destination's schema (an email id shorter than 3): refused, and the
+  // key stays at version 2, so version 5 (arriving late, or a fixed source) still goes on.
+  auto bad = f.run("customers", customer("c1", 9, "x"));
+  CHECK(bad.status == Status::rejected);
+  CHECK(f.store->applied_version("t", "customers", "c1")->number == 2);
+  auto v5 = f.run("customers", customer("c1", 5, "a@x.se", "Five"));
+  CHECK(v5.status == Status::planned);
+  CHECK(f.store->applied_version("t", "customers", "c1")->number == 5);
+  CHECK(f.run("customers", customer("c1", 4, "a@x.se", "Four")).status == Status::stale);
+  CHECK(f.run("customers", customer("c1", 5, "a@x.se", "Five")).status == Status::stale);
+}
+
 TEST_CASE("pipeline: a guest who registers is linked to the same destination record", "[pipeline][identity]") {
   Fixture f;
   auto guest = f.run("guest_orders", {{"id", "o1"}, {"version", 1}, {"customerEmail", "g@x.se"}});

@@ -471,7 +471,8 @@ TEST_CASE("store: parked records are listed by tenant, flow and kind, and replay
   CHECK(key_list(s->parked("", "", "", false, 2)) == V{"k1", "k2"});
   CHECK(s->parked("nobody", "", "", true, 100).empty());
 
-  s->mark_replayed(id1);
+  CHECK(s->mark_replayed(id1));
+  CHECK_FALSE(s->mark_replayed(id1));  // once: a second replay from an older listing does nothing
   CHECK(key_list(s->parked("acme", "customers", "", false, 100)) == V{"k2"});
   auto all = s->parked("acme", "customers", "", true, 100);
   CHECK(key_list(all) == V{"k1", "k2"});

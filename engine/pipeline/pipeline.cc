@@ -78,6 +78,22 @@ std::string resolve_alias(const delivery::Model& model, const std::string& name)
   return it == model.aliases.end() ? name : it->second;
 }
 
+// Whether version v goes on after `applied`: newer by number, then text; equal only for a
+// replay. (The same order as SqliteStore::apply_version.)
+bool newer(const store::Version& v, const store::Version& applied, bool allow_equal) {
+  if (v.number != applied.number) return v.number > applied.number;
+  if (v.text != applied.text) return v.text > applied.text;
+  return allow_equal;
+}
+
+RecordResult& stale(RecordResult& r, const store::Version& applied) {
+  r.status = Status::stale;
+  r.reason = "version " + std::to_string(r.version.number) + (r.version.text.empty() ? "" : " " + r.version.text) +
+             " is not newer than the applied " + std::to_string(applied.number) +
+             (applied.text.empty() ? "" : " " + applied.text);
+  return r;
+}
+
 }  // namespace
 
 RecordResult Pipeline::process(const workspace::Flow& flow, const store::InboxRecord& rec, const Options& opts) {
@@ -147,14 +163,8 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
     }
     r.key = kv.key;
     r.version = {kv.version_number, kv.version_text};
-    if (!store_.apply_version(tenant, flow.name, r.key, r.version, opts.replay)) {
-      auto applied = store_.applied_version(tenant, flow.name, r.key);
-      r.status = Status::stale;
-      r.reason = "version " + std::to_string(r.version.number) + (r.version.text.empty() ? "" : " " + r.version.text) +
-                 " is not newer than the applied " +
-                 (applied ? std::to_string(applied->number) + (applied->text.empty() ? "" : " " + applied->text) : "?");
-      return r;
-    }
+    if (auto applied = store_.applied_version(tenant, flow.name, r.key); applied && !newer(r.version, *applied, opts.replay))
+      return stale(r, *applied);
   } else {
     r.key = rec.message_id;  // no M.key: every message is its own record (events)
   }
@@ -162,7 +172,16 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   // 2 map (done in prepare)
   script::Outcome& out = p.out;
   r.notes = std::move(out.notes);
+  // The version counts as applied once the record is taken (skipped by the script, or
+  // past its checks), not when it is refused: a record rejected for its payload, or for a
+  // version from a broken clock, does not make the key's next versions stale.
+  auto take_version = [&] {
+    if (!p.keyed || store_.apply_version(tenant, flow.name, r.key, r.version, opts.replay)) return true;
+    stale(r, store_.applied_version(tenant, flow.name, r.key).value_or(store::Version{}));  // (one writer: not expected)
+    return false;
+  };
   if (out.kind == script::Outcome::Kind::skipped) {
+    if (!take_version()) return r;
     r.status = Status::skipped;
     r.reason = out.reason.empty() ? "the script skipped it" : out.reason;
     return r;
@@ -188,6 +207,8 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
          "weft cannot deliver " + flow.destination_entity + " to " + flow.destination_system + " yet", "", "{}");
     return r;
   }
+
+  if (!take_version()) return r;
 
   store::Operation& op = r.op;
   op.tenant = tenant;

@@ -256,9 +256,13 @@ int64_t requeue_parked(store::Store& s, const workspace::TenantVersion& v, const
     r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
     r.correlation_id = p.correlation_id;
     r.payload = p.source;
+    if (!s.mark_replayed(p.id)) continue;  // replayed since it was read
     open_notification(v, r);
-    s.inbox_add(r);
-    s.mark_replayed(p.id);
+    if (!s.inbox_add(r)) {
+      if (skipped) skipped->push_back("parked record " + std::to_string(p.id) + ": message id " + r.message_id +
+                                      " is in the inbox already");
+      continue;
+    }
     s.audit({p.correlation_id, tenant, p.flow, p.record_key, "replay",
              "replaying " + p.kind + " " + std::to_string(p.id) + " with script " + v.version + " (" + via + ")", 0});
     ++n;

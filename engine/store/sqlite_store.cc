@@ -248,7 +248,7 @@ class SqliteStore final : public Store {
     std::vector<int64_t> seqs;
     {
       auto q = stmt("SELECT seq FROM inbox WHERE done = 1 AND received_ms < ? "
-                    "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.inbox_seq = inbox.seq) ORDER BY seq LIMIT ?");
+                    "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.inbox_seq = inbox.seq) ORDER BY received_ms LIMIT ?");
       q.bind(1, older_than_ms);
       q.bind(2, static_cast<int64_t>(limit));
       while (q.executeStep()) seqs.push_back(q.getColumn(0).getInt64());
@@ -672,11 +672,11 @@ class SqliteStore final : public Store {
     return read_parked(q);
   }
 
-  void mark_replayed(int64_t id) override {
-    auto q = stmt("UPDATE parked SET replayed_ms = ? WHERE id = ?");
+  bool mark_replayed(int64_t id) override {
+    auto q = stmt("UPDATE parked SET replayed_ms = ? WHERE id = ? AND replayed_ms = 0");
     q.bind(1, util::now_ms());
     q.bind(2, id);
-    q.exec();
+    return q.exec() > 0;
   }
 
   int64_t add_conflict(Conflict& c) override {

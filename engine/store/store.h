@@ -228,7 +228,9 @@ class Store {
   virtual std::vector<Parked> parked(const std::string& tenant, const std::string& flow, const std::string& kind,
                                      bool include_replayed, size_t limit) = 0;
   virtual std::optional<Parked> parked_by_id(int64_t id) = 0;
-  virtual void mark_replayed(int64_t id) = 0;
+  // False when it was marked already (replayed meanwhile, e.g. by the admin API and weft
+  // replay one after the other from one listing): it must not be replayed twice.
+  virtual bool mark_replayed(int64_t id) = 0;
 
   virtual int64_t add_conflict(Conflict& c) = 0;
   virtual std::vector<Conflict> conflicts(const std::string& tenant, bool include_resolved, size_t limit) = 0;
