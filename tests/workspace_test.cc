@@ -61,6 +61,22 @@ TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
     std::string s = all_problems(problems);
     CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.limits.cpu_ms"));
   }
+  SECTION("a key twice (a flow block copied and not renamed)") {
+    ws.write("t1/tenant.json", R"({"tenant": "t1",
+      "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},
+      "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+                      "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"},
+                "c": {"source": {"connection": "ct", "entity": "customer"},
+                      "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("t1/tenant.json: $.flows: duplicate key \"c\""));
+    problems.clear();
+    ws.write("t1/tests/a.json", R"({"name": "n", "flow": "c", "input": {"list": [{"id": 1, "id": 2}]},
+      "expect": {"identifiers": []}})");
+    write_basic_tenant(ws, weft::testing::kBasicScript);
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("$.input.list[0]: duplicate key \"id\""));
+  }
   SECTION("unknown system") {
     ws.write("t1/tenant.json", R"({"tenant": "t1",
       "connections": {"ct": {"system": "shopify"}},

@@ -78,12 +78,10 @@ std::string resolve_alias(const delivery::Model& model, const std::string& name)
   return it == model.aliases.end() ? name : it->second;
 }
 
-// Whether version v goes on after `applied`: newer by number, then text; equal only for a
-// replay. (The same order as SqliteStore::apply_version.)
+// Whether version v goes on after `applied`: newer, or equal for a replay (the order of
+// SqliteStore::apply_version).
 bool newer(const store::Version& v, const store::Version& applied, bool allow_equal) {
-  if (v.number != applied.number) return v.number > applied.number;
-  if (v.text != applied.text) return v.text > applied.text;
-  return allow_equal;
+  return v.newer_than(applied) || (allow_equal && v.number == applied.number && v.text == applied.text);
 }
 
 RecordResult& stale(RecordResult& r, const store::Version& applied) {

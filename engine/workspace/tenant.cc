@@ -9,6 +9,7 @@
 #include <charconv>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "engine/workspace/json_limits.h"
@@ -65,6 +66,36 @@ int line_of(const std::string& text, size_t offset) {
 
 // Parses a JSON file strictly; on error adds a Problem with the line. `extra_levels` is how
 // deep the file wraps a record (a fixture's input sits one level down).
+// The first key that appears twice in one object of `e`: its object's JSON path in *path
+// and the key in *key. Boost.JSON keeps the last of equal keys, so a flow block copied and
+// not renamed would vanish without a word; simdjson's DOM keeps both.
+bool find_duplicate_key(simdjson::dom::element e, std::string* path, std::string* key) {
+  if (e.type() == simdjson::dom::element_type::OBJECT) {
+    std::set<std::string_view> seen;
+    simdjson::dom::object object = e.get_object().value_unsafe();  // a copy: the result is a temporary
+    for (auto field : object) {
+      if (!seen.insert(field.key).second) {
+        *key = std::string(field.key);
+        return true;
+      }
+      size_t at = path->size();
+      *path += "." + std::string(field.key);
+      if (find_duplicate_key(field.value, path, key)) return true;
+      path->resize(at);
+    }
+  } else if (e.type() == simdjson::dom::element_type::ARRAY) {
+    size_t i = 0;
+    simdjson::dom::array array = e.get_array().value_unsafe();
+    for (auto item : array) {
+      size_t at = path->size();
+      *path += "[" + std::to_string(i++) + "]";
+      if (find_duplicate_key(item, path, key)) return true;
+      path->resize(at);
+    }
+  }
+  return false;
+}
+
 bool parse_json_file(const fs::path& p, const std::string& shown, json::value* out, std::string* text,
                      std::vector<Problem>* problems, int extra_levels = 0) {
   if (!read_file(p, text)) {
@@ -80,6 +111,13 @@ bool parse_json_file(const fs::path& p, const std::string& shown, json::value* o
     return false;
   }
   *out = parser.release();
+  simdjson::dom::parser dom;
+  simdjson::dom::element root;
+  std::string path = "$", key;
+  if (dom.parse(*text).get(root) == simdjson::SUCCESS && find_duplicate_key(root, &path, &key)) {
+    problems->push_back({shown, 0, path, "duplicate key \"" + key + "\": only the last would count"});
+    return false;
+  }
   return true;
 }
 
