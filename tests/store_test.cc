@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "engine/store/store.h"
+#include "engine/util/ids.h"
 #include "tests/test_util.h"
 
 using namespace weft::store;
@@ -432,6 +433,34 @@ TEST_CASE("store: a replay applies an equal version again, never an older one", 
   CHECK(s->apply_version("acme", "customers", "c1", {6, ""}, true));
   CHECK(s->applied_version("acme", "customers", "c1")->number == 6);
   CHECK_FALSE(s->applied_version("acme", "customers", "nope"));
+}
+
+TEST_CASE("store: a parked record keeps when its source arrived; a replay's id keeps its key", "[store]") {
+  TempDir dir;
+  auto s = open_sqlite((dir.path() / "weft.db").string());
+  InboxRecord r = rec("evt-1", R"({"id":"o1"})");
+  r.received_ms = 1700000000123;
+  REQUIRE(s->inbox_add(r));
+  Parked p;  // a dead letter: the outbox kept only where its record is
+  p.kind = "dead_letter";
+  p.tenant = "acme";
+  p.flow = "orders";
+  p.stage = "deliver";
+  p.record_key = "evt-1";
+  p.inbox_seq = r.seq;
+  s->park(p);
+  auto back = s->parked_by_id(p.id);
+  REQUIRE(back);
+  CHECK(back->source == R"({"id":"o1"})");
+  CHECK(back->received_ms == 1700000000123);
+
+  using weft::util::replay_id;
+  using weft::util::replayed_key;
+  CHECK(replay_id(7, 1700000009999, "evt-1") == "replay:7:1700000009999:evt-1");
+  CHECK(replayed_key(replay_id(7, 1700000009999, "evt-1")) == "evt-1");
+  CHECK(replayed_key(replay_id(8, 1, "replay:7:2:a:b")) == "replay:7:2:a:b");  // a key with colons, whole
+  CHECK(replayed_key("replay:7:1700000009999") == "replay:7:1700000009999");  // from before keys were kept
+  CHECK(replayed_key("m-1") == "m-1");
 }
 
 TEST_CASE("store: parked records are listed by tenant, flow and kind, and replays are marked", "[store]") {

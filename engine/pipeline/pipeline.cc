@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "connectors/registry.h"
+#include "engine/util/ids.h"
 #include "engine/util/time.h"
 #include "engine/workspace/json_limits.h"
 #include "engine/workspace/schema.h"
@@ -67,6 +68,7 @@ void park(store::Store& store, RecordResult& r, const std::string& tenant, const
   p.location = location;
   p.detail = detail;
   p.source = rec.payload;
+  p.received_ms = rec.received_ms;
   p.version = r.version;
   store.park(p);
   r.status = Status::rejected;
@@ -164,7 +166,9 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
     if (auto applied = store_.applied_version(tenant, flow.name, r.key); applied && !newer(r.version, *applied, opts.replay))
       return stale(r, *applied);
   } else {
-    r.key = rec.message_id;  // no M.key: every message is its own record (events)
+    // No M.key: every message is its own record (events), its key the message id; a
+    // replay's keeps the key of the message it replays, so an event's eventID is the same.
+    r.key = std::string(util::replayed_key(rec.message_id));
   }
 
   // 2 map (done in prepare)

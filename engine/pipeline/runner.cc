@@ -253,7 +253,8 @@ int64_t requeue_parked(store::Store& s, const workspace::TenantVersion& v, const
                                       ", which no longer exists; left as it is");
       continue;
     }
-    r.message_id = "replay:" + std::to_string(p.id) + ":" + std::to_string(util::now_ms());
+    r.message_id = util::replay_id(p.id, util::now_ms(), p.record_key);
+    r.received_ms = p.received_ms;  // 0 (not known): now
     r.correlation_id = p.correlation_id;
     r.payload = p.source;
     if (!s.mark_replayed(p.id)) continue;  // replayed since it was read

@@ -199,6 +199,10 @@ const char* const kMigrations[] = {
     R"sql(
     ALTER TABLE outbox ADD COLUMN guard TEXT NOT NULL DEFAULT '';
     )sql",
+    // 6: when a parked record's source arrived, so that its replay keeps that time.
+    R"sql(
+    ALTER TABLE parked ADD COLUMN received_ms INTEGER NOT NULL DEFAULT 0;
+    )sql",
 };
 #define OP_COLUMNS                                                                                       \
   "id, tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, correlation_id, " \
@@ -206,7 +210,7 @@ const char* const kMigrations[] = {
   "last_error, created_ms, guard"
 #define PARKED_COLUMNS                                                                                   \
   "id, kind, tenant, flow, stage, record_key, correlation_id, script_version, error, reason, location, " \
-  "detail, source, version_number, version_text, attempts, created_ms, replayed_ms"
+  "detail, source, version_number, version_text, attempts, created_ms, replayed_ms, received_ms"
 
 constexpr int kLatest = static_cast<int>(sizeof kMigrations / sizeof kMigrations[0]);
 
@@ -619,15 +623,18 @@ class SqliteStore final : public Store {
 
   int64_t park(Parked& p, int64_t op_id) override {
     if (p.source.empty() && p.inbox_seq) {  // the outbox keeps only a reference to its record
-      auto src = stmt("SELECT coalesce(p.payload, i.payload) FROM inbox i LEFT JOIN inbox_payload p "
+      auto src = stmt("SELECT coalesce(p.payload, i.payload), i.received_ms FROM inbox i LEFT JOIN inbox_payload p "
                       "ON p.seq = i.seq WHERE i.seq = ?");
       src.bind(1, p.inbox_seq);
-      if (src.executeStep()) p.source = src.getColumn(0).getString();
+      if (src.executeStep()) {
+        p.source = src.getColumn(0).getString();
+        if (!p.received_ms) p.received_ms = src.getColumn(1).getInt64();
+      }
     }
     auto q = stmt(
         "INSERT INTO parked (kind, tenant, flow, stage, record_key, correlation_id, script_version, error, reason, "
-        "location, detail, source, version_number, version_text, attempts, created_ms) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        "location, detail, source, version_number, version_text, attempts, created_ms, received_ms) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     q.bind(1, p.kind);
     q.bind(2, p.tenant);
     q.bind(3, p.flow);
@@ -644,6 +651,7 @@ class SqliteStore final : public Store {
     q.bind(14, p.version.text);
     q.bind(15, p.attempts);
     q.bind(16, p.created_ms ? p.created_ms : util::now_ms());
+    q.bind(17, p.received_ms);
     q.exec();
     p.id = db_.getLastInsertRowid();
     if (op_id) delivered(op_id);
@@ -1004,6 +1012,7 @@ class SqliteStore final : public Store {
     p.attempts = q.getColumn(15).getInt();
     p.created_ms = q.getColumn(16).getInt64();
     p.replayed_ms = q.getColumn(17).getInt64();
+    p.received_ms = q.getColumn(18).getInt64();
     return p;
   }
 

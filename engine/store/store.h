@@ -97,6 +97,9 @@ struct Parked {
   Version version;
   int attempts = 0;
   int64_t created_ms = 0, replayed_ms = 0;
+  // When the source record arrived (park() reads it from the inbox with the source): a
+  // replay keeps it, so an event's eventTime is its own, not the replay's.
+  int64_t received_ms = 0;
 };
 
 struct Conflict {

@@ -40,4 +40,19 @@ inline bool is_rerun_id(std::string_view id) {
   return !p.empty() && p != "pull:";
 }
 
+// A replay's message id: "replay:<parked id>:<ms>:<key>", where key is the replayed record's
+// key (for a record without M.key, the message id it first came with).
+inline std::string replay_id(int64_t parked_id, int64_t now_ms, std::string_view key) {
+  return "replay:" + std::to_string(parked_id) + ":" + std::to_string(now_ms) + ":" + std::string(key);
+}
+
+// The key a replay's message id carries (replay_id), else the id itself (other ids, and
+// replays from before ids carried their key).
+inline std::string_view replayed_key(std::string_view id) {
+  if (id.substr(0, 7) != "replay:") return id;
+  size_t a = id.find(':', 7);
+  size_t b = a == std::string_view::npos ? a : id.find(':', a + 1);
+  return b == std::string_view::npos || b + 1 == id.size() ? id : id.substr(b + 1);
+}
+
 }  // namespace weft::util
