@@ -124,6 +124,30 @@ const delivery::Model* destination_model(const std::string& system, const std::s
   return nullptr;
 }
 
+std::vector<std::string> destination_entities(const std::string& system) {
+  if (system == "omnisend") return {"contact", "event"};
+  return {};
+}
+
+// commercetools customers are pulled (commercetools::Source reads customers only); orders
+// come only by subscription messages that carry the order (pipeline::Runner::resolve passes
+// them on as they are, and can fetch nothing but customers for the others).
+SourceSupport source_support(const std::string& system, const std::string& entity) {
+  if (system != "commercetools") return SourceSupport::none;
+  if (entity == "customer") return SourceSupport::pull;
+  if (entity == "order") return SourceSupport::webhooks;
+  return SourceSupport::none;
+}
+
+std::vector<std::string> source_entities(const std::string& system) {
+  if (system == "commercetools") return {"customer", "order"};
+  return {};
+}
+
+bool can_reconcile(const std::string& system, const std::string& entity) {
+  return system == "omnisend" && entity == "contact";
+}
+
 int connection_timeout_ms(const json::object& c) {
   auto* v = c.if_contains("timeout_ms");
   return v && v->is_int64() ? static_cast<int>(v->as_int64()) : 10000;

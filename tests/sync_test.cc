@@ -306,9 +306,11 @@ TEST_CASE("sync: secrets never reach the store, the output or the dry-run", "[sy
 
 TEST_CASE("sync: a flow fed only by webhooks is passed over; the others are pulled", "[sync]") {
   World w;
-  // Orders come by subscription only: weft sync cannot pull them (it stopped at this flow,
-  // exit 2, before pulling the flows after it).
+  // Orders come by subscription only, to the connection's webhook: weft sync cannot pull
+  // them (it stopped at this flow, exit 2, before pulling the flows after it).
   std::string cfg = World::read(w.ws + "/acme/tenant.json");
+  cfg.replace(cfg.find("\"client_secret\": \"${SYNC_T_CT_SECRET}\""), 38,
+              R"("client_secret": "${SYNC_T_CT_SECRET}", "webhook": { "hmac_secret": "${SYNC_T_HOOK}" })");
   cfg.replace(cfg.find("\"flows\": {"), 10, R"("flows": {
     "a_orders": {
       "source": { "connection": "ct", "entity": "order" },

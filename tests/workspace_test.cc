@@ -122,7 +122,96 @@ std::string tenant_json(const std::string& connections, const std::string& scrip
     "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                     "destination": {"connection": "om", "entity": "contact"}, "script": ")" + script + R"("}}})";
 }
+
+// Connections with every setting their system needs: commercetools "ct" (with a webhook
+// unless told), omnisend "om", and voyado "vo", which weft cannot deliver to yet.
+std::string connections(bool ct_webhook = true) {
+  return std::string(R"({
+  "ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}")") +
+         (ct_webhook ? R"(, "webhook": {"hmac_secret": "${CT_HOOK}"})" : "") + R"(},
+  "om": {"system": "omnisend", "api_key": "${OM_KEY}"},
+  "vo": {"system": "voyado"}})";
+}
+
+// tenant.json for "t1" with one flow "c" (the members given) over `connections`.
+std::string flow_tenant(const std::string& flow, const std::string& conns = connections()) {
+  return R"({"tenant": "t1", "connections": )" + conns + R"(, "flows": {"c": {"script": "c.lua", )" + flow +
+         "}}}";
+}
+const std::string kCtToOm = R"("source": {"connection": "ct", "entity": "customer"},
+                               "destination": {"connection": "om", "entity": "contact"})";
 }  // namespace
+
+TEST_CASE("a flow's ends are ones sync and serve can run: errors name the file and the path", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto refused = [&](const std::string& flow) {
+    ws.write("t1/tenant.json", flow_tenant(flow));
+    problems.clear();
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    return all_problems(problems);
+  };
+  auto loads = [&](const std::string& flow) {
+    ws.write("t1/tenant.json", flow_tenant(flow));
+    problems.clear();
+    bool ok = workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+    INFO(all_problems(problems));
+    CHECK(ok);
+  };
+  loads(kCtToOm);
+  loads(R"("source": {"connection": "ct", "entity": "customer"}, "destination": {"connection": "om", "entity": "event"})");
+
+  SECTION("a destination entity weft has no model for") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "om", "entity": "contacts"})"),
+               Catch::Contains("t1/tenant.json: $.flows.c.destination.entity: omnisend has no entity \"contacts\" "
+                               "(known: contact, event)"));
+  }
+  SECTION("a source entity weft cannot take") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customers"},
+                          "destination": {"connection": "om", "entity": "contact"})"),
+               Catch::Contains("t1/tenant.json: $.flows.c.source.entity: commercetools has no entity \"customers\" "
+                               "weft can take (known: customer, order)"));
+  }
+  SECTION("a source that is a destination-only system, a destination that is a source-only one") {
+    std::string s = refused(R"("source": {"connection": "om", "entity": "contact"},
+                               "destination": {"connection": "ct", "entity": "customer"})");
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.flows.c.source.connection: weft cannot take records from omnisend yet"));
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.flows.c.destination.connection: weft cannot deliver to commercetools yet"));
+  }
+  SECTION("a system weft cannot deliver to yet is for a disabled flow (map, dry-run, test); a typo never is") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "vo", "entity": "contact"})"),
+               Catch::Contains("$.flows.c.destination.connection: weft cannot deliver to voyado yet; a flow with it "
+                               "must be \"enabled\": false"));
+    loads(R"("enabled": false, "source": {"connection": "ct", "entity": "customer"},
+             "destination": {"connection": "vo", "entity": "contact"})");
+    CHECK_THAT(refused(R"("enabled": false, "source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "om", "entity": "contacts"})"),
+               Catch::Contains("$.flows.c.destination.entity: omnisend has no entity \"contacts\""));
+  }
+  SECTION("records that come by webhook only: nothing to pull, and a connection that takes webhooks") {
+    const std::string orders = R"("source": {"connection": "ct", "entity": "order"},
+                                  "destination": {"connection": "om", "entity": "event"})";
+    loads(orders);
+    std::string s = refused(orders + R"(, "pull": {"every": "5m"}, "refresh_on_change": true)");
+    CHECK_THAT(s, Catch::Contains("$.flows.c.pull: commercetools order records come by webhook only: weft cannot pull them"));
+    CHECK_THAT(s, Catch::Contains("$.flows.c.refresh_on_change: commercetools order records come by webhook only"));
+    ws.write("t1/tenant.json", flow_tenant(orders, connections(false)));
+    problems.clear();
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems),
+               Catch::Contains("$.flows.c.source.connection: commercetools order records come by webhook only: weft "
+                               "cannot pull them, and connection ct takes no webhooks"));
+  }
+  SECTION("reconciliation needs a destination it can look records up in") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "om", "entity": "event"}, "reconcile": {"every": "1d"})"),
+               Catch::Contains("$.flows.c.reconcile: reconciliation compares with Omnisend contacts only yet, not "
+                               "omnisend event"));
+  }
+}
 
 TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][secrets]") {
   TempDir ws;

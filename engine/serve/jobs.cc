@@ -387,7 +387,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
   const ws::TenantVersion& v = *version;
   const json::object& conns = v.config.at("connections").as_object();
   const json::object& dest_cfg = conns.at(flow.destination_connection).as_object();
-  if (flow.destination_system != "omnisend" || flow.destination_entity != "contact")
+  if (!connectors::can_reconcile(flow.destination_system, flow.destination_entity))
     throw std::runtime_error("reconciliation compares with Omnisend contacts only yet, not " +
                              flow.destination_system + " " + flow.destination_entity);
   std::string window_text;

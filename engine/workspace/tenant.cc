@@ -11,6 +11,7 @@
 #include <regex>
 #include <sstream>
 
+#include "connectors/registry.h"
 #include "engine/workspace/json_limits.h"
 #include "engine/workspace/schema.h"
 
@@ -87,6 +88,65 @@ bool parse_json_file(const fs::path& p, const std::string& shown, json::value* o
 bool is_secret_path(const std::string& path) {
   static const std::regex re(R"(^\$\.connections\.[^.]+\.(client_secret|api_key|webhook\.hmac_secret|webhook\.bearer_token)$)");
   return std::regex_match(path, re);
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// What sync and serve can do with a flow's ends, so check refuses what they would refuse
+// at run time (connectors/registry.h says what weft takes and delivers). An entity weft
+// does not know for a system it works with is a typo, in any flow; a system weft does not
+// work with yet (in that role) is for a disabled flow only: map, dry-run and test run it,
+// sync and serve never do.
+void check_flow_ends(const Flow& f, const std::string& base, bool source_known, bool destination_known,
+                     const std::string& shown, std::vector<Problem>* problems) {
+  const char* disabled_only = "; a flow with it must be \"enabled\": false (for map, dry-run and test only)";
+  if (destination_known) {
+    auto known = connectors::destination_entities(f.destination_system);
+    if (!known.empty() && !connectors::destination_model(f.destination_system, f.destination_entity))
+      problems->push_back({shown, 0, base + ".destination.entity",
+                           f.destination_system + " has no entity \"" + f.destination_entity + "\" (known: " +
+                               joined(known) + ")"});
+    else if (known.empty() && f.enabled)
+      problems->push_back({shown, 0, base + ".destination.connection",
+                           "weft cannot deliver to " + f.destination_system + " yet" + disabled_only});
+  }
+  if (source_known) {
+    auto known = connectors::source_entities(f.source_system);
+    if (!known.empty() && connectors::source_support(f.source_system, f.source_entity) == connectors::SourceSupport::none)
+      problems->push_back({shown, 0, base + ".source.entity",
+                           f.source_system + " has no entity \"" + f.source_entity + "\" weft can take (known: " +
+                               joined(known) + ")"});
+    else if (known.empty() && f.enabled)
+      problems->push_back({shown, 0, base + ".source.connection",
+                           "weft cannot take records from " + f.source_system + " yet" + disabled_only});
+  }
+}
+
+// What needs a source weft can pull: a flow whose records come only by webhook has nothing
+// to pull, back-fill or reconcile, and without a webhook on its connection it would never
+// receive a record. Reconciliation also needs a destination it can look records up in.
+void check_flow_jobs(const Flow& f, const json::object& fo, const json::object* source_conn, const std::string& base,
+                     const std::string& shown, std::vector<Problem>* problems) {
+  if (fo.contains("reconcile") && !f.destination_system.empty() &&
+      connectors::destination_model(f.destination_system, f.destination_entity) &&
+      !connectors::can_reconcile(f.destination_system, f.destination_entity))
+    problems->push_back({shown, 0, base + ".reconcile",
+                         "reconciliation compares with Omnisend contacts only yet, not " + f.destination_system + " " +
+                             f.destination_entity});
+  if (connectors::source_support(f.source_system, f.source_entity) != connectors::SourceSupport::webhooks) return;
+  std::string why = f.source_system + " " + f.source_entity + " records come by webhook only: weft cannot pull them";
+  for (const char* job : {"pull", "reconcile", "backfill"})
+    if (fo.contains(job)) problems->push_back({shown, 0, base + "." + job, why});
+  if (auto* r = fo.if_contains("refresh_on_change"); r && r->is_bool() && r->as_bool())
+    problems->push_back({shown, 0, base + ".refresh_on_change", why + " (a refresh is a backfill)"});
+  if (f.enabled && source_conn && !source_conn->contains("webhook"))
+    problems->push_back({shown, 0, base + ".source.connection",
+                         why + ", and connection " + f.source_connection +
+                             " takes no webhooks (it has no \"webhook\"): the flow would never receive a record"});
 }
 
 void add_schema_issues(const Schema& schema, const json::value& doc, const std::string& shown,
@@ -229,7 +289,9 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
     f.destination_connection = std::string(dst.at("connection").get_string());
     f.destination_entity = std::string(dst.at("entity").get_string());
     std::string base = "$.flows." + f.name;
-    if (!conns.contains(f.source_connection))
+    if (auto* s = conns.if_contains(f.source_connection))
+      f.source_system = std::string(s->at("system").get_string());
+    else
       problems->push_back({shown, 0, base + ".source.connection", "no connection named '" + f.source_connection + "'"});
     if (auto* d = conns.if_contains(f.destination_connection))
       f.destination_system = std::string(d->at("system").get_string());
@@ -237,6 +299,9 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
       problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
     if (auto* c = fo.if_contains("context")) f.context = c->get_object();
     if (auto* e = fo.if_contains("enabled")) f.enabled = e->as_bool();
+    check_flow_ends(f, base, !f.source_system.empty(), !f.destination_system.empty(), shown, problems);
+    auto* source_conn = conns.if_contains(f.source_connection);
+    check_flow_jobs(f, fo, source_conn ? &source_conn->as_object() : nullptr, base, shown, problems);
     if (auto* w = fo.if_contains("first_write")) f.lookup_first_write = w->as_string() != "send";
     // Schedules are checked here so weft check (and a reload) refuses a bad cron expression.
     for (const char* job : {"pull", "reconcile"}) {
