@@ -211,7 +211,8 @@ namespace {
 // weft cannot deliver to voyado yet: the flow is for map and dry-run only.
 void write_schemaless_tenant(const TempDir& ws, const std::string& script, const std::string& limits = "") {
   ws.write("t1/tenant.json", R"({"tenant": "t1", )" + limits + R"(
-    "connections": {"ct": {"system": "commercetools"}, "vo": {"system": "voyado"}},
+    "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id",
+                           "client_secret": "${CT_SECRET}"}, "vo": {"system": "voyado"}},
     "flows": {"c": {"enabled": false, "source": {"connection": "ct", "entity": "customer"},
                     "destination": {"connection": "vo", "entity": "contact"}, "script": "c.lua"}}})");
   ws.write("t1/c.lua", script);

@@ -54,7 +54,8 @@ TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
 
   SECTION("wrong type deep inside") {
     ws.write("t1/tenant.json", R"({"tenant": "t1", "limits": {"cpu_ms": "fast"},
-      "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"},
+                      "om": {"system": "omnisend", "api_key": "${OM_KEY}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
@@ -71,21 +72,23 @@ TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
   }
   SECTION("unknown field") {
     ws.write("t1/tenant.json", R"({"tenant": "t1", "colour": "red",
-      "connections": {"ct": {"system": "commercetools"}},
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "ct", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
     CHECK_THAT(all_problems(problems), Catch::Contains("colour"));
   }
   SECTION("flow names a connection that does not exist") {
-    ws.write("t1/tenant.json", R"({"tenant": "t1", "connections": {"ct": {"system": "commercetools"}},
+    ws.write("t1/tenant.json", R"({"tenant": "t1",
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "nope", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
     CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.destination.connection: no connection named 'nope'"));
   }
   SECTION("tenant name differs from the folder") {
-    ws.write("t1/tenant.json", R"({"tenant": "other", "connections": {"ct": {"system": "commercetools"}},
+    ws.write("t1/tenant.json", R"({"tenant": "other",
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "ct", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
@@ -218,7 +221,7 @@ TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][s
   write_basic_tenant(ws, weft::testing::kBasicScript);
   std::vector<workspace::Problem> problems;
   SECTION("references and a plain client_id load") {
-    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "client_id": "acme-shop-client",
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "acme-shop", "client_id": "acme-shop-client",
         "client_secret": "${ACME_CT_SECRET}", "webhook": {"hmac_secret": "${H}", "bearer_token": "${_B2}"}},
       "om": {"system": "omnisend", "api_key": "${OM_KEY}"}})"));
     CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
@@ -240,6 +243,29 @@ TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][s
   }
 }
 
+TEST_CASE("each system's connection needs the settings its connector cannot work without", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "client_id": "id"},
+      "om": {"system": "omnisend", "api_url": "https://api.omnisend.com/v3"}})"));
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  std::string s = all_problems(problems);
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct: \"project\" is required for commercetools connections"));
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct: \"client_secret\" is required for commercetools "
+                                "connections"));
+  CHECK_THAT(s, !Catch::Contains("\"client_id\" is required"));
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.om: \"api_key\" is required for omnisend connections"));
+  // A system without a connector yet has nothing required (a disabled flow may map to it).
+  problems.clear();
+  ws.write("t1/tenant.json", R"({"tenant": "t1", "connections": {"ct": {"system": "commercetools", "project": "p",
+      "client_id": "id", "client_secret": "${CT_SECRET}"}, "vo": {"system": "voyado"}},
+    "flows": {"c": {"enabled": false, "source": {"connection": "ct", "entity": "customer"},
+                    "destination": {"connection": "vo", "entity": "contact"}, "script": "c.lua"}}})");
+  CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK(all_problems(problems).empty());
+}
+
 TEST_CASE("connections refuse unknown fields", "[workspace]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
@@ -254,7 +280,8 @@ TEST_CASE("a flow script must stay inside the tenant folder", "[workspace]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
   ws.write("outside.lua", weft::testing::kBasicScript);
-  const std::string conns = R"({"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}})";
+  const std::string conns = R"({"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"},
+    "om": {"system": "omnisend", "api_key": "${OM_KEY}"}})";
   std::vector<workspace::Problem> problems;
   SECTION("absolute path: refused by the schema") {
     ws.write("t1/tenant.json", tenant_json(conns, (ws.path() / "outside.lua").string()));
@@ -479,7 +506,8 @@ TEST_CASE("overlapping reloads of a tenant finish in order: the newest files win
   const std::string fast = std::string(weft::testing::kBasicScript) + "-- new\n";
   write_basic_tenant(ws, slow);
   ws.write("t1/tenant.json", R"({"tenant": "t1", "limits": {"cpu_ms": 5000},
-    "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},
+    "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"},
+                    "om": {"system": "omnisend", "api_key": "${OM_KEY}"}},
     "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                     "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
   workspace::Registry reg(ws.path());

@@ -149,12 +149,28 @@ void check_flow_jobs(const Flow& f, const json::object& fo, const json::object* 
                              " takes no webhooks (it has no \"webhook\"): the flow would never receive a record"});
 }
 
+// "\"project\" is required for commercetools connections", for the schema's per-system
+// required settings (valijson says only "Missing required property 'project'."); "" otherwise.
+std::string connection_requirement(const json::value& doc, const SchemaIssue& i) {
+  static const std::regex path_re(R"(^\$\.connections\.([^.]+)$)");
+  static const std::regex message_re(R"(^Missing required property '([^']+)'\.?$)");
+  std::smatch p, m;
+  if (!std::regex_match(i.path, p, path_re) || !std::regex_match(i.message, m, message_re)) return "";
+  const json::value* system = nullptr;
+  if (auto* conns = doc.is_object() ? doc.as_object().if_contains("connections") : nullptr; conns && conns->is_object())
+    if (auto* c = conns->as_object().if_contains(p[1].str()); c && c->is_object()) system = c->as_object().if_contains("system");
+  if (!system || !system->is_string() || m[1] == "system") return "";
+  return "\"" + m[1].str() + "\" is required for " + std::string(system->as_string()) + " connections";
+}
+
 void add_schema_issues(const Schema& schema, const json::value& doc, const std::string& shown,
                        std::vector<Problem>* problems) {
   for (const auto& i : schema.validate(doc)) {
     // The pattern says what is expected, but not why: say it (never echo the value).
     if (is_secret_path(i.path) && i.message.rfind("does not match the pattern", 0) == 0)
       problems->push_back({shown, 0, i.path, "must be a ${ENV_VAR} reference, not the secret itself"});
+    else if (std::string why = connection_requirement(doc, i); !why.empty())
+      problems->push_back({shown, 0, i.path, why});
     else
       problems->push_back({shown, 0, i.path, i.message});
   }
