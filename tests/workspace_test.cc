@@ -266,6 +266,30 @@ TEST_CASE("each system's connection needs the settings its connector cannot work
   CHECK(all_problems(problems).empty());
 }
 
+TEST_CASE("api_url and auth_url are read as the HTTP client reads them", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto with_urls = [&](const std::string& ct_auth, const std::string& om_api) {
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "p", "client_id": "id",
+        "client_secret": "${CT_SECRET}", "auth_url": ")" + ct_auth + R"("},
+      "om": {"system": "omnisend", "api_key": "${OM_KEY}", "api_url": ")" + om_api + R"("}})"));
+    problems.clear();
+    return workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+  };
+  // The schema's pattern takes both; the client refuses both.
+  CHECK_FALSE(with_urls("https:///", "https://api.omnisend.com/v3?x=1"));
+  std::string s = all_problems(problems);
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct.auth_url: is not a URL weft can call"));
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.om.api_url: is not a URL weft can call"));
+  CHECK_FALSE(with_urls("https://auth.example.com#x", "https://api.omnisend.com/v3"));
+  CHECK_THAT(all_problems(problems), Catch::Contains("$.connections.ct.auth_url: is not a URL weft can call"));
+  // A port, a trailing slash, plain http (fakes), and ${ENV_VAR}s (read when used) are fine.
+  CHECK(with_urls("http://127.0.0.1:8080", "https://api.omnisend.com/v3/"));
+  CHECK(with_urls("${CT_AUTH_URL}", "${OM_URL}"));
+  CHECK(all_problems(problems).empty());
+}
+
 TEST_CASE("connections refuse unknown fields", "[workspace]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);

@@ -12,8 +12,10 @@
 #include <sstream>
 
 #include "connectors/registry.h"
+#include "engine/http/client.h"
 #include "engine/workspace/json_limits.h"
 #include "engine/workspace/schema.h"
+#include "engine/workspace/secrets.h"
 
 namespace weft::workspace {
 namespace json = boost::json;
@@ -88,6 +90,22 @@ bool parse_json_file(const fs::path& p, const std::string& shown, json::value* o
 bool is_secret_path(const std::string& path) {
   static const std::regex re(R"(^\$\.connections\.[^.]+\.(client_secret|api_key|webhook\.hmac_secret|webhook\.bearer_token)$)");
   return std::regex_match(path, re);
+}
+
+// What the schema cannot say about a connection. URLs are read as the HTTP client reads
+// them (its pattern takes "https:///" and query strings, which the client refuses); one
+// that is a ${ENV_VAR} is read when the connection is used, and refused then.
+void check_connection(const std::string& name, const json::object& c, const std::string& shown,
+                      std::vector<Problem>* problems) {
+  std::string base = "$.connections." + name;
+  for (const char* key : {"api_url", "auth_url"}) {
+    auto* v = c.if_contains(key);
+    if (!v || !v->is_string() || is_secret_ref(std::string(v->as_string()))) continue;
+    if (!http::Url::parse(std::string(v->as_string())))
+      problems->push_back({shown, 0, base + "." + key,
+                           "is not a URL weft can call: http:// or https://, a host (and port), then a path if "
+                           "any; no query, fragment or spaces"});
+  }
 }
 
 std::string joined(const std::vector<std::string>& names) {
@@ -293,6 +311,7 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
     if (auto* m = lim->as_object().if_contains("memory_mb")) t->code.limits.memory_mb = static_cast<int>(m->to_number<int64_t>());
   }
   const auto& conns = o.at("connections").get_object();
+  for (const auto& [name, c] : conns) check_connection(std::string(name), c.get_object(), shown, problems);
   for (const auto& [name, fv] : o.at("flows").get_object()) {
     const auto& fo = fv.get_object();
     Flow f;
