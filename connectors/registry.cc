@@ -25,11 +25,12 @@ std::string setting(const std::string& connection, const json::object& o, const 
     return raw;
   }
   std::string missing;
-  auto v = secrets.resolve(raw, &missing);
+  bool empty = false;
+  auto v = secrets.resolve(raw, &missing, &empty);
   if (!v && display) return raw;
   if (!v)
     throw ConfigError("connection " + connection + ": \"" + key + "\" refers to environment variable " + missing +
-                      ", which is not set");
+                      (empty ? ", which is empty" : ", which is not set"));
   return *v;
 }
 

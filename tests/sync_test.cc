@@ -652,3 +652,19 @@ TEST_CASE("sync: an unset secret is a configuration error naming the variable, b
   CHECK(w.ct.requests().empty());
   CHECK(w.om.request_count() == 0);
 }
+
+TEST_CASE("sync: a secret whose variable is set but empty is a configuration error, as an unset one is",
+          "[sync][secrets]") {
+  World w;
+  w.ct.put_customer(customer(1));
+  setenv("SYNC_T_OMNI_KEY", "", 1);
+  RunResult r = w.sync();
+  setenv("SYNC_T_OMNI_KEY", kOmniKey, 1);
+  INFO(r.err);
+  CHECK(r.code == 2);
+  CHECK(r.err.find("connection omnisend: \"api_key\" refers to environment variable SYNC_T_OMNI_KEY, which is "
+                   "empty") != std::string::npos);
+  CHECK(r.out.empty());
+  CHECK(w.ct.requests().empty());
+  CHECK(w.om.request_count() == 0);  // no request went out with an empty key
+}

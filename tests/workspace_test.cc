@@ -572,6 +572,14 @@ TEST_CASE("secrets resolve from the environment and are redacted", "[workspace][
   CHECK(secrets.redact("header: Bearer s3cr3t-value; again s3cr3t-value") == "header: Bearer ***; again ***");
   CHECK_FALSE(secrets.resolve("${WEFT_TEST_UNSET}", &missing));
   CHECK(missing == "WEFT_TEST_UNSET");
+  // Set but empty counts as not configured: an empty key would only be refused by the API.
+  setenv("WEFT_TEST_EMPTY", "", 1);
+  bool empty = false;
+  CHECK_FALSE(secrets.resolve("Bearer ${WEFT_TEST_EMPTY}", &missing, &empty));
+  CHECK(missing == "WEFT_TEST_EMPTY");
+  CHECK(empty);
+  CHECK_FALSE(secrets.resolve("${WEFT_TEST_UNSET}", &missing, &empty));
+  CHECK_FALSE(empty);
   CHECK(workspace::is_secret_ref("${X}"));
   CHECK_FALSE(workspace::is_secret_ref("plain"));
 }
