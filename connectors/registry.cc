@@ -145,6 +145,8 @@ std::vector<std::string> source_entities(const std::string& system) {
   return {};
 }
 
+bool takes_webhooks(const std::string& system) { return system == "commercetools"; }
+
 bool can_reconcile(const std::string& system, const std::string& entity) {
   return system == "omnisend" && entity == "contact";
 }

@@ -37,6 +37,8 @@ SourceSupport source_support(const std::string& system, const std::string& entit
 // The entities source_support knows for `system`, in a stable order; empty when weft takes
 // nothing from it yet.
 std::vector<std::string> source_entities(const std::string& system);
+// Whether weft serve takes webhooks from `system` (http::parse_webhook reads its messages).
+bool takes_webhooks(const std::string& system);
 // Whether reconciliation can compare a flow's records with this destination (it looks
 // contacts up in Omnisend).
 bool can_reconcile(const std::string& destination_system, const std::string& destination_entity);

@@ -221,8 +221,10 @@ TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][s
   write_basic_tenant(ws, weft::testing::kBasicScript);
   std::vector<workspace::Problem> problems;
   SECTION("references and a plain client_id load") {
-    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "acme-shop", "client_id": "acme-shop-client",
-        "client_secret": "${ACME_CT_SECRET}", "webhook": {"hmac_secret": "${H}", "bearer_token": "${_B2}"}},
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "acme-shop",
+        "client_id": "acme-shop-client", "client_secret": "${ACME_CT_SECRET}", "webhook": {"hmac_secret": "${H}"}},
+      "ct2": {"system": "commercetools", "project": "acme-shop", "client_id": "${ACME_CT_ID}",
+        "client_secret": "${ACME_CT_SECRET}", "webhook": {"bearer_token": "${_B2}"}},
       "om": {"system": "omnisend", "api_key": "${OM_KEY}"}})"));
     CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
     CHECK(all_problems(problems).empty());
@@ -241,6 +243,68 @@ TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][s
     CHECK_THAT(s, !Catch::Contains("hunter2"));
     CHECK_THAT(s, !Catch::Contains("does not match the pattern"));
   }
+}
+
+TEST_CASE("a pull or reconcile block that would never run is refused; a reconcile window alone is not",
+          "[workspace][schedule]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto load = [&](const std::string& extra) {
+    ws.write("t1/tenant.json", flow_tenant(kCtToOm + ", " + extra));
+    problems.clear();
+    return workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+  };
+  CHECK_FALSE(load(R"("pull": {})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("t1/tenant.json: $.flows.c.pull: needs every (\"5m\") or cron (\"*/5 * * * *\"): "
+                             "without one weft serve never pulls"));
+  CHECK_FALSE(load(R"("reconcile": {})"));
+  CHECK_THAT(all_problems(problems), Catch::Contains("t1/tenant.json: $.flows.c.reconcile: sets nothing"));
+  CHECK_FALSE(load(R"("pull": {"timezone": "Europe/Stockholm"})"));  // a time zone is no schedule
+  CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.pull: schedule: needs every"));
+  // The README's reconcile started only through the admin API: its window is the point.
+  CHECK(load(R"("reconcile": {"window": "30d"})"));
+  CHECK(load(R"("pull": {"every": "5m"}, "reconcile": {"cron": "0 3 * * *", "window": "2d"})"));
+  CHECK(all_problems(problems).empty());
+}
+
+TEST_CASE("a webhook needs exactly one way to authenticate, on a system weft takes webhooks from",
+          "[workspace][webhook]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto load = [&](const std::string& ct_webhook, const std::string& om_extra = "") {
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "p", "client_id": "id",
+        "client_secret": "${CT_SECRET}", "webhook": )" + ct_webhook + R"(},
+      "om": {"system": "omnisend", "api_key": "${OM_KEY}")" + om_extra + "}}"));
+    problems.clear();
+    return workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+  };
+  CHECK_FALSE(load("{}"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("t1/tenant.json: $.connections.ct.webhook: needs hmac_secret or bearer_token (or "
+                             "\"unauthenticated\": true, for local tests only): without one every webhook is refused"));
+  CHECK_FALSE(load(R"({"unauthenticated": false, "max_body_bytes": 1000})"));
+  CHECK_THAT(all_problems(problems), Catch::Contains("$.connections.ct.webhook: needs hmac_secret or bearer_token"));
+  CHECK_FALSE(load(R"({"hmac_secret": "${H}", "bearer_token": "${B}"})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.ct.webhook: has both hmac_secret and bearer_token: give one"));
+  CHECK_FALSE(load(R"({"bearer_token": "${B}", "unauthenticated": true})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.ct.webhook.unauthenticated: is true beside bearer_token: give one"));
+  CHECK_FALSE(load(R"({"bearer_token": "${B}", "signature_header": "X-Sig"})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.ct.webhook.signature_header: applies to hmac_secret only"));
+  CHECK_FALSE(load(R"({"hmac_secret": "${H}"})", R"(, "webhook": {"bearer_token": "${B}"})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.om.webhook: weft takes webhooks from commercetools connections only, "
+                             "not omnisend"));
+  // One way each: fine.
+  CHECK(load(R"({"hmac_secret": "${H}", "signature_header": "X-Sig", "unauthenticated": false})"));
+  CHECK(load(R"({"bearer_token": "${B}", "max_body_bytes": 1000})"));
+  CHECK(load(R"({"unauthenticated": true})"));
+  CHECK(all_problems(problems).empty());
 }
 
 TEST_CASE("each system's connection needs the settings its connector cannot work without", "[workspace]") {

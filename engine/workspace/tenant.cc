@@ -106,6 +106,31 @@ void check_connection(const std::string& name, const json::object& c, const std:
                            "is not a URL weft can call: http:// or https://, a host (and port), then a path if "
                            "any; no query, fragment or spaces"});
   }
+  // A webhook that could authenticate nothing answers every request 401, and the sender
+  // gives up on them; one with two ways would check one and ignore the other.
+  auto* hook = c.if_contains("webhook");
+  if (!hook || !hook->is_object()) return;
+  const json::object& w = hook->as_object();
+  std::string system = c.at("system").is_string() ? std::string(c.at("system").as_string()) : "";
+  if (!connectors::takes_webhooks(system))
+    problems->push_back({shown, 0, base + ".webhook",
+                         "weft takes webhooks from commercetools connections only, not " + system});
+  bool hmac = w.contains("hmac_secret"), bearer = w.contains("bearer_token");
+  auto* open_v = w.if_contains("unauthenticated");
+  bool open = open_v && open_v->is_bool() && open_v->as_bool();
+  if (hmac && bearer)
+    problems->push_back({shown, 0, base + ".webhook",
+                         "has both hmac_secret and bearer_token: give one (only hmac_secret would be checked)"});
+  else if (open && (hmac || bearer))
+    problems->push_back({shown, 0, base + ".webhook.unauthenticated",
+                         std::string("is true beside ") + (hmac ? "hmac_secret" : "bearer_token") +
+                             ": give one (webhooks would still be authenticated)"});
+  else if (!hmac && !bearer && !open)
+    problems->push_back({shown, 0, base + ".webhook",
+                         "needs hmac_secret or bearer_token (or \"unauthenticated\": true, for local tests only): "
+                         "without one every webhook is refused (401)"});
+  if (w.contains("signature_header") && !hmac)
+    problems->push_back({shown, 0, base + ".webhook.signature_header", "applies to hmac_secret only"});
 }
 
 std::string joined(const std::vector<std::string>& names) {
@@ -338,13 +363,27 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
     auto* source_conn = conns.if_contains(f.source_connection);
     check_flow_jobs(f, fo, source_conn ? &source_conn->as_object() : nullptr, base, shown, problems);
     if (auto* w = fo.if_contains("first_write")) f.lookup_first_write = w->as_string() != "send";
-    // Schedules are checked here so weft check (and a reload) refuses a bad cron expression.
+    // Schedules are checked here so weft check (and a reload) refuses a bad cron expression,
+    // and a block that would never run: `pull` is only a schedule (any job can be started
+    // through the admin API without one); `reconcile` may be only a window, for the runs
+    // started there.
     for (const char* job : {"pull", "reconcile"}) {
       auto* spec = fo.if_contains(job);
       if (!spec || !spec->is_object()) continue;
       json::object only;
       for (const char* k : {"every", "cron", "timezone"})
         if (auto* x = spec->as_object().if_contains(k)) only[k] = *x;
+      if (only.empty() && std::string_view(job) == "pull") {
+        problems->push_back({shown, 0, base + ".pull",
+                             "needs every (\"5m\") or cron (\"*/5 * * * *\"): without one weft serve never pulls"});
+        continue;
+      }
+      if (only.empty() && !spec->as_object().contains("window")) {
+        problems->push_back({shown, 0, base + ".reconcile",
+                             "sets nothing: every (\"1d\") or cron (\"0 3 * * *\") schedules it; without them weft "
+                             "serve never reconciles (a window alone is for runs started through the admin API)"});
+        continue;
+      }
       if (only.empty()) continue;
       std::string why;
       if (!sched::parse_schedule(only, &why)) problems->push_back({shown, 0, base + "." + job, why});
