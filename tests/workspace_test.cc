@@ -269,6 +269,46 @@ TEST_CASE("a pull or reconcile block that would never run is refused; a reconcil
   CHECK(all_problems(problems).empty());
 }
 
+TEST_CASE("numbers that would wrap or fall back silently are refused, with their path", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto refused = [&](const std::string& extra, const std::string& om_extra = "") {
+    std::string conns = connections();
+    const std::string key = R"("api_key": "${OM_KEY}")";
+    if (!om_extra.empty()) conns.replace(conns.find(key), key.size(), key + ", " + om_extra);
+    ws.write("t1/tenant.json", flow_tenant(kCtToOm + (extra.empty() ? "" : ", " + extra), conns));
+    problems.clear();
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    return all_problems(problems);
+  };
+  CHECK_THAT(refused(R"("retry": {"max_attempts": 3000000000})"),
+             Catch::Contains("t1/tenant.json: $.flows.c.retry.max_attempts: must be at most 1000\n"));
+  CHECK_THAT(refused(R"("retry": {"max_attempts": 1001})"), Catch::Contains("$.flows.c.retry.max_attempts: "));
+  CHECK_THAT(refused(R"("retry": {"max_age": "99999999999999999999d"})"),
+             Catch::Contains("t1/tenant.json: $.flows.c.retry.max_age: \"99999999999999999999d\" is not a duration "
+                             "weft can use: a whole number of ms, s, m, h or d, at most 36500d"));
+  CHECK_THAT(refused(R"("retry": {"max_age": "36501d"})"), Catch::Contains("$.flows.c.retry.max_age: \"36501d\" is not"));
+  CHECK_THAT(refused(R"("reconcile": {"window": "999999999999999d"})"),
+             Catch::Contains("$.flows.c.reconcile.window: \"999999999999999d\" is not a duration"));
+  CHECK_THAT(refused(R"("retry": {"base_ms": 1000, "max_ms": 500})"),
+             Catch::Contains("t1/tenant.json: $.flows.c.retry.base_ms: 1000 is more than max_ms (500)"));
+  CHECK_THAT(refused(R"("retry": {"base_ms": 600000})"),
+             Catch::Contains("$.flows.c.retry.base_ms: 600000 is more than max_ms (300000, the default)"));
+  CHECK_THAT(refused(R"("retry": {"max_ms": 86400001})"), Catch::Contains("$.flows.c.retry.max_ms: "));
+  CHECK_THAT(refused(R"("backfill": {"max_backlog": 10000000000})"), Catch::Contains("$.flows.c.backfill.max_backlog: "));
+  CHECK_THAT(refused("", R"("rate_limit": {"requests": 3000000000, "per_seconds": 60})"),
+             Catch::Contains("t1/tenant.json: $.connections.om.rate_limit.requests: must be at most 1000000\n"));
+  CHECK_THAT(refused("", R"("rate_limit": {"requests": 10, "per_seconds": 0.0001})"),
+             Catch::Contains("$.connections.om.rate_limit.per_seconds: must be at least 0.001\n"));
+  // At the limits: fine.
+  ws.write("t1/tenant.json", flow_tenant(kCtToOm + R"(, "retry": {"max_attempts": 1000, "base_ms": 500, "max_ms": 500,
+      "max_age": "36500d"}, "reconcile": {"window": "5000d"})"));
+  problems.clear();
+  CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK(all_problems(problems).empty());
+}
+
 TEST_CASE("a webhook needs exactly one way to authenticate, on a system weft takes webhooks from",
           "[workspace][webhook]") {
   TempDir ws;

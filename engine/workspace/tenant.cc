@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "connectors/registry.h"
+#include "engine/delivery/retry.h"
 #include "engine/http/client.h"
 #include "engine/workspace/json_limits.h"
 #include "engine/workspace/schema.h"
@@ -206,6 +207,41 @@ std::string connection_requirement(const json::value& doc, const SchemaIssue& i)
   return "\"" + m[1].str() + "\" is required for " + std::string(system->as_string()) + " connections";
 }
 
+// Numbers the schema cannot bound or relate: a duration's digits (its pattern takes any
+// number of them; one that overflowed would fall back to the default unseen), and a backoff
+// that would start above its own cap. Read with the parser the run uses.
+void check_flow_numbers(const json::object& fo, const std::string& base, const std::string& shown,
+                        std::vector<Problem>* problems) {
+  auto duration = [&](const json::value* block, const char* key, const std::string& path) {
+    auto* v = block && block->is_object() ? block->as_object().if_contains(key) : nullptr;
+    if (!v || !v->is_string() || delivery::parse_duration_ms(std::string(v->as_string()))) return;
+    problems->push_back({shown, 0, path, "\"" + std::string(v->as_string()) + "\" is not a duration weft can use: " +
+                                             "a whole number of ms, s, m, h or d, at most " +
+                                             std::to_string(delivery::kMaxDurationMs / 86400000) + "d"});
+  };
+  const json::value* retry = fo.if_contains("retry");
+  duration(retry, "max_age", base + ".retry.max_age");
+  duration(fo.if_contains("reconcile"), "window", base + ".reconcile.window");
+  if (retry && retry->is_object()) {
+    delivery::RetryPolicy p = delivery::retry_policy_from(&retry->as_object());
+    if (p.base_ms > p.max_ms)
+      problems->push_back({shown, 0, base + ".retry.base_ms",
+                           std::to_string(p.base_ms) + " is more than max_ms (" + std::to_string(p.max_ms) +
+                               (retry->as_object().contains("max_ms") ? "" : ", the default") +
+                               "): the backoff would start above its own cap"});
+  }
+}
+
+// valijson's "Expected number less than or equal to 1000.000000" as "must be at most 1000";
+// "" for other messages.
+std::string bound_message(const std::string& message) {
+  static const std::regex re(R"(^Expected number (less|greater) than or equal to (-?[0-9]+)(?:\.([0-9]*[1-9])?0*)?$)");
+  std::smatch m;
+  if (!std::regex_match(message, m, re)) return "";
+  return std::string("must be ") + (m[1] == "less" ? "at most " : "at least ") + m[2].str() +
+         (m[3].matched ? "." + m[3].str() : "");
+}
+
 void add_schema_issues(const Schema& schema, const json::value& doc, const std::string& shown,
                        std::vector<Problem>* problems) {
   for (const auto& i : schema.validate(doc)) {
@@ -214,6 +250,8 @@ void add_schema_issues(const Schema& schema, const json::value& doc, const std::
       problems->push_back({shown, 0, i.path, "must be a ${ENV_VAR} reference, not the secret itself"});
     else if (std::string why = connection_requirement(doc, i); !why.empty())
       problems->push_back({shown, 0, i.path, why});
+    else if (std::string bound = bound_message(i.message); !bound.empty())
+      problems->push_back({shown, 0, i.path, bound});
     else
       problems->push_back({shown, 0, i.path, i.message});
   }
@@ -362,6 +400,7 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
     check_flow_ends(f, base, !f.source_system.empty(), !f.destination_system.empty(), shown, problems);
     auto* source_conn = conns.if_contains(f.source_connection);
     check_flow_jobs(f, fo, source_conn ? &source_conn->as_object() : nullptr, base, shown, problems);
+    check_flow_numbers(fo, base, shown, problems);
     if (auto* w = fo.if_contains("first_write")) f.lookup_first_write = w->as_string() != "send";
     // Schedules are checked here so weft check (and a reload) refuses a bad cron expression,
     // and a block that would never run: `pull` is only a schedule (any job can be started
