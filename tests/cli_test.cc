@@ -442,6 +442,40 @@ TEST_CASE("weft check refuses a flow weft sync would refuse, naming the file and
   CHECK_THAT(dry.err, Catch::Contains("$.flows.c.destination.entity: omnisend has no entity"));
 }
 
+TEST_CASE("--tenant takes the folder name as shell completion types it; a path is refused", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  auto in = ws.write("in.json", "{\"email\": \"a@b.se\"}");
+  std::string dry = "dry-run --workspace " + q(ws.path()) + " --flow c --input " + q(in) + " --tenant ";
+  for (const char* typed : {"t1", "t1/", "t1//"}) {
+    INFO(typed);
+    auto r = run_weft(dry + typed);
+    CHECK(r.code == 0);
+    CHECK(r.err.find("but the folder is") == std::string::npos);
+    CHECK(ndjson(r.out).at(0).at("tenant") == "t1");
+  }
+  CHECK(run_weft("map --workspace " + q(ws.path()) + " --tenant t1/ --flow c --input " + q(in)).code == 0);
+  // A name that leads elsewhere is refused before anything is read, by every command.
+  ws.write("t1/sub/tenant.json", read_all(ws.path() / "t1/tenant.json"));
+  for (const char* typed : {"t1/sub", "../t1", "..", "."}) {
+    INFO(typed);
+    auto r = run_weft(dry + "'" + typed + "'");
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(std::string("\"") + typed + "\" is not a tenant folder name: a tenant is a "
+                                      "folder directly inside the workspace, named without \"/\" or \"..\""));
+  }
+  auto slash = run_weft(dry + "/");
+  CHECK(slash.code == 2);
+  CHECK_THAT(slash.err, Catch::Contains("\"/\" is not a tenant: give the tenant's folder name"));
+  for (const char* cmd : {"sync", "replay --list", "status"}) {
+    INFO(cmd);
+    auto r = run_weft(std::string(cmd) + " --workspace " + q(ws.path()) + " --tenant ../t1");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("\"../t1\" is not a tenant folder name"));
+  }
+}
+
 TEST_CASE("weft test --flow with a flow no selected tenant has is a usage error", "[cli]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
