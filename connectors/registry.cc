@@ -25,11 +25,12 @@ std::string setting(const std::string& connection, const json::object& o, const 
     return raw;
   }
   std::string missing;
-  auto v = secrets.resolve(raw, &missing);
+  bool empty = false;
+  auto v = secrets.resolve(raw, &missing, &empty);
   if (!v && display) return raw;
   if (!v)
     throw ConfigError("connection " + connection + ": \"" + key + "\" refers to environment variable " + missing +
-                      ", which is not set");
+                      (empty ? ", which is empty" : ", which is not set"));
   return *v;
 }
 
@@ -122,6 +123,32 @@ const delivery::Model* destination_model(const std::string& system, const std::s
   if (system == "omnisend" && entity == "contact") return &kOmnisendContact;
   if (system == "omnisend" && entity == "event") return &kOmnisendEvent;
   return nullptr;
+}
+
+std::vector<std::string> destination_entities(const std::string& system) {
+  if (system == "omnisend") return {"contact", "event"};
+  return {};
+}
+
+// commercetools customers are pulled (commercetools::Source reads customers only); orders
+// come only by subscription messages that carry the order (pipeline::Runner::resolve passes
+// them on as they are, and can fetch nothing but customers for the others).
+SourceSupport source_support(const std::string& system, const std::string& entity) {
+  if (system != "commercetools") return SourceSupport::none;
+  if (entity == "customer") return SourceSupport::pull;
+  if (entity == "order") return SourceSupport::webhooks;
+  return SourceSupport::none;
+}
+
+std::vector<std::string> source_entities(const std::string& system) {
+  if (system == "commercetools") return {"customer", "order"};
+  return {};
+}
+
+bool takes_webhooks(const std::string& system) { return system == "commercetools"; }
+
+bool can_reconcile(const std::string& system, const std::string& entity) {
+  return system == "omnisend" && entity == "contact";
 }
 
 int connection_timeout_ms(const json::object& c) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "connectors/commercetools/client.h"
 #include "connectors/omnisend/client.h"
@@ -23,6 +24,24 @@ class ConfigError : public std::runtime_error {
 
 // The payload model for a system's entity; nullptr when weft cannot deliver it.
 const delivery::Model* destination_model(const std::string& system, const std::string& entity);
+// The entities weft can deliver to `system` (each has a destination_model); empty when it
+// delivers nothing there yet.
+std::vector<std::string> destination_entities(const std::string& system);
+
+// How weft takes records of a source system's entity: `pull` (the delta pull, backfills,
+// reconciliation, and a fetch for a notification that does not carry the record), or only
+// from `webhooks` whose messages carry the record (commercetools subscription messages such
+// as OrderCreated); `none` when it cannot take them at all.
+enum class SourceSupport { none, webhooks, pull };
+SourceSupport source_support(const std::string& system, const std::string& entity);
+// The entities source_support knows for `system`, in a stable order; empty when weft takes
+// nothing from it yet.
+std::vector<std::string> source_entities(const std::string& system);
+// Whether weft serve takes webhooks from `system` (http::parse_webhook reads its messages).
+bool takes_webhooks(const std::string& system);
+// Whether reconciliation can compare a flow's records with this destination (it looks
+// contacts up in Omnisend).
+bool can_reconcile(const std::string& destination_system, const std::string& destination_entity);
 
 // With `display` (dry-run), settings whose ${ENV} is unset stay as the reference text
 // instead of failing: the requests are shown, never sent.

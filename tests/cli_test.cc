@@ -208,10 +208,12 @@ TEST_CASE("weft map: order kept, rejects to their file, workers agree, exit code
 
 namespace {
 // A tenant "t1" whose destination (voyado contact) has no schema, so any payload is valid.
+// weft cannot deliver to voyado yet: the flow is for map and dry-run only.
 void write_schemaless_tenant(const TempDir& ws, const std::string& script, const std::string& limits = "") {
   ws.write("t1/tenant.json", R"({"tenant": "t1", )" + limits + R"(
-    "connections": {"ct": {"system": "commercetools"}, "vo": {"system": "voyado"}},
-    "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
+    "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id",
+                           "client_secret": "${CT_SECRET}"}, "vo": {"system": "voyado"}},
+    "flows": {"c": {"enabled": false, "source": {"connection": "ct", "entity": "customer"},
                     "destination": {"connection": "vo", "entity": "contact"}, "script": "c.lua"}}})");
   ws.write("t1/c.lua", script);
 }
@@ -437,6 +439,60 @@ TEST_CASE("weft check takes a tenant folder, with a trailing slash or as '.'", "
     auto all = run_weft("check .");
     CHECK(all.code == 2);
     CHECK_THAT(all.out, Catch::Contains("FAIL  t2"));
+  }
+}
+
+TEST_CASE("weft check refuses a flow weft sync would refuse, naming the file and the path", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::string cfg = read_all(ws.path() / "t1/tenant.json");
+  const std::string contact = "\"entity\": \"contact\"";
+  cfg.replace(cfg.find(contact), contact.size(), "\"entity\": \"contacts\"");
+  ws.write("t1/tenant.json", cfg);
+  auto r = run_weft("check --workspace " + q(ws.path()));
+  CHECK(r.code == 2);
+  CHECK_THAT(r.out, Catch::Contains("FAIL  t1"));
+  CHECK_THAT(r.err, Catch::Contains("error: t1/tenant.json: $.flows.c.destination.entity: omnisend has no entity "
+                                    "\"contacts\" (known: contact, event)"));
+  // dry-run loads the tenant the same way: no "valid" payload for a destination weft has no model of.
+  auto in = ws.write("in.json", "{\"email\": \"a@b.se\"}");
+  auto dry = run_weft("dry-run --workspace " + q(ws.path()) + " --tenant t1 --flow c --input " + q(in));
+  CHECK(dry.code == 2);
+  CHECK(dry.out.empty());
+  CHECK_THAT(dry.err, Catch::Contains("$.flows.c.destination.entity: omnisend has no entity"));
+}
+
+TEST_CASE("--tenant takes the folder name as shell completion types it; a path is refused", "[cli]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  auto in = ws.write("in.json", "{\"email\": \"a@b.se\"}");
+  std::string dry = "dry-run --workspace " + q(ws.path()) + " --flow c --input " + q(in) + " --tenant ";
+  for (const char* typed : {"t1", "t1/", "t1//"}) {
+    INFO(typed);
+    auto r = run_weft(dry + typed);
+    CHECK(r.code == 0);
+    CHECK(r.err.find("but the folder is") == std::string::npos);
+    CHECK(ndjson(r.out).at(0).at("tenant") == "t1");
+  }
+  CHECK(run_weft("map --workspace " + q(ws.path()) + " --tenant t1/ --flow c --input " + q(in)).code == 0);
+  // A name that leads elsewhere is refused before anything is read, by every command.
+  ws.write("t1/sub/tenant.json", read_all(ws.path() / "t1/tenant.json"));
+  for (const char* typed : {"t1/sub", "../t1", "..", "."}) {
+    INFO(typed);
+    auto r = run_weft(dry + "'" + typed + "'");
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(std::string("\"") + typed + "\" is not a tenant folder name: a tenant is a "
+                                      "folder directly inside the workspace, named without \"/\" or \"..\""));
+  }
+  auto slash = run_weft(dry + "/");
+  CHECK(slash.code == 2);
+  CHECK_THAT(slash.err, Catch::Contains("\"/\" is not a tenant: give the tenant's folder name"));
+  for (const char* cmd : {"sync", "replay --list", "status"}) {
+    INFO(cmd);
+    auto r = run_weft(std::string(cmd) + " --workspace " + q(ws.path()) + " --tenant ../t1");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("\"../t1\" is not a tenant folder name"));
   }
 }
 

@@ -25,6 +25,11 @@ TEST_CASE("delivery: durations and the retry policy from tenant.json", "[deliver
   CHECK_FALSE(parse_duration_ms("h"));
   CHECK_FALSE(parse_duration_ms("5w"));
   CHECK_FALSE(parse_duration_ms("-5s"));
+  // Too long is refused, never read as something else: overflowing digits, past 100 years.
+  CHECK_FALSE(parse_duration_ms("99999999999999999999d"));
+  CHECK_FALSE(parse_duration_ms("106751991167d"));  // overflows int64 milliseconds when scaled
+  CHECK_FALSE(parse_duration_ms("36501d"));
+  CHECK(parse_duration_ms("36500d") == kMaxDurationMs);
   json::object cfg = json::parse(R"({"max_attempts": 4, "base_ms": 100, "max_ms": 1000, "max_age": "1h"})").as_object();
   RetryPolicy p = retry_policy_from(&cfg);
   CHECK(p.max_attempts == 4);

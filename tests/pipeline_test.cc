@@ -21,7 +21,8 @@ const char* kTenant = R"({
   "tenant": "t",
   "limits": { "cpu_ms": 2000 },
   "connections": {
-    "ct": { "system": "commercetools" },
+    "ct": { "system": "commercetools", "project": "t-shop", "client_id": "t-client", "client_secret": "${T_CT_SECRET}",
+            "webhook": { "hmac_secret": "${T_CT_HOOK}" } },
     "om": { "system": "omnisend", "api_key": "${T_OM_KEY}" }
   },
   "flows": {

@@ -199,6 +199,29 @@ TEST_CASE("serve: bad webhooks get a clear 4xx and store nothing", "[serve]") {
   CHECK(w.om.contact_count() == 0);
 }
 
+TEST_CASE("serve: a webhook secret whose variable is empty is not configured (503), as an unset one is",
+          "[serve][secrets]") {
+  ServeWorld w;
+  for (bool empty : {true, false}) {
+    INFO((empty ? "SERVE_T_HOOK_SECRET=''" : "SERVE_T_HOOK_SECRET unset"));
+    if (empty) setenv("SERVE_T_HOOK_SECRET", "", 1);
+    else unsetenv("SERVE_T_HOOK_SECRET");
+    w.start();
+    setenv("SERVE_T_HOOK_SECRET", kServeHookSecret, 1);
+    // Signed with an empty key, as an empty secret would check it: still refused, with 503.
+    auto r = w.post_webhook(message(1), {{"X-Weft-Signature", weft::http::hmac_sha256_hex("", message(1))}});
+    REQUIRE(r);
+    INFO(r->body);
+    CHECK(r->status == 503);
+    CHECK(json::parse(r->body).at("error").at("code") == "not_configured");
+    CHECK(r->get_header_value("Retry-After") == "60");
+    CHECK(w.stop() == 0);
+    CHECK(slurp(w.log_path).find(std::string("webhook secret of connection ct is ") + (empty ? "empty" : "unset") +
+                                 " (environment variable SERVE_T_HOOK_SECRET)") != std::string::npos);
+  }
+  CHECK(w.om.contact_count() == 0);
+}
+
 TEST_CASE("serve: the admin API needs its token; /healthz does not", "[serve]") {
   ServeWorld w;
   w.start();

@@ -344,9 +344,11 @@ TEST_CASE("sync: secrets never reach the store, the output or the dry-run", "[sy
 
 TEST_CASE("sync: a flow fed only by webhooks is passed over; the others are pulled", "[sync]") {
   World w;
-  // Orders come by subscription only: weft sync cannot pull them (it stopped at this flow,
-  // exit 2, before pulling the flows after it).
+  // Orders come by subscription only, to the connection's webhook: weft sync cannot pull
+  // them (it stopped at this flow, exit 2, before pulling the flows after it).
   std::string cfg = World::read(w.ws + "/acme/tenant.json");
+  cfg.replace(cfg.find("\"client_secret\": \"${SYNC_T_CT_SECRET}\""), 38,
+              R"("client_secret": "${SYNC_T_CT_SECRET}", "webhook": { "hmac_secret": "${SYNC_T_HOOK}" })");
   cfg.replace(cfg.find("\"flows\": {"), 10, R"("flows": {
     "a_orders": {
       "source": { "connection": "ct", "entity": "order" },
@@ -687,4 +689,20 @@ TEST_CASE("sync: an unset secret is a configuration error naming the variable, b
   CHECK(r.out.empty());
   CHECK(w.ct.requests().empty());
   CHECK(w.om.request_count() == 0);
+}
+
+TEST_CASE("sync: a secret whose variable is set but empty is a configuration error, as an unset one is",
+          "[sync][secrets]") {
+  World w;
+  w.ct.put_customer(customer(1));
+  setenv("SYNC_T_OMNI_KEY", "", 1);
+  RunResult r = w.sync();
+  setenv("SYNC_T_OMNI_KEY", kOmniKey, 1);
+  INFO(r.err);
+  CHECK(r.code == 2);
+  CHECK(r.err.find("connection omnisend: \"api_key\" refers to environment variable SYNC_T_OMNI_KEY, which is "
+                   "empty") != std::string::npos);
+  CHECK(r.out.empty());
+  CHECK(w.ct.requests().empty());
+  CHECK(w.om.request_count() == 0);  // no request went out with an empty key
 }

@@ -72,7 +72,8 @@ inline void write_basic_tenant(const TempDir& ws, const std::string& script) {
   "tenant": "t1",
   "limits": { "cpu_ms": 2000 },
   "connections": {
-    "ct": { "system": "commercetools" },
+    "ct": { "system": "commercetools", "project": "t1-shop", "client_id": "t1-client",
+            "client_secret": "${T1_CT_SECRET}" },
     "om": { "system": "omnisend", "api_key": "${T1_OMNISEND_KEY}" }
   },
   "flows": {

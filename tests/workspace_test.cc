@@ -54,7 +54,8 @@ TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
 
   SECTION("wrong type deep inside") {
     ws.write("t1/tenant.json", R"({"tenant": "t1", "limits": {"cpu_ms": "fast"},
-      "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"},
+                      "om": {"system": "omnisend", "api_key": "${OM_KEY}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
@@ -87,21 +88,23 @@ TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
   }
   SECTION("unknown field") {
     ws.write("t1/tenant.json", R"({"tenant": "t1", "colour": "red",
-      "connections": {"ct": {"system": "commercetools"}},
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "ct", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
     CHECK_THAT(all_problems(problems), Catch::Contains("colour"));
   }
   SECTION("flow names a connection that does not exist") {
-    ws.write("t1/tenant.json", R"({"tenant": "t1", "connections": {"ct": {"system": "commercetools"}},
+    ws.write("t1/tenant.json", R"({"tenant": "t1",
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "nope", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
     CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.destination.connection: no connection named 'nope'"));
   }
   SECTION("tenant name differs from the folder") {
-    ws.write("t1/tenant.json", R"({"tenant": "other", "connections": {"ct": {"system": "commercetools"}},
+    ws.write("t1/tenant.json", R"({"tenant": "other",
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"}},
       "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                       "destination": {"connection": "ct", "entity": "contact"}, "script": "c.lua"}}})");
     CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
@@ -138,15 +141,106 @@ std::string tenant_json(const std::string& connections, const std::string& scrip
     "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                     "destination": {"connection": "om", "entity": "contact"}, "script": ")" + script + R"("}}})";
 }
+
+// Connections with every setting their system needs: commercetools "ct" (with a webhook
+// unless told), omnisend "om", and voyado "vo", which weft cannot deliver to yet.
+std::string connections(bool ct_webhook = true) {
+  return std::string(R"({
+  "ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}")") +
+         (ct_webhook ? R"(, "webhook": {"hmac_secret": "${CT_HOOK}"})" : "") + R"(},
+  "om": {"system": "omnisend", "api_key": "${OM_KEY}"},
+  "vo": {"system": "voyado"}})";
+}
+
+// tenant.json for "t1" with one flow "c" (the members given) over `connections`.
+std::string flow_tenant(const std::string& flow, const std::string& conns = connections()) {
+  return R"({"tenant": "t1", "connections": )" + conns + R"(, "flows": {"c": {"script": "c.lua", )" + flow +
+         "}}}";
+}
+const std::string kCtToOm = R"("source": {"connection": "ct", "entity": "customer"},
+                               "destination": {"connection": "om", "entity": "contact"})";
 }  // namespace
+
+TEST_CASE("a flow's ends are ones sync and serve can run: errors name the file and the path", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto refused = [&](const std::string& flow) {
+    ws.write("t1/tenant.json", flow_tenant(flow));
+    problems.clear();
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    return all_problems(problems);
+  };
+  auto loads = [&](const std::string& flow) {
+    ws.write("t1/tenant.json", flow_tenant(flow));
+    problems.clear();
+    bool ok = workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+    INFO(all_problems(problems));
+    CHECK(ok);
+  };
+  loads(kCtToOm);
+  loads(R"("source": {"connection": "ct", "entity": "customer"}, "destination": {"connection": "om", "entity": "event"})");
+
+  SECTION("a destination entity weft has no model for") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "om", "entity": "contacts"})"),
+               Catch::Contains("t1/tenant.json: $.flows.c.destination.entity: omnisend has no entity \"contacts\" "
+                               "(known: contact, event)"));
+  }
+  SECTION("a source entity weft cannot take") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customers"},
+                          "destination": {"connection": "om", "entity": "contact"})"),
+               Catch::Contains("t1/tenant.json: $.flows.c.source.entity: commercetools has no entity \"customers\" "
+                               "weft can take (known: customer, order)"));
+  }
+  SECTION("a source that is a destination-only system, a destination that is a source-only one") {
+    std::string s = refused(R"("source": {"connection": "om", "entity": "contact"},
+                               "destination": {"connection": "ct", "entity": "customer"})");
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.flows.c.source.connection: weft cannot take records from omnisend yet"));
+    CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.flows.c.destination.connection: weft cannot deliver to commercetools yet"));
+  }
+  SECTION("a system weft cannot deliver to yet is for a disabled flow (map, dry-run, test); a typo never is") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "vo", "entity": "contact"})"),
+               Catch::Contains("$.flows.c.destination.connection: weft cannot deliver to voyado yet; a flow with it "
+                               "must be \"enabled\": false"));
+    loads(R"("enabled": false, "source": {"connection": "ct", "entity": "customer"},
+             "destination": {"connection": "vo", "entity": "contact"})");
+    CHECK_THAT(refused(R"("enabled": false, "source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "om", "entity": "contacts"})"),
+               Catch::Contains("$.flows.c.destination.entity: omnisend has no entity \"contacts\""));
+  }
+  SECTION("records that come by webhook only: nothing to pull, and a connection that takes webhooks") {
+    const std::string orders = R"("source": {"connection": "ct", "entity": "order"},
+                                  "destination": {"connection": "om", "entity": "event"})";
+    loads(orders);
+    std::string s = refused(orders + R"(, "pull": {"every": "5m"}, "refresh_on_change": true)");
+    CHECK_THAT(s, Catch::Contains("$.flows.c.pull: commercetools order records come by webhook only: weft cannot pull them"));
+    CHECK_THAT(s, Catch::Contains("$.flows.c.refresh_on_change: commercetools order records come by webhook only"));
+    ws.write("t1/tenant.json", flow_tenant(orders, connections(false)));
+    problems.clear();
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems),
+               Catch::Contains("$.flows.c.source.connection: commercetools order records come by webhook only: weft "
+                               "cannot pull them, and connection ct takes no webhooks"));
+  }
+  SECTION("reconciliation needs a destination it can look records up in") {
+    CHECK_THAT(refused(R"("source": {"connection": "ct", "entity": "customer"},
+                          "destination": {"connection": "om", "entity": "event"}, "reconcile": {"every": "1d"})"),
+               Catch::Contains("$.flows.c.reconcile: reconciliation compares with Omnisend contacts only yet, not "
+                               "omnisend event"));
+  }
+}
 
 TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][secrets]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
   std::vector<workspace::Problem> problems;
   SECTION("references and a plain client_id load") {
-    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "client_id": "acme-shop-client",
-        "client_secret": "${ACME_CT_SECRET}", "webhook": {"hmac_secret": "${H}", "bearer_token": "${_B2}"}},
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "acme-shop",
+        "client_id": "acme-shop-client", "client_secret": "${ACME_CT_SECRET}", "webhook": {"hmac_secret": "${H}"}},
+      "ct2": {"system": "commercetools", "project": "acme-shop", "client_id": "${ACME_CT_ID}",
+        "client_secret": "${ACME_CT_SECRET}", "webhook": {"bearer_token": "${_B2}"}},
       "om": {"system": "omnisend", "api_key": "${OM_KEY}"}})"));
     CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
     CHECK(all_problems(problems).empty());
@@ -167,6 +261,155 @@ TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][s
   }
 }
 
+TEST_CASE("a pull or reconcile block that would never run is refused; a reconcile window alone is not",
+          "[workspace][schedule]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto load = [&](const std::string& extra) {
+    ws.write("t1/tenant.json", flow_tenant(kCtToOm + ", " + extra));
+    problems.clear();
+    return workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+  };
+  CHECK_FALSE(load(R"("pull": {})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("t1/tenant.json: $.flows.c.pull: needs every (\"5m\") or cron (\"*/5 * * * *\"): "
+                             "without one weft serve never pulls"));
+  CHECK_FALSE(load(R"("reconcile": {})"));
+  CHECK_THAT(all_problems(problems), Catch::Contains("t1/tenant.json: $.flows.c.reconcile: sets nothing"));
+  CHECK_FALSE(load(R"("pull": {"timezone": "Europe/Stockholm"})"));  // a time zone is no schedule
+  CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.pull: schedule: needs every"));
+  // The README's reconcile started only through the admin API: its window is the point.
+  CHECK(load(R"("reconcile": {"window": "30d"})"));
+  CHECK(load(R"("pull": {"every": "5m"}, "reconcile": {"cron": "0 3 * * *", "window": "2d"})"));
+  CHECK(all_problems(problems).empty());
+}
+
+TEST_CASE("numbers that would wrap or fall back silently are refused, with their path", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto refused = [&](const std::string& extra, const std::string& om_extra = "") {
+    std::string conns = connections();
+    const std::string key = R"("api_key": "${OM_KEY}")";
+    if (!om_extra.empty()) conns.replace(conns.find(key), key.size(), key + ", " + om_extra);
+    ws.write("t1/tenant.json", flow_tenant(kCtToOm + (extra.empty() ? "" : ", " + extra), conns));
+    problems.clear();
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    return all_problems(problems);
+  };
+  CHECK_THAT(refused(R"("retry": {"max_attempts": 3000000000})"),
+             Catch::Contains("t1/tenant.json: $.flows.c.retry.max_attempts: must be at most 1000\n"));
+  CHECK_THAT(refused(R"("retry": {"max_attempts": 1001})"), Catch::Contains("$.flows.c.retry.max_attempts: "));
+  CHECK_THAT(refused(R"("retry": {"max_age": "99999999999999999999d"})"),
+             Catch::Contains("t1/tenant.json: $.flows.c.retry.max_age: \"99999999999999999999d\" is not a duration "
+                             "weft can use: a whole number of ms, s, m, h or d, at most 36500d"));
+  CHECK_THAT(refused(R"("retry": {"max_age": "36501d"})"), Catch::Contains("$.flows.c.retry.max_age: \"36501d\" is not"));
+  CHECK_THAT(refused(R"("reconcile": {"window": "999999999999999d"})"),
+             Catch::Contains("$.flows.c.reconcile.window: \"999999999999999d\" is not a duration"));
+  CHECK_THAT(refused(R"("retry": {"base_ms": 1000, "max_ms": 500})"),
+             Catch::Contains("t1/tenant.json: $.flows.c.retry.base_ms: 1000 is more than max_ms (500)"));
+  CHECK_THAT(refused(R"("retry": {"base_ms": 600000})"),
+             Catch::Contains("$.flows.c.retry.base_ms: 600000 is more than max_ms (300000, the default)"));
+  CHECK_THAT(refused(R"("retry": {"max_ms": 86400001})"), Catch::Contains("$.flows.c.retry.max_ms: "));
+  CHECK_THAT(refused(R"("backfill": {"max_backlog": 10000000000})"), Catch::Contains("$.flows.c.backfill.max_backlog: "));
+  CHECK_THAT(refused("", R"("rate_limit": {"requests": 3000000000, "per_seconds": 60})"),
+             Catch::Contains("t1/tenant.json: $.connections.om.rate_limit.requests: must be at most 1000000\n"));
+  CHECK_THAT(refused("", R"("rate_limit": {"requests": 10, "per_seconds": 0.0001})"),
+             Catch::Contains("$.connections.om.rate_limit.per_seconds: must be at least 0.001\n"));
+  // At the limits: fine.
+  ws.write("t1/tenant.json", flow_tenant(kCtToOm + R"(, "retry": {"max_attempts": 1000, "base_ms": 500, "max_ms": 500,
+      "max_age": "36500d"}, "reconcile": {"window": "5000d"})"));
+  problems.clear();
+  CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK(all_problems(problems).empty());
+}
+
+TEST_CASE("a webhook needs exactly one way to authenticate, on a system weft takes webhooks from",
+          "[workspace][webhook]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto load = [&](const std::string& ct_webhook, const std::string& om_extra = "") {
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "p", "client_id": "id",
+        "client_secret": "${CT_SECRET}", "webhook": )" + ct_webhook + R"(},
+      "om": {"system": "omnisend", "api_key": "${OM_KEY}")" + om_extra + "}}"));
+    problems.clear();
+    return workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+  };
+  CHECK_FALSE(load("{}"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("t1/tenant.json: $.connections.ct.webhook: needs hmac_secret or bearer_token (or "
+                             "\"unauthenticated\": true, for local tests only): without one every webhook is refused"));
+  CHECK_FALSE(load(R"({"unauthenticated": false, "max_body_bytes": 1000})"));
+  CHECK_THAT(all_problems(problems), Catch::Contains("$.connections.ct.webhook: needs hmac_secret or bearer_token"));
+  CHECK_FALSE(load(R"({"hmac_secret": "${H}", "bearer_token": "${B}"})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.ct.webhook: has both hmac_secret and bearer_token: give one"));
+  CHECK_FALSE(load(R"({"bearer_token": "${B}", "unauthenticated": true})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.ct.webhook.unauthenticated: is true beside bearer_token: give one"));
+  CHECK_FALSE(load(R"({"bearer_token": "${B}", "signature_header": "X-Sig"})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.ct.webhook.signature_header: applies to hmac_secret only"));
+  CHECK_FALSE(load(R"({"hmac_secret": "${H}"})", R"(, "webhook": {"bearer_token": "${B}"})"));
+  CHECK_THAT(all_problems(problems),
+             Catch::Contains("$.connections.om.webhook: weft takes webhooks from commercetools connections only, "
+                             "not omnisend"));
+  // One way each: fine.
+  CHECK(load(R"({"hmac_secret": "${H}", "signature_header": "X-Sig", "unauthenticated": false})"));
+  CHECK(load(R"({"bearer_token": "${B}", "max_body_bytes": 1000})"));
+  CHECK(load(R"({"unauthenticated": true})"));
+  CHECK(all_problems(problems).empty());
+}
+
+TEST_CASE("each system's connection needs the settings its connector cannot work without", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "client_id": "id"},
+      "om": {"system": "omnisend", "api_url": "https://api.omnisend.com/v3"}})"));
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  std::string s = all_problems(problems);
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct: \"project\" is required for commercetools connections"));
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct: \"client_secret\" is required for commercetools "
+                                "connections"));
+  CHECK_THAT(s, !Catch::Contains("\"client_id\" is required"));
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.om: \"api_key\" is required for omnisend connections"));
+  // A system without a connector yet has nothing required (a disabled flow may map to it).
+  problems.clear();
+  ws.write("t1/tenant.json", R"({"tenant": "t1", "connections": {"ct": {"system": "commercetools", "project": "p",
+      "client_id": "id", "client_secret": "${CT_SECRET}"}, "vo": {"system": "voyado"}},
+    "flows": {"c": {"enabled": false, "source": {"connection": "ct", "entity": "customer"},
+                    "destination": {"connection": "vo", "entity": "contact"}, "script": "c.lua"}}})");
+  CHECK(workspace::load_tenant(ws.path(), "t1", &problems));
+  CHECK(all_problems(problems).empty());
+}
+
+TEST_CASE("api_url and auth_url are read as the HTTP client reads them", "[workspace]") {
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  std::vector<workspace::Problem> problems;
+  auto with_urls = [&](const std::string& ct_auth, const std::string& om_api) {
+    ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "project": "p", "client_id": "id",
+        "client_secret": "${CT_SECRET}", "auth_url": ")" + ct_auth + R"("},
+      "om": {"system": "omnisend", "api_key": "${OM_KEY}", "api_url": ")" + om_api + R"("}})"));
+    problems.clear();
+    return workspace::load_tenant(ws.path(), "t1", &problems) != nullptr;
+  };
+  // The schema's pattern takes both; the client refuses both.
+  CHECK_FALSE(with_urls("https:///", "https://api.omnisend.com/v3?x=1"));
+  std::string s = all_problems(problems);
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.ct.auth_url: is not a URL weft can call"));
+  CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.connections.om.api_url: is not a URL weft can call"));
+  CHECK_FALSE(with_urls("https://auth.example.com#x", "https://api.omnisend.com/v3"));
+  CHECK_THAT(all_problems(problems), Catch::Contains("$.connections.ct.auth_url: is not a URL weft can call"));
+  // A port, a trailing slash, plain http (fakes), and ${ENV_VAR}s (read when used) are fine.
+  CHECK(with_urls("http://127.0.0.1:8080", "https://api.omnisend.com/v3/"));
+  CHECK(with_urls("${CT_AUTH_URL}", "${OM_URL}"));
+  CHECK(all_problems(problems).empty());
+}
+
 TEST_CASE("connections refuse unknown fields", "[workspace]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
@@ -181,7 +424,8 @@ TEST_CASE("a flow script must stay inside the tenant folder", "[workspace]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
   ws.write("outside.lua", weft::testing::kBasicScript);
-  const std::string conns = R"({"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}})";
+  const std::string conns = R"({"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"},
+    "om": {"system": "omnisend", "api_key": "${OM_KEY}"}})";
   std::vector<workspace::Problem> problems;
   SECTION("absolute path: refused by the schema") {
     ws.write("t1/tenant.json", tenant_json(conns, (ws.path() / "outside.lua").string()));
@@ -435,7 +679,8 @@ TEST_CASE("overlapping reloads of a tenant finish in order: the newest files win
   const std::string fast = std::string(weft::testing::kBasicScript) + "-- new\n";
   write_basic_tenant(ws, slow);
   ws.write("t1/tenant.json", R"({"tenant": "t1", "limits": {"cpu_ms": 5000},
-    "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},
+    "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "id", "client_secret": "${CT_SECRET}"},
+                    "om": {"system": "omnisend", "api_key": "${OM_KEY}"}},
     "flows": {"c": {"source": {"connection": "ct", "entity": "customer"},
                     "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
   workspace::Registry reg(ws.path());
@@ -476,6 +721,14 @@ TEST_CASE("secrets resolve from the environment and are redacted", "[workspace][
   CHECK(secrets.redact("header: Bearer s3cr3t-value; again s3cr3t-value") == "header: Bearer ***; again ***");
   CHECK_FALSE(secrets.resolve("${WEFT_TEST_UNSET}", &missing));
   CHECK(missing == "WEFT_TEST_UNSET");
+  // Set but empty counts as not configured: an empty key would only be refused by the API.
+  setenv("WEFT_TEST_EMPTY", "", 1);
+  bool empty = false;
+  CHECK_FALSE(secrets.resolve("Bearer ${WEFT_TEST_EMPTY}", &missing, &empty));
+  CHECK(missing == "WEFT_TEST_EMPTY");
+  CHECK(empty);
+  CHECK_FALSE(secrets.resolve("${WEFT_TEST_UNSET}", &missing, &empty));
+  CHECK_FALSE(empty);
   CHECK(workspace::is_secret_ref("${X}"));
   CHECK_FALSE(workspace::is_secret_ref("plain"));
 }

@@ -15,6 +15,16 @@ namespace json = boost::json;
 namespace ws = weft::workspace;
 namespace fs = std::filesystem;
 
+std::string normalize_tenant(std::string* tenant) {
+  std::string typed = *tenant;
+  while (!tenant->empty() && tenant->back() == '/') tenant->pop_back();
+  if (tenant->empty()) return "\"" + typed + "\" is not a tenant: give the tenant's folder name, e.g. acme";
+  if (*tenant == "." || tenant->find('/') != std::string::npos || tenant->find("..") != std::string::npos)
+    return "\"" + typed + "\" is not a tenant folder name: a tenant is a folder directly inside the workspace, "
+           "named without \"/\" or \"..\"";
+  return "";
+}
+
 int load_flow(const std::string& workspace, const std::string& tenant, const std::string& flow,
               const std::string& context_json, Loaded* out) {
   if (!fs::is_directory(fs::path(workspace) / tenant)) {

@@ -17,6 +17,12 @@ struct Loaded {
   script::CallContext context;  // the flow's context with --context on top
 };
 
+// --tenant as typed: trailing slashes are dropped (shell completion gives "acme/", which
+// would otherwise be compared with the tenant.json's "acme"). Returns why the name cannot be
+// a tenant folder of the workspace (empty, ".", or with "/" or ".." in it, which would
+// reach outside it), or "" when it can.
+std::string normalize_tenant(std::string* tenant);
+
 // Loads the tenant, checks the flow exists, compiles a sandbox. Prints problems to stderr
 // and returns kConfigError on any; kOk otherwise.
 int load_flow(const std::string& workspace, const std::string& tenant, const std::string& flow,

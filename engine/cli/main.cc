@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/cli/commands.h"
+#include "engine/cli/common.h"
 
 int main(int argc, char** argv) {
   using namespace weft::cli;
@@ -16,6 +17,9 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  // Every --tenant is read the same way: "acme/" is acme; "../x" and "a/b" are refused.
+  const CLI::Validator tenant_name([](std::string& t) { return normalize_tenant(&t); }, "TENANT");
 
   CheckOptions check;
   auto* c = app.add_subcommand("check", "Validate every tenant.json and compile every flow script.\n"
@@ -35,7 +39,7 @@ int main(int argc, char** argv) {
                                           "the identity decision, the merge per field and the exact HTTP requests\n"
                                           "(secrets redacted). No network, no writes. Exit 1 if any was rejected.");
   d->add_option("--workspace", dry.workspace, "workspace folder (default: .)");
-  d->add_option("--tenant", dry.tenant, "tenant folder name")->required();
+  d->add_option("--tenant", dry.tenant, "tenant folder name")->required()->transform(tenant_name);
   d->add_option("--flow", dry.flow, "flow name from tenant.json")->required();
   d->add_option("--input", dry.input, "a JSON record, a JSON array of records, or NDJSON; - for stdin")->required();
   d->add_option("--context", dry.context, "JSON object merged over the flow's context, e.g. '{\"locale\":\"sv-SE\"}'");
@@ -47,7 +51,7 @@ int main(int argc, char** argv) {
                                       "rejections with their reasons to --rejects. Memory stays bounded\n"
                                       "whatever the input size. Exit 1 if any record was rejected.");
   m->add_option("--workspace", map.workspace, "workspace folder (default: .)");
-  m->add_option("--tenant", map.tenant, "tenant folder name")->required();
+  m->add_option("--tenant", map.tenant, "tenant folder name")->required()->transform(tenant_name);
   m->add_option("--flow", map.flow, "flow name from tenant.json")->required();
   m->add_option("--input", map.input, "NDJSON input file; - for stdin (default)");
   m->add_option("--output", map.output, "NDJSON output file; - for stdout (default)");
@@ -86,7 +90,7 @@ int main(int argc, char** argv) {
                                         "terminal and a JSON summary. Safe to kill: a rerun resumes.\n"
                                         "Exit 1 if records were rejected or dead-lettered, 2 on configuration errors.");
   sy->add_option("--workspace", sync.workspace, "workspace folder (default: .)");
-  sy->add_option("--tenant", sync.tenant, "tenant folder name")->required();
+  sy->add_option("--tenant", sync.tenant, "tenant folder name")->required()->transform(tenant_name);
   sy->add_option("--flow", sync.flow, "only this flow (default: every enabled flow)");
   sy->add_option("--db", sync.db, "the store (default: <workspace>/.weft/weft.db)");
 
@@ -94,7 +98,7 @@ int main(int argc, char** argv) {
   auto* rp = app.add_subcommand("replay", "Send dead letters and rejections through the pipeline again, with the\n"
                                           "current script version, and deliver them. --list shows them instead.");
   rp->add_option("--workspace", replay.workspace, "workspace folder (default: .)");
-  rp->add_option("--tenant", replay.tenant, "tenant folder name")->required();
+  rp->add_option("--tenant", replay.tenant, "tenant folder name")->required()->transform(tenant_name);
   rp->add_option("--flow", replay.flow, "only this flow's records");
   rp->add_option("--db", replay.db, "the store (default: <workspace>/.weft/weft.db)");
   rp->add_option("--kind", replay.kind, "dead_letter, rejection or all (default)")
@@ -106,7 +110,7 @@ int main(int argc, char** argv) {
   auto* st = app.add_subcommand("status", "Backlog, cursors, dead letters, rejections and conflicts per tenant and flow.");
   st->add_option("--workspace", status.workspace, "workspace folder, for the default --db (default: .)");
   st->add_option("--db", status.db, "the store (default: <workspace>/.weft/weft.db)");
-  st->add_option("--tenant", status.tenant, "only this tenant");
+  st->add_option("--tenant", status.tenant, "only this tenant")->transform(tenant_name);
   st->add_flag("--conflicts", status.conflicts, "list the open conflicts");
   st->add_flag("--pretty", status.pretty, "indent the output (the default on a terminal)");
 

@@ -15,7 +15,7 @@ std::optional<int64_t> parse_duration_ms(const std::string& text) {
   std::string unit(end, text.data() + text.size());
   int64_t scale = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : unit == "h" ? 3600000
                 : unit == "d" ? 86400000 : 0;
-  if (scale == 0 || n > INT64_MAX / scale) return std::nullopt;
+  if (scale == 0 || n > kMaxDurationMs / scale) return std::nullopt;
   return n * scale;
 }
 

@@ -17,10 +17,16 @@ struct RetryPolicy {
   int64_t max_age_ms = 86400000;  // from the first attempt; then the operation is dead-lettered
 };
 
-// The flow's "retry" object from tenant.json (already schema-checked); missing fields keep
-// their defaults. Durations: "500ms", "30s", "5m", "24h", "2d".
+// The flow's "retry" object from tenant.json (already checked by load_tenant, which refuses a
+// duration parse_duration_ms refuses); missing fields keep their defaults. Durations:
+// "500ms", "30s", "5m", "24h", "2d".
 RetryPolicy retry_policy_from(const boost::json::object* retry);
-// "24h" -> 86400000; nullopt if malformed.
+
+// The longest duration a setting may give (100 years): none needs more, and a timestamp
+// this far from now is still far from overflowing.
+constexpr int64_t kMaxDurationMs = int64_t{36500} * 86400000;
+// "24h" -> 86400000; nullopt if malformed or longer than kMaxDurationMs (so a number of
+// digits that overflows is refused, never read as something else).
 std::optional<int64_t> parse_duration_ms(const std::string& text);
 
 // Delay before the next attempt after `failed_attempts` failures (1 after the first):

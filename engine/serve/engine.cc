@@ -566,11 +566,14 @@ WebhookAnswer Engine::webhook(const WebhookCall& call) {
   // Authentication before the body is looked at. 401 never says which part failed.
   std::string hmac_ref = str_of(w, "hmac_secret"), bearer_ref = str_of(w, "bearer_token");
   if (!hmac_ref.empty() || !bearer_ref.empty()) {
+    // An empty secret is not configured either: with it no request could ever be
+    // authenticated, and the sender would drop them as refused (401) instead of retrying.
     std::string missing;
-    std::optional<std::string> secret = secrets_.resolve(hmac_ref.empty() ? bearer_ref : hmac_ref, &missing);
+    bool empty = false;
+    std::optional<std::string> secret = secrets_.resolve(hmac_ref.empty() ? bearer_ref : hmac_ref, &missing, &empty);
     if (!secret) {
-      spdlog::error("tenant {}: webhook secret of connection {} is unset (environment variable {})", call.tenant,
-                    call.connection, missing);
+      spdlog::error("tenant {}: webhook secret of connection {} is {} (environment variable {})", call.tenant,
+                    call.connection, empty ? "empty" : "unset", missing);
       return fail(503, "not_configured", "this webhook's secret is not configured on the server; send again later", 60);
     }
     std::string header_name = str_of(w, "signature_header");

@@ -7,6 +7,7 @@
 #include "connectors/omnisend/client.h"
 #include "connectors/registry.h"
 #include "engine/delivery/rate_limiter.h"
+#include "engine/delivery/retry.h"
 #include "engine/delivery/send_result.h"
 #include "engine/pipeline/fields.h"
 #include "engine/pipeline/pipeline.h"
@@ -57,21 +58,6 @@ int64_t int_setting(const ws::TenantVersion& v, const std::string& flow, const c
   if (!j || !j->is_object()) return fallback;
   auto* x = j->as_object().if_contains(key);
   return x && x->is_int64() ? x->as_int64() : fallback;
-}
-
-int64_t duration_ms(const std::string& text, int64_t fallback) {
-  if (text.empty()) return fallback;
-  size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0) return fallback;
-  int64_t n = std::stoll(text.substr(0, i));
-  std::string unit = text.substr(i);
-  if (unit == "ms") return n;
-  if (unit == "s") return n * 1000;
-  if (unit == "m") return n * 60000;
-  if (unit == "h") return n * 3600000;
-  if (unit == "d") return n * 86400000;
-  return fallback;
 }
 
 }  // namespace
@@ -387,14 +373,15 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
   const ws::TenantVersion& v = *version;
   const json::object& conns = v.config.at("connections").as_object();
   const json::object& dest_cfg = conns.at(flow.destination_connection).as_object();
-  if (flow.destination_system != "omnisend" || flow.destination_entity != "contact")
+  if (!connectors::can_reconcile(flow.destination_system, flow.destination_entity))
     throw std::runtime_error("reconciliation compares with Omnisend contacts only yet, not " +
                              flow.destination_system + " " + flow.destination_entity);
   std::string window_text;
   if (const json::object* cfg = flow_config(v, flow.name))
     if (auto* r = cfg->if_contains("reconcile"); r && r->is_object())
       if (auto* w = r->as_object().if_contains("window"); w && w->is_string()) window_text = std::string(w->as_string());
-  int64_t window = duration_ms(window_text, int64_t{7} * 86400000);
+  // As load_tenant read it (it refuses a window that does not parse).
+  int64_t window = delivery::parse_duration_ms(window_text).value_or(int64_t{7} * 86400000);
   connectors::omnisend::Destination dest(
       connectors::omnisend_settings(flow.destination_connection, dest_cfg, engine_.secrets()));
   auto source = connectors::make_commercetools(flow.source_connection, conns.at(flow.source_connection).as_object(),

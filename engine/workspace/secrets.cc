@@ -7,7 +7,8 @@ namespace weft::workspace {
 
 bool is_secret_ref(const std::string& value) { return value.find("${") != std::string::npos; }
 
-std::optional<std::string> Secrets::resolve(const std::string& value, std::string* missing) {
+std::optional<std::string> Secrets::resolve(const std::string& value, std::string* missing, bool* empty) {
+  if (empty) *empty = false;
   std::string out;
   size_t i = 0;
   while (i < value.size()) {
@@ -18,12 +19,13 @@ std::optional<std::string> Secrets::resolve(const std::string& value, std::strin
     out += value.substr(i, start - i);
     std::string name = value.substr(start + 2, end - start - 2);
     const char* v = std::getenv(name.c_str());
-    if (v == nullptr) {
+    if (v == nullptr || *v == '\0') {
       if (missing) *missing = name;
+      if (empty) *empty = v != nullptr;
       return std::nullopt;
     }
     std::string secret = v;
-    if (!secret.empty()) {
+    {
       std::lock_guard<std::mutex> lock(mu_);
       if (std::find(values_.begin(), values_.end(), secret) == values_.end()) values_.push_back(secret);
     }

@@ -12,8 +12,12 @@
 #include <set>
 #include <sstream>
 
+#include "connectors/registry.h"
+#include "engine/delivery/retry.h"
+#include "engine/http/client.h"
 #include "engine/workspace/json_limits.h"
 #include "engine/workspace/schema.h"
+#include "engine/workspace/secrets.h"
 
 namespace weft::workspace {
 namespace json = boost::json;
@@ -127,12 +131,165 @@ bool is_secret_path(const std::string& path) {
   return std::regex_match(path, re);
 }
 
+// What the schema cannot say about a connection. URLs are read as the HTTP client reads
+// them (its pattern takes "https:///" and query strings, which the client refuses); one
+// that is a ${ENV_VAR} is read when the connection is used, and refused then.
+void check_connection(const std::string& name, const json::object& c, const std::string& shown,
+                      std::vector<Problem>* problems) {
+  std::string base = "$.connections." + name;
+  for (const char* key : {"api_url", "auth_url"}) {
+    auto* v = c.if_contains(key);
+    if (!v || !v->is_string() || is_secret_ref(std::string(v->as_string()))) continue;
+    if (!http::Url::parse(std::string(v->as_string())))
+      problems->push_back({shown, 0, base + "." + key,
+                           "is not a URL weft can call: http:// or https://, a host (and port), then a path if "
+                           "any; no query, fragment or spaces"});
+  }
+  // A webhook that could authenticate nothing answers every request 401, and the sender
+  // gives up on them; one with two ways would check one and ignore the other.
+  auto* hook = c.if_contains("webhook");
+  if (!hook || !hook->is_object()) return;
+  const json::object& w = hook->as_object();
+  std::string system = c.at("system").is_string() ? std::string(c.at("system").as_string()) : "";
+  if (!connectors::takes_webhooks(system))
+    problems->push_back({shown, 0, base + ".webhook",
+                         "weft takes webhooks from commercetools connections only, not " + system});
+  bool hmac = w.contains("hmac_secret"), bearer = w.contains("bearer_token");
+  auto* open_v = w.if_contains("unauthenticated");
+  bool open = open_v && open_v->is_bool() && open_v->as_bool();
+  if (hmac && bearer)
+    problems->push_back({shown, 0, base + ".webhook",
+                         "has both hmac_secret and bearer_token: give one (only hmac_secret would be checked)"});
+  else if (open && (hmac || bearer))
+    problems->push_back({shown, 0, base + ".webhook.unauthenticated",
+                         std::string("is true beside ") + (hmac ? "hmac_secret" : "bearer_token") +
+                             ": give one (webhooks would still be authenticated)"});
+  else if (!hmac && !bearer && !open)
+    problems->push_back({shown, 0, base + ".webhook",
+                         "needs hmac_secret or bearer_token (or \"unauthenticated\": true, for local tests only): "
+                         "without one every webhook is refused (401)"});
+  if (w.contains("signature_header") && !hmac)
+    problems->push_back({shown, 0, base + ".webhook.signature_header", "applies to hmac_secret only"});
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// What sync and serve can do with a flow's ends, so check refuses what they would refuse
+// at run time (connectors/registry.h says what weft takes and delivers). An entity weft
+// does not know for a system it works with is a typo, in any flow; a system weft does not
+// work with yet (in that role) is for a disabled flow only: map, dry-run and test run it,
+// sync and serve never do.
+void check_flow_ends(const Flow& f, const std::string& base, bool source_known, bool destination_known,
+                     const std::string& shown, std::vector<Problem>* problems) {
+  const char* disabled_only = "; a flow with it must be \"enabled\": false (for map, dry-run and test only)";
+  if (destination_known) {
+    auto known = connectors::destination_entities(f.destination_system);
+    if (!known.empty() && !connectors::destination_model(f.destination_system, f.destination_entity))
+      problems->push_back({shown, 0, base + ".destination.entity",
+                           f.destination_system + " has no entity \"" + f.destination_entity + "\" (known: " +
+                               joined(known) + ")"});
+    else if (known.empty() && f.enabled)
+      problems->push_back({shown, 0, base + ".destination.connection",
+                           "weft cannot deliver to " + f.destination_system + " yet" + disabled_only});
+  }
+  if (source_known) {
+    auto known = connectors::source_entities(f.source_system);
+    if (!known.empty() && connectors::source_support(f.source_system, f.source_entity) == connectors::SourceSupport::none)
+      problems->push_back({shown, 0, base + ".source.entity",
+                           f.source_system + " has no entity \"" + f.source_entity + "\" weft can take (known: " +
+                               joined(known) + ")"});
+    else if (known.empty() && f.enabled)
+      problems->push_back({shown, 0, base + ".source.connection",
+                           "weft cannot take records from " + f.source_system + " yet" + disabled_only});
+  }
+}
+
+// What needs a source weft can pull: a flow whose records come only by webhook has nothing
+// to pull, back-fill or reconcile, and without a webhook on its connection it would never
+// receive a record. Reconciliation also needs a destination it can look records up in.
+void check_flow_jobs(const Flow& f, const json::object& fo, const json::object* source_conn, const std::string& base,
+                     const std::string& shown, std::vector<Problem>* problems) {
+  if (fo.contains("reconcile") && !f.destination_system.empty() &&
+      connectors::destination_model(f.destination_system, f.destination_entity) &&
+      !connectors::can_reconcile(f.destination_system, f.destination_entity))
+    problems->push_back({shown, 0, base + ".reconcile",
+                         "reconciliation compares with Omnisend contacts only yet, not " + f.destination_system + " " +
+                             f.destination_entity});
+  if (connectors::source_support(f.source_system, f.source_entity) != connectors::SourceSupport::webhooks) return;
+  std::string why = f.source_system + " " + f.source_entity + " records come by webhook only: weft cannot pull them";
+  for (const char* job : {"pull", "reconcile", "backfill"})
+    if (fo.contains(job)) problems->push_back({shown, 0, base + "." + job, why});
+  if (auto* r = fo.if_contains("refresh_on_change"); r && r->is_bool() && r->as_bool())
+    problems->push_back({shown, 0, base + ".refresh_on_change", why + " (a refresh is a backfill)"});
+  if (f.enabled && source_conn && !source_conn->contains("webhook"))
+    problems->push_back({shown, 0, base + ".source.connection",
+                         why + ", and connection " + f.source_connection +
+                             " takes no webhooks (it has no \"webhook\"): the flow would never receive a record"});
+}
+
+// "\"project\" is required for commercetools connections", for the schema's per-system
+// required settings (valijson says only "Missing required property 'project'."); "" otherwise.
+std::string connection_requirement(const json::value& doc, const SchemaIssue& i) {
+  static const std::regex path_re(R"(^\$\.connections\.([^.]+)$)");
+  static const std::regex message_re(R"(^Missing required property '([^']+)'\.?$)");
+  std::smatch p, m;
+  if (!std::regex_match(i.path, p, path_re) || !std::regex_match(i.message, m, message_re)) return "";
+  const json::value* system = nullptr;
+  if (auto* conns = doc.is_object() ? doc.as_object().if_contains("connections") : nullptr; conns && conns->is_object())
+    if (auto* c = conns->as_object().if_contains(p[1].str()); c && c->is_object()) system = c->as_object().if_contains("system");
+  if (!system || !system->is_string() || m[1] == "system") return "";
+  return "\"" + m[1].str() + "\" is required for " + std::string(system->as_string()) + " connections";
+}
+
+// Numbers the schema cannot bound or relate: a duration's digits (its pattern takes any
+// number of them; one that overflowed would fall back to the default unseen), and a backoff
+// that would start above its own cap. Read with the parser the run uses.
+void check_flow_numbers(const json::object& fo, const std::string& base, const std::string& shown,
+                        std::vector<Problem>* problems) {
+  auto duration = [&](const json::value* block, const char* key, const std::string& path) {
+    auto* v = block && block->is_object() ? block->as_object().if_contains(key) : nullptr;
+    if (!v || !v->is_string() || delivery::parse_duration_ms(std::string(v->as_string()))) return;
+    problems->push_back({shown, 0, path, "\"" + std::string(v->as_string()) + "\" is not a duration weft can use: " +
+                                             "a whole number of ms, s, m, h or d, at most " +
+                                             std::to_string(delivery::kMaxDurationMs / 86400000) + "d"});
+  };
+  const json::value* retry = fo.if_contains("retry");
+  duration(retry, "max_age", base + ".retry.max_age");
+  duration(fo.if_contains("reconcile"), "window", base + ".reconcile.window");
+  if (retry && retry->is_object()) {
+    delivery::RetryPolicy p = delivery::retry_policy_from(&retry->as_object());
+    if (p.base_ms > p.max_ms)
+      problems->push_back({shown, 0, base + ".retry.base_ms",
+                           std::to_string(p.base_ms) + " is more than max_ms (" + std::to_string(p.max_ms) +
+                               (retry->as_object().contains("max_ms") ? "" : ", the default") +
+                               "): the backoff would start above its own cap"});
+  }
+}
+
+// valijson's "Expected number less than or equal to 1000.000000" as "must be at most 1000";
+// "" for other messages.
+std::string bound_message(const std::string& message) {
+  static const std::regex re(R"(^Expected number (less|greater) than or equal to (-?[0-9]+)(?:\.([0-9]*[1-9])?0*)?$)");
+  std::smatch m;
+  if (!std::regex_match(message, m, re)) return "";
+  return std::string("must be ") + (m[1] == "less" ? "at most " : "at least ") + m[2].str() +
+         (m[3].matched ? "." + m[3].str() : "");
+}
+
 void add_schema_issues(const Schema& schema, const json::value& doc, const std::string& shown,
                        std::vector<Problem>* problems) {
   for (const auto& i : schema.validate(doc)) {
     // The pattern says what is expected, but not why: say it (never echo the value).
     if (is_secret_path(i.path) && i.message.rfind("does not match the pattern", 0) == 0)
       problems->push_back({shown, 0, i.path, "must be a ${ENV_VAR} reference, not the secret itself"});
+    else if (std::string why = connection_requirement(doc, i); !why.empty())
+      problems->push_back({shown, 0, i.path, why});
+    else if (std::string bound = bound_message(i.message); !bound.empty())
+      problems->push_back({shown, 0, i.path, bound});
     else
       problems->push_back({shown, 0, i.path, i.message});
   }
@@ -255,6 +412,7 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
     if (auto* m = lim->as_object().if_contains("memory_mb")) t->code.limits.memory_mb = static_cast<int>(m->to_number<int64_t>());
   }
   const auto& conns = o.at("connections").get_object();
+  for (const auto& [name, c] : conns) check_connection(std::string(name), c.get_object(), shown, problems);
   for (const auto& [name, fv] : o.at("flows").get_object()) {
     const auto& fo = fv.get_object();
     Flow f;
@@ -267,7 +425,9 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
     f.destination_connection = std::string(dst.at("connection").get_string());
     f.destination_entity = std::string(dst.at("entity").get_string());
     std::string base = "$.flows." + f.name;
-    if (!conns.contains(f.source_connection))
+    if (auto* s = conns.if_contains(f.source_connection))
+      f.source_system = std::string(s->at("system").get_string());
+    else
       problems->push_back({shown, 0, base + ".source.connection", "no connection named '" + f.source_connection + "'"});
     if (auto* d = conns.if_contains(f.destination_connection))
       f.destination_system = std::string(d->at("system").get_string());
@@ -275,14 +435,32 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
       problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
     if (auto* c = fo.if_contains("context")) f.context = c->get_object();
     if (auto* e = fo.if_contains("enabled")) f.enabled = e->as_bool();
+    check_flow_ends(f, base, !f.source_system.empty(), !f.destination_system.empty(), shown, problems);
+    auto* source_conn = conns.if_contains(f.source_connection);
+    check_flow_jobs(f, fo, source_conn ? &source_conn->as_object() : nullptr, base, shown, problems);
+    check_flow_numbers(fo, base, shown, problems);
     if (auto* w = fo.if_contains("first_write")) f.lookup_first_write = w->as_string() != "send";
-    // Schedules are checked here so weft check (and a reload) refuses a bad cron expression.
+    // Schedules are checked here so weft check (and a reload) refuses a bad cron expression,
+    // and a block that would never run: `pull` is only a schedule (any job can be started
+    // through the admin API without one); `reconcile` may be only a window, for the runs
+    // started there.
     for (const char* job : {"pull", "reconcile"}) {
       auto* spec = fo.if_contains(job);
       if (!spec || !spec->is_object()) continue;
       json::object only;
       for (const char* k : {"every", "cron", "timezone"})
         if (auto* x = spec->as_object().if_contains(k)) only[k] = *x;
+      if (only.empty() && std::string_view(job) == "pull") {
+        problems->push_back({shown, 0, base + ".pull",
+                             "needs every (\"5m\") or cron (\"*/5 * * * *\"): without one weft serve never pulls"});
+        continue;
+      }
+      if (only.empty() && !spec->as_object().contains("window")) {
+        problems->push_back({shown, 0, base + ".reconcile",
+                             "sets nothing: every (\"1d\") or cron (\"0 3 * * *\") schedules it; without them weft "
+                             "serve never reconciles (a window alone is for runs started through the admin API)"});
+        continue;
+      }
       if (only.empty()) continue;
       std::string why;
       if (!sched::parse_schedule(only, &why)) problems->push_back({shown, 0, base + "." + job, why});

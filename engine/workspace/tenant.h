@@ -29,6 +29,7 @@ struct Flow {
   std::string script;                 // file name, relative to the tenant folder
   std::string source_connection, source_entity;
   std::string destination_connection, destination_entity;
+  std::string source_system;          // "commercetools" (from the source connection)
   std::string destination_system;     // "omnisend" (from the destination connection)
   boost::json::object context;        // merged into ctx
   bool enabled = true;                // false: only weft map / dry-run / test run it
