@@ -143,6 +143,12 @@ TEST_CASE("pipeline: a rejected record does not advance its key's version", "[pi
   CHECK(f.store->applied_version("t", "customers", "c1")->number == 5);
   CHECK(f.run("customers", customer("c1", 4, "a@x.se", "Four")).status == Status::stale);
   CHECK(f.run("customers", customer("c1", 5, "a@x.se", "Five")).status == Status::stale);
+  // Refused at identify (an order without the email its flow matches by): the same.
+  CHECK(f.run("guest_orders", {{"id", "o1"}, {"version", 1}, {"customerEmail", "g@x.se"}}).status == Status::planned);
+  auto no_email = f.run("guest_orders", {{"id", "o1"}, {"version", 7}});
+  CHECK(no_email.status == Status::rejected);
+  CHECK(f.store->applied_version("t", "guest_orders", "o1")->number == 1);
+  CHECK(f.run("guest_orders", {{"id", "o1"}, {"version", 3}, {"customerEmail", "g@x.se"}}).status != Status::stale);
 }
 
 TEST_CASE("pipeline: a guest who registers is linked to the same destination record", "[pipeline][identity]") {

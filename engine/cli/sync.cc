@@ -87,7 +87,8 @@ std::unique_ptr<store::Store> open_as_is(const std::string& path) {
 }
 
 // The database's engine lock (store/db_lock.h), taken before anything is written to it.
-// Prints the error, with `hint`, and returns nullptr when another engine holds it.
+// Prints the error (with `hint` when weft serve holds it) and returns nullptr when another
+// engine holds it.
 std::unique_ptr<store::DbLock> lock_db(const std::string& path, const char* command, const char* hint = "") {
   std::string error;
   try {
@@ -98,7 +99,8 @@ std::unique_ptr<store::DbLock> lock_db(const std::string& path, const char* comm
     return nullptr;
   }
   auto lock = store::DbLock::take(path, command, &error);
-  if (!lock) std::fprintf(stderr, "error: %s%s\n", error.c_str(), hint);
+  // The hint is about weft serve: not shown when another sync or replay holds the lock.
+  if (!lock) std::fprintf(stderr, "error: %s%s\n", error.c_str(), error.find("(weft serve,") != std::string::npos ? hint : "");
   return lock;
 }
 

@@ -24,7 +24,9 @@ std::optional<int64_t> parse_retry_after(const std::string& header, int64_t now_
 int64_t connection_pause_ms(const SendResult& r) {
   if (r.status != 429) return 0;
   constexpr int64_t kMaxPauseMs = 15 * 60000;
-  return std::clamp<int64_t>(r.retry_after_ms.value_or(1000), 0, kMaxPauseMs);
+  // Omnisend sends no Retry-After header and only sometimes a hint: its window slides over a
+  // minute, so without one the connection waits 10 s rather than spend an attempt a second.
+  return std::clamp<int64_t>(r.retry_after_ms.value_or(10000), 0, kMaxPauseMs);
 }
 
 }  // namespace weft::delivery

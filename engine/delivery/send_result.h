@@ -20,7 +20,7 @@ struct SendResult {
 constexpr int64_t kMaxRetryAfterMs = int64_t{10} * 365 * 86400000;
 
 // How long a whole connection holds its requests after this answer (RateLimiter::pause_until):
-// for a 429, the wait it asks for (1 s without a hint), at most 15 minutes (the operation
+// for a 429, the wait it asks for (10 s without a hint), at most 15 minutes (the operation
 // itself still waits its full hint); 0 for any other answer.
 int64_t connection_pause_ms(const SendResult& r);
 

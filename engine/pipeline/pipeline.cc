@@ -210,8 +210,6 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
     return r;
   }
 
-  if (!take_version()) return r;
-
   store::Operation& op = r.op;
   op.tenant = tenant;
   op.flow = flow.name;
@@ -227,6 +225,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
                        (r.version.text.empty() ? "" : "/" + r.version.text);
 
   if (!model->merge) {  // append-only: the whole payload, once per message
+    if (!take_version()) return r;
     // Omnisend deduplicates events that carry both eventID and eventTime: a resend after a
     // timeout or a crash must not count twice, so weft fills them in when the script did not.
     json::value event = json::parse(r.payload, {}, workspace::json_parse_options());
@@ -251,7 +250,13 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
 
   // 4 identify
   const Flat& flat = p.flat;
-  if (!identify(flow, *model, flat, rec, p.keyed, r)) return r;
+  // (The version is taken after it: a record identify refuses, having none of the match
+  // keys, is a rejection like any other; an identity conflict is a record taken.)
+  if (!identify(flow, *model, flat, rec, p.keyed, r)) {
+    if (r.status == Status::conflict) take_version();
+    return r;
+  }
+  if (!take_version()) return r;
   op.entity_id = r.entity_id;
 
   // 5 merge, against the shadow of what the destination holds

@@ -474,7 +474,8 @@ size_t Runner::process_batch(size_t batch) {
           p.tenant = rec.tenant;
           p.flow = rec.flow;
           p.stage = "receive";
-          p.record_key = rec.message_id;
+          p.record_key = std::string(util::replayed_key(rec.message_id));  // (a replay's: the first message's)
+          p.received_ms = rec.received_ms;
           p.correlation_id = rec.correlation_id;
           p.script_version = tenant_->code.version;
           p.error = "source";

@@ -530,11 +530,6 @@ std::string read_spec(lua_State* L, Sandbox::Impl* P, const std::string& flow) {
     bool bad = !lua_isnil(L, -1);
     lua_pop(L, 1);
     if (bad) return "M.version must be a function returning the record's version";
-    // Without a version every update of a key would equal the first one applied, and be
-    // dropped as stale: the key's records would stop at their first version, silently.
-    if (spec.has_key)
-      return "M.key needs M.version: without it weft cannot tell a newer record from an older one "
-             "(M.version = function(rec) return rec.version, rec.lastModifiedAt end)";
   }
   lua_getfield(L, -1, "match");
   if (lua_istable(L, -1)) {

@@ -125,8 +125,9 @@ class Sandbox {
   bool has_flow(const std::string& flow) const;
   // nullptr for an unknown flow.
   const FlowSpec* flow_spec(const std::string& flow) const;
-  // Runs M.key(rec) and M.version(rec) under the limits. A flow without M.key fails (a
-  // module with M.key has M.version: the sandbox is not built otherwise).
+  // Runs M.key(rec) and M.version(rec) under the limits. A flow without M.key fails; without
+  // M.version the version is 0 / "": the first record of a key is the only one taken (once
+  // per key, for events; weft check refuses it for a destination that merges).
   KeyVersion key_version(const std::string& flow, std::string_view record_json, const CallContext& ctx);
   // Maps one record, given as JSON text, with the flow's `map(rec, ctx)`. Never throws; a
   // script failure is a rejected Outcome naming the script line, and the sandbox stays

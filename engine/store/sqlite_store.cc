@@ -230,7 +230,8 @@ class SqliteStore final : public Store {
                               ? "the database has schema version " + std::to_string(have) + ", newer than this weft knows (" +
                                     std::to_string(kLatest) + "); use a newer weft"
                               : "the database has schema version " + std::to_string(have) + ", older than this weft's (" +
-                                    std::to_string(kLatest) + "); weft sync or weft serve upgrades it (this command only reads)"));
+                                    std::to_string(kLatest) + "); it is upgraded when weft serve (restarted with this version) or weft sync next opens it; "
+                                    "this command only reads"));
       db_.exec("PRAGMA foreign_keys=ON");
       return;
     }
@@ -1027,7 +1028,11 @@ class SqliteStore final : public Store {
     // old database at once must not both apply the same migration.
     db_.exec("BEGIN IMMEDIATE");
     try {
-      for (int n = schema_version() + 1; n <= kLatest; ++n) {
+      have = schema_version();
+      if (have > kLatest)  // a newer weft migrated it meanwhile
+        throw StoreError(path_ + ": the database has schema version " + std::to_string(have) +
+                         ", newer than this weft knows (" + std::to_string(kLatest) + "); use a newer weft");
+      for (int n = have + 1; n <= kLatest; ++n) {
         db_.exec(kMigrations[n - 1]);
         db_.exec("PRAGMA user_version = " + std::to_string(n));
       }

@@ -21,6 +21,14 @@ void check_declarations(const TenantVersion& t, const script::Sandbox& box, std:
     const Schema* schema = Schema::find(t.destination_schema(flow));
     if (!spec || !model || !model->merge || !schema) continue;
     std::string shown = t.dir.filename().string() + "/" + flow.script;
+    // Without a version every update of a key equals the first one applied and is dropped as
+    // stale: a contact would stop at its first version, silently. (For events, M.key alone
+    // means once per key.)
+    if (spec->has_key && !spec->has_version)
+      problems->push_back({shown, 0, "",
+                           "M.key needs M.version for a " + flow.destination_entity +
+                               " flow: without it every update after the first is dropped as stale "
+                               "(M.version = function(rec) return rec.version, rec.lastModifiedAt end)"});
     std::string aliases;
     for (const auto& a : model->aliases) aliases += (aliases.empty() ? "" : ", ") + a.first;
     std::string what = flow.destination_system + " " + flow.destination_entity;

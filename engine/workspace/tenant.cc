@@ -179,29 +179,30 @@ std::string joined(const std::vector<std::string>& names) {
 }
 
 // What sync and serve can do with a flow's ends, so check refuses what they would refuse
-// at run time (connectors/registry.h says what weft takes and delivers). An entity weft
-// does not know for a system it works with is a typo, in any flow; a system weft does not
-// work with yet (in that role) is for a disabled flow only: map, dry-run and test run it,
+// at run time (connectors/registry.h says what weft takes and delivers). An entity or a
+// system weft does not work with yet (in that role) is for a disabled flow only: map,
+// dry-run and test run it (a product feed being written before its connector exists),
 // sync and serve never do.
 void check_flow_ends(const Flow& f, const std::string& base, bool source_known, bool destination_known,
                      const std::string& shown, std::vector<Problem>* problems) {
   const char* disabled_only = "; a flow with it must be \"enabled\": false (for map, dry-run and test only)";
   if (destination_known) {
     auto known = connectors::destination_entities(f.destination_system);
-    if (!known.empty() && !connectors::destination_model(f.destination_system, f.destination_entity))
+    if (!known.empty() && !connectors::destination_model(f.destination_system, f.destination_entity) && f.enabled)
       problems->push_back({shown, 0, base + ".destination.entity",
                            f.destination_system + " has no entity \"" + f.destination_entity + "\" (known: " +
-                               joined(known) + ")"});
+                               joined(known) + ")" + disabled_only});
     else if (known.empty() && f.enabled)
       problems->push_back({shown, 0, base + ".destination.connection",
                            "weft cannot deliver to " + f.destination_system + " yet" + disabled_only});
   }
   if (source_known) {
     auto known = connectors::source_entities(f.source_system);
-    if (!known.empty() && connectors::source_support(f.source_system, f.source_entity) == connectors::SourceSupport::none)
+    if (!known.empty() && connectors::source_support(f.source_system, f.source_entity) == connectors::SourceSupport::none &&
+        f.enabled)
       problems->push_back({shown, 0, base + ".source.entity",
                            f.source_system + " has no entity \"" + f.source_entity + "\" weft can take (known: " +
-                               joined(known) + ")"});
+                               joined(known) + ")" + disabled_only});
     else if (known.empty() && f.enabled)
       problems->push_back({shown, 0, base + ".source.connection",
                            "weft cannot take records from " + f.source_system + " yet" + disabled_only});
