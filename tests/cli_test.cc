@@ -342,6 +342,10 @@ TEST_CASE("weft map: an output that is the input (or the other output) is refuse
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("is the --output file"));
   CHECK(run_weft(base + " --output /dev/null --rejects /dev/null").code == 0);
+  // Standard input read from the output file.
+  r = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --output " + q(in), in.string());
+  CHECK(r.code == 2);
+  CHECK(read_all(in) == text);
 }
 
 TEST_CASE("weft map: a rejected record is copied into the rejects file verbatim", "[cli]") {

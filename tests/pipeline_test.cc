@@ -7,6 +7,7 @@
 #include "engine/pipeline/fields.h"
 #include "engine/pipeline/pipeline.h"
 #include "engine/store/store.h"
+#include "engine/util/ids.h"
 #include "engine/workspace/tenant.h"
 #include "tests/test_util.h"
 
@@ -29,9 +30,17 @@ const char* kTenant = R"({
     "customers": { "source": { "connection": "ct", "entity": "customer" },
                    "destination": { "connection": "om", "entity": "contact" }, "script": "customers.lua" },
     "guest_orders": { "source": { "connection": "ct", "entity": "order" },
-                      "destination": { "connection": "om", "entity": "contact" }, "script": "guest_orders.lua" }
+                      "destination": { "connection": "om", "entity": "contact" }, "script": "guest_orders.lua" },
+    "placed": { "source": { "connection": "ct", "entity": "order" },
+                "destination": { "connection": "om", "entity": "event" }, "script": "placed.lua" }
   }
 })";
+
+// An event per message (no M.key): weft fills in eventID and eventTime.
+const char* kPlaced = R"(return { map = function(rec)
+  return { eventName = "placed order", origin = "api", contact = { email = rec.customerEmail },
+           properties = { orderID = rec.id } }
+end })";
 
 const char* kCustomers = R"(local M = {}
 M.key = function(rec) return rec.id end
@@ -70,6 +79,7 @@ struct Fixture {
     dir.write("t/tenant.json", kTenant);
     dir.write("t/customers.lua", kCustomers);
     dir.write("t/guest_orders.lua", kGuestOrders);
+    dir.write("t/placed.lua", kPlaced);
     std::vector<workspace::Problem> problems;
     version = workspace::load_tenant(dir.path(), "t", &problems);
     REQUIRE(problems.empty());
@@ -77,12 +87,14 @@ struct Fixture {
     pipe = std::make_unique<pipeline::Pipeline>(version, *store);
   }
 
-  pipeline::RecordResult run(const std::string& flow, const json::object& rec, bool replay = false) {
+  pipeline::RecordResult run(const std::string& flow, const json::object& rec, bool replay = false,
+                             const std::string& message_id = "", int64_t received_ms = 0) {
     store::InboxRecord r;
     r.tenant = "t";
     r.connection = "ct";
     r.flow = flow;
-    r.message_id = "m" + std::to_string(++seq);
+    r.received_ms = received_ms;
+    r.message_id = message_id.empty() ? "m" + std::to_string(++seq) : message_id;
     r.correlation_id = "corr-" + std::to_string(seq);
     r.payload = json::serialize(rec);
     pipeline::Options opts;
@@ -149,6 +161,24 @@ TEST_CASE("pipeline: a rejected record does not advance its key's version", "[pi
   CHECK(no_email.status == Status::rejected);
   CHECK(f.store->applied_version("t", "guest_orders", "o1")->number == 1);
   CHECK(f.run("guest_orders", {{"id", "o1"}, {"version", 3}, {"customerEmail", "g@x.se"}}).status != Status::stale);
+}
+
+TEST_CASE("pipeline: a replayed event keeps its eventID and eventTime", "[pipeline][order]") {
+  Fixture f;
+  json::object order{{"id", "o1"}, {"customerEmail", "g@x.se"}};
+  auto first = f.run("placed", order, false, "msg-77", 1700000000123);
+  INFO(first.reason);
+  REQUIRE(first.status == Status::planned);
+  json::value sent = json::parse(first.op.body);
+  CHECK(sent.at("eventTime") == "2023-11-14T22:13:20.123Z");
+  // Dead-lettered, then replayed: a new message id (util::replay_id) that carries the first,
+  // and the time it first arrived (Parked::received_ms), so Omnisend sees the same event.
+  auto again = f.run("placed", order, true, weft::util::replay_id(5, 1700000999999, "msg-77"), 1700000000123);
+  REQUIRE(again.status == Status::planned);
+  json::value resent = json::parse(again.op.body);
+  CHECK(resent.at("eventID") == sent.at("eventID"));
+  CHECK(resent.at("eventTime") == sent.at("eventTime"));
+  CHECK(std::string(sent.at("eventID").as_string()).find("msg-77") != std::string::npos);
 }
 
 TEST_CASE("pipeline: a guest who registers is linked to the same destination record", "[pipeline][identity]") {

@@ -190,13 +190,15 @@ FILE* open_out(const std::string& path) {
   return f;
 }
 
-// Whether two paths name one regular file (both exist, same device and inode; /dev/null
-// twice is fine). "-" names none.
-bool same_file(const std::string& a, const std::string& b) {
-  if (a == "-" || b == "-" || a.empty() || b.empty()) return false;
-  struct stat sa, sb;
-  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
+// Whether an output path and an input path name one regular file (same device and inode;
+// /dev/null twice is fine). "-" is standard output for the first and standard input for
+// the second (`weft map --output f < f` would erase f too).
+bool same_file(const std::string& out, const std::string& in) {
+  if (out.empty() || in.empty()) return false;
+  struct stat so, si;
+  bool ok_out = out == "-" ? fstat(1, &so) == 0 : stat(out.c_str(), &so) == 0;
+  bool ok_in = in == "-" ? fstat(0, &si) == 0 : stat(in.c_str(), &si) == 0;
+  return ok_out && ok_in && S_ISREG(so.st_mode) && so.st_dev == si.st_dev && so.st_ino == si.st_ino;
 }
 
 }  // namespace
@@ -209,6 +211,7 @@ int run_map(const MapOptions& o) {
   for (const auto& [flag, path, other_flag, other] :
        {std::tuple{"--output", o.output, "--input", o.input}, std::tuple{"--rejects", o.rejects, "--input", o.input},
         std::tuple{"--rejects", o.rejects, "--output", o.output}}) {
+    if (std::string_view(other_flag) == "--output" && other == "-") continue;  // (stdout, not stdin)
     if (!same_file(path, other)) continue;
     std::fprintf(stderr, "error: %s %s is the %s file: weft map would erase it\n", flag, path.c_str(), other_flag);
     return kConfigError;
