@@ -99,7 +99,7 @@ TEST_CASE("weft test: one line per case, diff, summary line, exit codes", "[cli]
   CHECK_THAT(broken.out, Catch::Contains("t1/c.lua:1"));
 }
 
-TEST_CASE("weft dry-run: payload, notes, validation; rejections with script line; exit 1", "[cli]") {
+TEST_CASE("weft dry-run: payload, notes, validation, rejections with script line, exit 1", "[cli]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
   auto in = ws.write("in.ndjson",
@@ -240,7 +240,7 @@ class InDir {
 };
 }  // namespace
 
-TEST_CASE("weft dry-run: records and payloads nested up to 64 levels map; deeper is invalid_json", "[cli]") {
+TEST_CASE("weft dry-run: records and payloads nested up to 64 levels map, deeper is invalid_json", "[cli]") {
   TempDir ws;
   write_schemaless_tenant(ws, "return { map = function(rec) return { deep = rec.deep } end }");
   std::string dry = "dry-run --workspace " + q(ws.path()) + " --tenant t1 --flow c --input ";
@@ -466,7 +466,7 @@ TEST_CASE("weft check refuses a flow weft sync would refuse, naming the file and
   CHECK_THAT(dry.err, Catch::Contains("$.flows.c.destination.entity: omnisend has no entity"));
 }
 
-TEST_CASE("--tenant takes the folder name as shell completion types it; a path is refused", "[cli]") {
+TEST_CASE("weft commands take the --tenant folder name as shell completion types it, and refuse a path", "[cli]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
   auto in = ws.write("in.json", "{\"email\": \"a@b.se\"}");

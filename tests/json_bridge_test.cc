@@ -65,7 +65,7 @@ bool contains(const std::string& hay, const std::string& needle) {
 // ---------------------------------------------------------------------------------------------
 // Reading records
 
-TEST_CASE("json: null and missing fields read as nil; json.has tells them apart", "[json]") {
+TEST_CASE("json: null and missing fields read as nil, json.has tells them apart", "[json]") {
   CHECK_MAPS_TO(R"(  return {
     a_nil = rec.a == nil, missing_nil = rec.missing == nil,
     a_or = rec.a or 'default', b = rec.b,

@@ -123,7 +123,7 @@ json::object customer(const std::string& id, int version, const std::string& ema
 
 }  // namespace
 
-TEST_CASE("pipeline: an older or equal version is dropped as stale; a replay may repeat the applied one",
+TEST_CASE("pipeline: an older or equal version is dropped as stale, a replay may repeat the applied one",
           "[pipeline][order]") {
   Fixture f;
   auto v2 = f.run("customers", customer("c1", 2, "a@x.se"));
@@ -220,7 +220,7 @@ TEST_CASE("pipeline: two source records claiming one identifier are a conflict, 
   CHECK(f.store->conflicts("t", false, 10).size() == 2);
 }
 
-TEST_CASE("pipeline: merge policies decide what is sent; consent changed at the destination is kept",
+TEST_CASE("pipeline: merge policies decide what is sent, consent changed at the destination is kept",
           "[pipeline][merge]") {
   Fixture f;
   json::object v1 = customer("c1", 1, "a@x.se", "Anna");
@@ -364,7 +364,7 @@ TEST_CASE("pipeline: a change back while an older operation waits or is being se
   }
 }
 
-TEST_CASE("pipeline: an email change is not sent as a new contact; it is a conflict", "[pipeline][identity]") {
+TEST_CASE("pipeline: an email change is not sent as a new contact, it is a conflict", "[pipeline][identity]") {
   Fixture f;
   auto v1 = f.run("customers", customer("c1", 1, "old@x.se", "Anna"));
   f.deliver(v1, json::parse(R"({"identifiers":[{"type":"email","id":"old@x.se"}],"firstName":"Anna"})").as_object(),

@@ -483,7 +483,7 @@ TEST_CASE("sandbox: the bounded pattern functions still behave like Lua's", "[sa
            R"J("match":"key","plain":[2,2],"words":["one","two","three"]})J");
 }
 
-TEST_CASE("sandbox: runtime errors reject with their line; the next record maps", "[sandbox]") {
+TEST_CASE("sandbox: runtime errors reject with their line, the next record maps", "[sandbox]") {
   SECTION("nil index") {
     std::string src = bomb_flow("local x = rec.a.b");
     auto box = Tenant(src).build();

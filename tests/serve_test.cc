@@ -222,7 +222,7 @@ TEST_CASE("serve: a webhook secret whose variable is empty is not configured (50
   CHECK(w.om.contact_count() == 0);
 }
 
-TEST_CASE("serve: the admin API needs its token; /healthz does not", "[serve]") {
+TEST_CASE("serve: the admin API needs its token, /healthz does not", "[serve]") {
   ServeWorld w;
   w.start();
   auto h = w.admin_get("/healthz", false);

@@ -435,7 +435,7 @@ TEST_CASE("store: a replay applies an equal version again, never an older one", 
   CHECK_FALSE(s->applied_version("acme", "customers", "nope"));
 }
 
-TEST_CASE("store: a parked record keeps when its source arrived; a replay's id keeps its key", "[store]") {
+TEST_CASE("store: a parked record keeps when its source arrived, a replay's id keeps its key", "[store]") {
   TempDir dir;
   auto s = open_sqlite((dir.path() / "weft.db").string());
   InboxRecord r = rec("evt-1", R"({"id":"o1"})");

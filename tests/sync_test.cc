@@ -115,7 +115,7 @@ int64_t num(const json::object& o, const char* k) { return o.at(k).to_number<int
 
 }  // namespace
 
-TEST_CASE("sync: customers reach Omnisend; a second run sends only what changed", "[sync]") {
+TEST_CASE("sync: customers reach Omnisend, a second run sends only what changed", "[sync]") {
   World w;
   for (int i = 0; i < 300; ++i) w.ct.put_customer(customer(i));
   RunResult r = w.sync();
@@ -254,7 +254,7 @@ return M
   CHECK(std::string(p.at("reason").as_string()).find("invalid email") != std::string::npos);
 }
 
-TEST_CASE("sync: a destination that never recovers fills the dead letters; replay delivers them", "[sync][faults]") {
+TEST_CASE("sync: a destination that never recovers fills the dead letters, replay delivers them", "[sync][faults]") {
   World w(R"("max_attempts": 3, "base_ms": 10, "max_ms": 20)");
   for (int i = 0; i < 20; ++i) w.ct.put_customer(customer(i));
   w.om.set_down(true);
@@ -278,7 +278,7 @@ TEST_CASE("sync: a destination that never recovers fills the dead letters; repla
   CHECK(num(w.summary(r), "delivered") == 0);
 }
 
-TEST_CASE("sync: one engine per database; a second sync or replay is refused and changes nothing",
+TEST_CASE("sync: one engine per database, a second sync or replay is refused and changes nothing",
           "[sync][lock]") {
   World w(R"("max_attempts": 2, "base_ms": 10, "max_ms": 20)");
   for (int i = 0; i < 5; ++i) w.ct.put_customer(customer(i));
@@ -342,7 +342,7 @@ TEST_CASE("sync: secrets never reach the store, the output or the dry-run", "[sy
   }
 }
 
-TEST_CASE("sync: a flow fed only by webhooks is passed over; the others are pulled", "[sync]") {
+TEST_CASE("sync: a flow fed only by webhooks is passed over, the others are pulled", "[sync]") {
   World w;
   // Orders come by subscription only, to the connection's webhook: weft sync cannot pull
   // them (it stopped at this flow, exit 2, before pulling the flows after it).
@@ -628,7 +628,7 @@ TEST_CASE("sync: an unsubscribe made in Omnisend survives later syncs (consent o
   }
 }
 
-TEST_CASE("sync: the first write keeps the consent Omnisend already holds; first_write: send does not look",
+TEST_CASE("sync: the first write keeps the consent Omnisend already holds, first_write: send does not look",
           "[sync][merge]") {
   for (bool lookup : {true, false}) {
     INFO((lookup ? "first_write: lookup (default)" : "first_write: send"));

@@ -261,7 +261,7 @@ TEST_CASE("secrets in tenant.json must be ${ENV_VAR} references", "[workspace][s
   }
 }
 
-TEST_CASE("a pull or reconcile block that would never run is refused; a reconcile window alone is not",
+TEST_CASE("a pull or reconcile block that would never run is refused, a reconcile window alone is not",
           "[workspace][schedule]") {
   TempDir ws;
   write_basic_tenant(ws, weft::testing::kBasicScript);
