@@ -109,10 +109,16 @@ TEST_CASE("delivery: a connection's limiter is shared by whoever calls it", "[de
   CHECK(shared_limiter("t/other", 2, 60000) != worker);
   CHECK(shared_limiter("t/omni", 3, 60000) != worker);  // a reloaded limit: a new limiter
   std::weak_ptr<RateLimiter> gone = worker;
+  worker->pause_until(5000);  // a 429
   worker.reset();
   job.reset();
   CHECK(gone.expired());  // not kept once nobody holds it
-  CHECK(shared_limiter("t/omni", 2, 60000)->acquire(1000) == 0);
+  // The pause is the connection's: a limiter made again (a restarted runner, another limit)
+  // still holds it.
+  CHECK(shared_limiter("t/omni", 2, 60000)->acquire(1000) == 4000);
+  CHECK(shared_limiter("t/omni", 5, 60000)->acquire(1000) == 4000);
+  CHECK(shared_limiter("t/other", 2, 60000)->acquire(1000) == 0);
+  CHECK(shared_limiter("t/omni", 2, 60000)->acquire(5000) == 0);
 }
 
 TEST_CASE("delivery: Retry-After as seconds or an HTTP date", "[delivery]") {

@@ -23,7 +23,11 @@ class RateLimiter {
   void pause_until(int64_t until_ms);
 
  private:
-  std::atomic<int64_t> paused_until_{0};
+  friend std::shared_ptr<RateLimiter> shared_limiter(const std::string&, int, int64_t);
+  // The pause's end. shared_limiter gives every limiter of one connection the same one, kept
+  // for the process's life, so a pause outlives a limiter rebuilt meanwhile (a reload that
+  // changed the limit, a runner restarted after a failure).
+  std::shared_ptr<std::atomic<int64_t>> paused_until_ = std::make_shared<std::atomic<int64_t>>(0);
   std::mutex mu_;
   int requests_;
   int64_t per_ms_;
