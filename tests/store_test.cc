@@ -498,6 +498,7 @@ TEST_CASE("store: parked records are listed by tenant, flow and kind, and replay
   CHECK(key_list(s->parked("", "", "dead_letter", false, 100)) == V{"k2"});
   CHECK(key_list(s->parked("", "customers", "rejection", false, 100)) == V{"k1", "k4"});
   CHECK(key_list(s->parked("", "", "", false, 2)) == V{"k1", "k2"});
+  CHECK(key_list(s->parked("", "", "", false, 2, id1)) == V{"k2", "k3"});  // the next page
   CHECK(s->parked("nobody", "", "", true, 100).empty());
 
   CHECK(s->mark_replayed(id1));

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -324,22 +325,29 @@ int run_replay(const ReplayOptions& o) {
   auto store = o.list ? open_as_is(db) : open_store(db, false);
   if (!store) return kConfigError;
   std::string kind = o.kind == "all" ? "" : o.kind;
-  std::vector<store::Parked> items;
-  if (!o.ids.empty()) {
-    for (int64_t id : o.ids) {
-      auto p = store->parked_by_id(id);
-      if (!p || p->tenant != o.tenant) {
-        std::fprintf(stderr, "error: --id %lld: no parked record with that id for tenant %s\n",
-                     static_cast<long long>(id), o.tenant.c_str());
-        return kConfigError;
-      }
-      items.push_back(std::move(*p));
+  std::vector<store::Parked> items;  // the --id ones
+  for (int64_t id : o.ids) {
+    auto p = store->parked_by_id(id);
+    if (!p || p->tenant != o.tenant) {
+      std::fprintf(stderr, "error: --id %lld: no parked record with that id for tenant %s\n",
+                   static_cast<long long>(id), o.tenant.c_str());
+      return kConfigError;
     }
-  } else {
-    items = store->parked(o.tenant, o.flow, kind, false, 1000000);
+    items.push_back(std::move(*p));
   }
+  // The --id ones, or every one waiting, a page at a time (each with its source record).
+  auto each_page = [&](const std::function<void(const std::vector<store::Parked>&)>& fn) {
+    if (!o.ids.empty()) return fn(items);
+    for (int64_t after = 0;;) {
+      std::vector<store::Parked> page = store->parked(o.tenant, o.flow, kind, false, 1000, after);
+      if (page.empty()) return;
+      after = page.back().id;
+      fn(page);
+    }
+  };
   if (o.list) {
-    for (const auto& p : items) {
+    each_page([](const std::vector<store::Parked>& page) {
+    for (const auto& p : page) {
       json::object j{{"id", p.id},          {"kind", p.kind},       {"flow", p.flow},
                      {"stage", p.stage},    {"key", p.record_key},  {"error", p.error},
                      {"reason", p.reason},  {"where", p.location},  {"correlation_id", p.correlation_id},
@@ -348,6 +356,7 @@ int run_replay(const ReplayOptions& o) {
       std::string s = json::serialize(j);
       std::printf("%s\n", s.c_str());
     }
+    });
     return kOk;
   }
   auto version = load_checked(o.workspace, o.tenant);
@@ -357,15 +366,21 @@ int run_replay(const ReplayOptions& o) {
   auto runner = make_runner(version, *store, store_mu, secrets, {}, db);
   if (!runner) return kConfigError;
   // Back into the inbox, marked as replays, so they take the same path through the current
-  // script version; the parked rows stay, marked replayed, for the record.
-  {
+  // script version; the parked rows stay, marked replayed, for the record. A transaction a
+  // page.
+  each_page([&](const std::vector<store::Parked>& page) {
     std::lock_guard<std::mutex> lock(store_mu);
     store->begin();
     std::vector<std::string> skipped;
-    pipeline::requeue_parked(*store, *version, items, "weft replay", &skipped);
+    try {
+      pipeline::requeue_parked(*store, *version, page, "weft replay", &skipped);
+      store->commit();
+    } catch (...) {
+      store->rollback();
+      throw;
+    }
     for (const auto& w : skipped) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    store->commit();
-  }
+  });
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   int64_t start = util::now_ms();

@@ -888,14 +888,34 @@ int64_t Engine::replay(const std::string& tenant, const std::vector<int64_t>& id
     return 0;
   }
   int64_t n = 0;
+  if (ids.empty()) {
+    // Every one waiting, a page (and a transaction) at a time: the store lock is let go
+    // between pages, so the pipelines and deliveries go on during a replay of thousands.
+    for (int64_t after = 0;;) {
+      bool more = false;
+      with_store([&](store::Store& s) {
+        std::vector<store::Parked> page = s.parked(tenant, "", kind, false, 500, after);
+        if (page.empty()) return;
+        after = page.back().id;
+        more = true;
+        s.begin();
+        try {
+          n += pipeline::requeue_parked(s, *v, page, "admin API");
+          s.commit();
+        } catch (...) {
+          s.rollback();
+          throw;
+        }
+      });
+      if (!more) break;
+    }
+    notify(tenant);
+    return n;
+  }
   with_store([&](store::Store& s) {
     std::vector<store::Parked> items;
-    if (ids.empty()) {
-      items = s.parked(tenant, "", kind, false, 100000);
-    } else {
-      for (int64_t id : ids)
-        if (auto p = s.parked_by_id(id); p && p->tenant == tenant) items.push_back(std::move(*p));
-    }
+    for (int64_t id : ids)
+      if (auto p = s.parked_by_id(id); p && p->tenant == tenant) items.push_back(std::move(*p));
     s.begin();
     try {
       n = pipeline::requeue_parked(s, *v, items, "admin API");

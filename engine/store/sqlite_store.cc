@@ -660,10 +660,11 @@ class SqliteStore final : public Store {
   }
 
   std::vector<Parked> parked(const std::string& tenant, const std::string& flow, const std::string& kind,
-                             bool include_replayed, size_t limit) override {
+                             bool include_replayed, size_t limit, int64_t after_id) override {
     auto q = stmt(
-        "SELECT " PARKED_COLUMNS " FROM parked WHERE (?1 = '' OR tenant = ?1) AND (?2 = '' OR flow = ?2) "
+        "SELECT " PARKED_COLUMNS " FROM parked WHERE id > ?6 AND (?1 = '' OR tenant = ?1) AND (?2 = '' OR flow = ?2) "
         "AND (?3 = '' OR kind = ?3) AND (?4 OR replayed_ms = 0) ORDER BY id LIMIT ?5");
+    q.bind(6, after_id);
     q.bind(1, tenant);
     q.bind(2, flow);
     q.bind(3, kind);

@@ -228,8 +228,10 @@ class Store {
 
   // Rejections and dead letters; `op_id` (dead letters, API rejections) is removed from the outbox.
   virtual int64_t park(Parked& p, int64_t op_id = 0) = 0;
+  // In id order, those after `after_id` (paging: a replay of thousands reads them a page at a
+  // time, not all with their source records at once).
   virtual std::vector<Parked> parked(const std::string& tenant, const std::string& flow, const std::string& kind,
-                                     bool include_replayed, size_t limit) = 0;
+                                     bool include_replayed, size_t limit, int64_t after_id = 0) = 0;
   virtual std::optional<Parked> parked_by_id(int64_t id) = 0;
   // False when it was marked already (replayed meanwhile, e.g. by the admin API and weft
   // replay one after the other from one listing): it must not be replayed twice.
