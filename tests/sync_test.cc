@@ -689,6 +689,7 @@ TEST_CASE("sync: an unset secret is a configuration error naming the variable, b
   CHECK(r.out.empty());
   CHECK(w.ct.requests().empty());
   CHECK(w.om.request_count() == 0);
+  CHECK_FALSE(std::filesystem::exists(w.db()));  // nothing written: no database made
 }
 
 TEST_CASE("sync: a secret whose variable is set but empty is a configuration error, as an unset one is",

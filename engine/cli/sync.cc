@@ -75,6 +75,19 @@ std::unique_ptr<store::Store> open_store(const std::string& path, bool create, b
   }
 }
 
+// Whether the connections the run needs can be used (secrets set), checked before the
+// database is opened, so a run refused for a missing secret changes nothing. Prints why not.
+bool connections_ok(const ws::TenantVersion& version, const std::vector<std::string>& flows) {
+  ws::Secrets secrets;
+  try {
+    pipeline::Runner::check_connections(version, flows, secrets);
+    return true;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: tenant %s: %s\n", version.tenant.c_str(), secrets.redact(e.what()).c_str());
+    return false;
+  }
+}
+
 // The database at `path` as it is, for commands that only read (store::open_sqlite_as_is).
 // Prints the error and returns nullptr on failure.
 std::unique_ptr<store::Store> open_as_is(const std::string& path) {
@@ -266,7 +279,7 @@ int run_sync(const SyncOptions& o) {
     flows.push_back(o.flow);
   }
   std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
-  if (!db_path_ok(db, true)) return kConfigError;
+  if (!db_path_ok(db, true) || !connections_ok(*version, flows)) return kConfigError;
   auto lock = lock_db(db, "weft sync");
   if (!lock) return kConfigError;
   auto store = open_store(db, true);
@@ -316,8 +329,11 @@ int run_sync(const SyncOptions& o) {
 int run_replay(const ReplayOptions& o) {
   std::string db = o.db.empty() ? default_db(o.workspace) : o.db;
   std::unique_ptr<store::DbLock> lock;
+  std::shared_ptr<const ws::TenantVersion> version;
   if (!o.list) {
     if (!db_path_ok(db, false)) return kConfigError;  // no lock file made beside nothing
+    version = load_checked(o.workspace, o.tenant);
+    if (!version || !connections_ok(*version, {})) return kConfigError;
     lock = lock_db(db, "weft replay",
                    "; while weft serve runs, replay through its admin API (POST /api/tenants/{t}/replay)");
     if (!lock) return kConfigError;
@@ -359,8 +375,6 @@ int run_replay(const ReplayOptions& o) {
     });
     return kOk;
   }
-  auto version = load_checked(o.workspace, o.tenant);
-  if (!version) return kConfigError;
   std::mutex store_mu;
   ws::Secrets secrets;
   auto runner = make_runner(version, *store, store_mu, secrets, {}, db);

@@ -48,14 +48,8 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
       if (f.enabled) flows_.push_back(name);
   pipeline_ = std::make_unique<Pipeline>(tenant_, store_);
   if (const char* ms = std::getenv("WEFT_DEFERRED_RETRY_MS"); ms && std::atoll(ms) > 0) retry_deferred_ms_ = std::atoll(ms);
-  // Sources fail here too, before anything runs, if they cannot be used (an unset secret).
-  for (const auto& name : flows_) {
-    const workspace::Flow* f = tenant_->flow(name);
-    if (!f) continue;
-    const json::object& c = connection_config(*tenant_, f->source_connection);
-    if (auto* sys = c.if_contains("system"); sys && *sys == "commercetools")
-      connectors::make_commercetools(f->source_connection, c, secrets_);
-  }
+  // Fails here, before anything runs, if a connection cannot be used (an unset secret).
+  check_connections(*tenant_, flows_, secrets_);
 
   // One worker per destination connection, with each flow's retry policy.
   std::map<std::string, delivery::WorkerConfig> configs;
@@ -91,14 +85,26 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
     std::string entity = entity_of[conn];
     auto* sec = &secrets_;
     json::object cfg = c;
-    // Fails here, before anything runs, if the connection cannot be used for every flow's
-    // entity (one worker sends them all).
-    for (const auto& [name, f] : tenant_->flows)
-      if (f.enabled && f.destination_connection == conn) connectors::make_destination(conn, cfg, f.destination_entity, *sec);
     auto factory = [conn, cfg, entity, sec] { return connectors::make_destination(conn, cfg, entity, *sec); };
     workers_[conn] = std::make_unique<delivery::Worker>(wc, factory, store_, store_mu_, secrets_,
                                                         open_reader ? open_reader() : nullptr);
   }
+}
+
+void Runner::check_connections(const workspace::TenantVersion& tenant, const std::vector<std::string>& flows,
+                               workspace::Secrets& secrets) {
+  for (const auto& [name, f] : tenant.flows) {
+    bool runs = flows.empty() ? f.enabled : std::find(flows.begin(), flows.end(), name) != flows.end();
+    if (!runs) continue;
+    const json::object& c = connection_config(tenant, f.source_connection);
+    if (auto* sys = c.if_contains("system"); sys && *sys == "commercetools")
+      connectors::make_commercetools(f.source_connection, c, secrets);
+  }
+  // Every enabled flow's destination, for its entity: one worker per connection sends them all.
+  for (const auto& [name, f] : tenant.flows)
+    if (f.enabled)
+      connectors::make_destination(f.destination_connection, connection_config(tenant, f.destination_connection),
+                                   f.destination_entity, secrets);
 }
 
 Runner::~Runner() {

@@ -74,6 +74,11 @@ class Runner {
          workspace::Secrets& secrets, std::vector<std::string> flows,
          std::function<std::unique_ptr<store::Store>()> open_reader = {}, util::Metrics* metrics = nullptr);
   ~Runner();
+  // What the constructor checks first: that each connection of `flows` (empty: every enabled
+  // flow) can be used (a secret unset or empty). Throws connectors::ConfigError; touches
+  // nothing, so a command can check before it opens the database.
+  static void check_connections(const workspace::TenantVersion& tenant, const std::vector<std::string>& flows,
+                                workspace::Secrets& secrets);
 
   void start_delivery();
   void stop_delivery();
