@@ -342,6 +342,9 @@ TEST_CASE("weft map: an output that is the input (or the other output) is refuse
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("is the --output file"));
   CHECK(run_weft(base + " --output /dev/null --rejects /dev/null").code == 0);
+  r = run_weft(base + " --output /dev/null --context '{\"tenant\": \"x\"}'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--context: ctx.tenant is set by weft"));
   // Standard input read from the output file.
   r = run_weft("map --workspace " + q(ws.path()) + " --tenant t1 --flow c --output " + q(in), in.string());
   CHECK(r.code == 2);

@@ -62,6 +62,15 @@ TEST_CASE("tenant.json errors name the file and the JSON path", "[workspace]") {
     std::string s = all_problems(problems);
     CHECK_THAT(s, Catch::Contains("t1/tenant.json: $.limits.cpu_ms"));
   }
+  SECTION("a context key weft sets itself") {
+    ws.write("t1/tenant.json", R"({"tenant": "t1",
+      "connections": {"ct": {"system": "commercetools", "project": "p", "client_id": "c", "client_secret": "${S}"},
+                      "om": {"system": "omnisend", "api_key": "${K}"}},
+      "flows": {"c": {"source": {"connection": "ct", "entity": "customer"}, "context": {"now": "2024-01-01", "region": "SE"},
+                      "destination": {"connection": "om", "entity": "contact"}, "script": "c.lua"}}})");
+    CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+    CHECK_THAT(all_problems(problems), Catch::Contains("$.flows.c.context.now: ctx.now is set by weft"));
+  }
   SECTION("a key twice (a flow block copied and not renamed)") {
     ws.write("t1/tenant.json", R"({"tenant": "t1",
       "connections": {"ct": {"system": "commercetools"}, "om": {"system": "omnisend"}},

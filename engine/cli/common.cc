@@ -60,7 +60,13 @@ int load_flow(const std::string& workspace, const std::string& tenant, const std
                    ec ? ec.message().c_str() : "got another JSON value");
       return kConfigError;
     }
-    for (const auto& kv : v.get_object()) out->context.fields[kv.key()] = kv.value();
+    for (const auto& kv : v.get_object()) {
+      if (std::string why = ws::reserved_ctx_key(kv.key()); !why.empty()) {
+        std::fprintf(stderr, "error: --context: %s\n", why.c_str());
+        return kConfigError;
+      }
+      out->context.fields[kv.key()] = kv.value();
+    }
   }
   return kOk;
 }

@@ -30,6 +30,15 @@ std::string Problem::str() const {
   return s + message;
 }
 
+std::string reserved_ctx_key(std::string_view key) {
+  for (std::string_view k : {"tenant", "flow", "correlation_id", "now"})
+    if (key == k)
+      return "ctx." + std::string(key) + " is set by weft" +
+             (key == "now" ? std::string(" (the time of the run; a fixture's \"now\" fixes it)") : std::string()) +
+             ": give the context value another name";
+  return "";
+}
+
 const Flow* TenantVersion::flow(const std::string& name) const {
   auto it = flows.find(name);
   return it == flows.end() ? nullptr : &it->second;
@@ -356,7 +365,12 @@ void load_fixtures(const fs::path& dir, const std::string& tenant, TenantVersion
       problems->push_back({shown, 0, "$.flow", "no flow named '" + c.flow + "' in " + tenant + "/tenant.json"});
       continue;
     }
-    if (auto* ctx = o.if_contains("context")) c.context = ctx->get_object();
+    if (auto* ctx = o.if_contains("context")) {
+      c.context = ctx->get_object();
+      for (const auto& kv : c.context)
+        if (std::string why = reserved_ctx_key(kv.key()); !why.empty())
+          problems->push_back({shown, 0, "$.context." + std::string(kv.key()), why});
+    }
     if (auto* now = o.if_contains("now")) c.now = std::string(now->get_string());
     c.input = o.at("input");
     if (auto* e = o.if_contains("expect")) {
@@ -434,7 +448,12 @@ std::shared_ptr<const TenantVersion> load_tenant(const fs::path& workspace, cons
       f.destination_system = std::string(d->at("system").get_string());
     else
       problems->push_back({shown, 0, base + ".destination.connection", "no connection named '" + f.destination_connection + "'"});
-    if (auto* c = fo.if_contains("context")) f.context = c->get_object();
+    if (auto* c = fo.if_contains("context")) {
+      f.context = c->get_object();
+      for (const auto& kv : f.context)
+        if (std::string why = reserved_ctx_key(kv.key()); !why.empty())
+          problems->push_back({shown, 0, base + ".context." + std::string(kv.key()), why});
+    }
     if (auto* e = fo.if_contains("enabled")) f.enabled = e->as_bool();
     check_flow_ends(f, base, !f.source_system.empty(), !f.destination_system.empty(), shown, problems);
     auto* source_conn = conns.if_contains(f.source_connection);

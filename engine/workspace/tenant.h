@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/script/sandbox.h"
@@ -23,6 +24,10 @@ struct Problem {
   std::string message;
   std::string str() const;
 };
+
+// The ctx keys weft sets itself (tenant, flow, correlation_id, now): a context naming one
+// would be overwritten without a word, so it is refused. "" if `key` is free, else why not.
+std::string reserved_ctx_key(std::string_view key);
 
 struct Flow {
   std::string name;
