@@ -363,15 +363,15 @@ int run_replay(const ReplayOptions& o) {
   };
   if (o.list) {
     each_page([](const std::vector<store::Parked>& page) {
-    for (const auto& p : page) {
-      json::object j{{"id", p.id},          {"kind", p.kind},       {"flow", p.flow},
-                     {"stage", p.stage},    {"key", p.record_key},  {"error", p.error},
-                     {"reason", p.reason},  {"where", p.location},  {"correlation_id", p.correlation_id},
-                     {"script_version", p.script_version},          {"attempts", p.attempts},
-                     {"at", util::iso8601_ms(p.created_ms)},        {"replayed", p.replayed_ms != 0}};
-      std::string s = json::serialize(j);
-      std::printf("%s\n", s.c_str());
-    }
+      for (const auto& p : page) {
+        json::object j{{"id", p.id},          {"kind", p.kind},       {"flow", p.flow},
+                       {"stage", p.stage},    {"key", p.record_key},  {"error", p.error},
+                       {"reason", p.reason},  {"where", p.location},  {"correlation_id", p.correlation_id},
+                       {"script_version", p.script_version},          {"attempts", p.attempts},
+                       {"at", util::iso8601_ms(p.created_ms)},        {"replayed", p.replayed_ms != 0}};
+        std::string s = json::serialize(j);
+        std::printf("%s\n", s.c_str());
+      }
     });
     return kOk;
   }
