@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 
 #include "engine/pipeline/fields.h"
@@ -269,18 +270,32 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
     // come again once the pause is over.
     std::vector<bool> held(jobs.size(), false);
     bool paused = false;
+    // A lookup that got no answer at all (a timeout, a refused or reset connection) fails the
+    // rest of the batch with it, as a batch request that timed out would: asking again, one
+    // lookup after another, would hold this connection for a timeout per job.
+    std::optional<SendResult> unreachable;
     for (size_t i = 0; i < jobs.size(); ++i) {
       answer_of[i] = &failures[i];
       if (paused) {
         held[i] = true;
         continue;
       }
+      if (unreachable) {
+        failures[i].result = *unreachable;
+        continue;
+      }
       if (!jobs[i].op.guard.empty()) {
         try {
           if (!guard_first_write(*dest, jobs[i], &failures[i].result)) {
-            if (int64_t pause = connection_pause_ms(failures[i].result)) {
+            const SendResult& f = failures[i].result;
+            if (int64_t pause = connection_pause_ms(f)) {
               limiter_->pause_until(util::now_ms() + pause);
               paused = true;
+            } else if (f.status == 0 && f.kind == SendResult::Kind::transient) {
+              unreachable = SendResult{SendResult::Kind::transient, 0, std::nullopt,
+                                       "not sent: an earlier lookup in its batch got no answer (" + f.message + ")"};
+              for (size_t k : sending) failures[k].result = *unreachable;
+              sending.clear();
             }
             continue;
           }
