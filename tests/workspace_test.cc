@@ -783,6 +783,35 @@ TEST_CASE("schema patterns: checked where the schema says, with a message naming
   CHECK(typed[0].message.find("pattern") == std::string::npos);
 }
 
+TEST_CASE("schema errors say what was found and what is allowed", "[workspace][schema]") {
+  const auto& contact = workspace::Schema::get("destinations/omnisend.contact.schema.json");
+  auto by_path = [&](const char* doc) {
+    std::map<std::string, std::string> out;
+    for (const auto& i : contact.validate(json::parse(doc))) out[i.path] = i.message;
+    return out;
+  };
+  // An enum names the value and the allowed ones, under a $ref'd definition and in an array.
+  auto bad = by_path(R"({"identifiers": [{"type": "email", "id": "a@b.se",
+      "channels": {"email": {"status": "subscribd"}}}], "firstName": 5, "tags": ["a", 7]})");
+  CHECK(bad["$.identifiers[0].channels.email.status"] ==
+        R"("subscribd" is not one of "subscribed", "unsubscribed", "nonSubscribed")");
+  // A type error names the kinds only: the value could be a secret written in place.
+  CHECK(bad["$.firstName"] == "must be a string, not a whole number");
+  CHECK(bad["$.tags[1]"] == "must be a string, not a whole number");
+
+  // tenant.json: an unknown property lists the known ones; a long value is cut.
+  TempDir ws;
+  write_basic_tenant(ws, weft::testing::kBasicScript);
+  ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": "commercetools", "api_urll": "https://x"},
+      "om": {"system": "omnisend", "api_key": 12345}})"));
+  std::vector<workspace::Problem> problems;
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  std::string all = all_problems(problems);
+  CHECK_THAT(all, Catch::Contains(R"(unknown property "api_urll" (known: system, )"));
+  CHECK_THAT(all, Catch::Contains("$.connections.om.api_key: must be a string, not a whole number"));
+  CHECK_THAT(all, !Catch::Contains("12345"));
+}
+
 TEST_CASE("schema patterns: only a top-level ^ without a top-level | anchors the match", "[schema]") {
   using workspace::detail::anchored_at_start;
   CHECK(anchored_at_start("^[A-Z]{2}$"));

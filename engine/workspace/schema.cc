@@ -175,22 +175,151 @@ const Schema& Schema::get(const std::string& name) {
   throw std::runtime_error("no embedded schema " + name);
 }
 
-bool Schema::declares(const std::string& path) const {
-  namespace json = boost::json;
-  const json::object& root = impl_->doc.as_object();
-  // A node with its local "$ref"s followed (a bounded number: a schema may refer in a loop).
-  auto resolve = [&](const json::value* node) -> const json::object* {
-    for (int hops = 0; node && node->is_object() && hops < 16; ++hops) {
-      const json::value* ref = node->as_object().if_contains("$ref");
-      if (!ref || !ref->is_string()) return &node->as_object();
-      std::string_view r = ref->as_string();
-      constexpr std::string_view kPrefix = "#/definitions/";
-      if (r.substr(0, kPrefix.size()) != kPrefix) return nullptr;
-      const json::value* defs = root.if_contains("definitions");
-      node = defs && defs->is_object() ? defs->as_object().if_contains(r.substr(kPrefix.size())) : nullptr;
+namespace {
+namespace json = boost::json;
+
+// A schema node with its local "$ref"s followed (a bounded number: a schema may refer in a
+// loop); nullptr for anything else.
+const json::object* resolve_ref(const json::object& root, const json::value* node) {
+  for (int hops = 0; node && node->is_object() && hops < 16; ++hops) {
+    const json::value* ref = node->as_object().if_contains("$ref");
+    if (!ref || !ref->is_string()) return &node->as_object();
+    std::string_view r = ref->as_string();
+    constexpr std::string_view kPrefix = "#/definitions/";
+    if (r.substr(0, kPrefix.size()) != kPrefix) return nullptr;
+    const json::value* defs = root.if_contains("definitions");
+    node = defs && defs->is_object() ? defs->as_object().if_contains(r.substr(kPrefix.size())) : nullptr;
+  }
+  return nullptr;
+}
+
+// The document's value and the schema node for valijson's context ({"<root>", "[flows]",
+// "[customers]", "[0]"}), followed through properties, patternProperties,
+// additionalProperties, items and "$ref"s; a null node where the schema branches (anyOf and
+// the like) or ends.
+std::pair<const json::value*, const json::object*> locate(const json::object& root, const json::value& doc,
+                                                          const std::vector<std::string>& ctx) {
+  const json::value* v = &doc;
+  const json::object* node = &root;
+  for (const auto& c : ctx) {
+    if (c == "<root>") continue;
+    if (!v) break;
+    std::string key = (c.size() >= 2 && c.front() == '[' && c.back() == ']') ? c.substr(1, c.size() - 2) : c;
+    const json::value* next_node = nullptr;
+    if (const auto* o = v->if_object()) {
+      v = o->if_contains(key);
+      if (node) {
+        auto* props = node->if_contains("properties");
+        if (props && props->is_object()) next_node = props->as_object().if_contains(key);
+        if (auto* pp = node->if_contains("patternProperties"); !next_node && pp && pp->is_object()) {
+          for (const auto& [re, sub] : pp->as_object()) {
+            try {
+              if (std::regex_search(key, std::regex(std::string(re), std::regex::ECMAScript))) {
+                next_node = &sub;
+                break;
+              }
+            } catch (const std::regex_error&) {
+            }
+          }
+        }
+        if (auto* ap = node->if_contains("additionalProperties"); !next_node && ap && ap->is_object()) next_node = ap;
+      }
+    } else if (const auto* a = v->if_array()) {
+      size_t i = key.find_first_not_of("0123456789") == std::string::npos && !key.empty() && key.size() < 10
+                     ? std::stoul(key) : a->size();
+      v = i < a->size() ? &(*a)[i] : nullptr;
+      if (node) {
+        auto* items = node->if_contains("items");
+        if (items && items->is_object()) next_node = items;
+        else if (items && items->is_array() && i < items->as_array().size()) next_node = &items->as_array()[i];
+      }
+    } else {
+      v = nullptr;
     }
-    return nullptr;
-  };
+    node = node ? resolve_ref(root, next_node) : nullptr;
+  }
+  return {v, node};
+}
+
+// A value as a message shows it: JSON, cut to 60 characters.
+std::string shown(const json::value& v) {
+  std::string s = json::serialize(v);
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
+std::string kind_of(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::string: return "a string";
+    case json::kind::bool_: return "a boolean";
+    case json::kind::null: return "null";
+    case json::kind::object: return "an object";
+    case json::kind::array: return "an array";
+    case json::kind::double_: return "a number with a fraction";
+    default: return "a whole number";
+  }
+}
+
+std::string type_name(std::string_view t) {
+  if (t == "integer") return "a whole number";
+  if (t == "number") return "a number";
+  if (t == "string") return "a string";
+  if (t == "boolean") return "true or false";
+  if (t == "object") return "an object";
+  if (t == "array") return "an array";
+  return std::string(t);
+}
+
+// valijson's terse messages ("Failed to match against any enum values.") said with what was
+// found and what is allowed, where the schema node is known; the message as it was otherwise.
+// A value is shown only for enum misses (a type error may be a secret written in place of
+// its ${ENV_VAR} reference: only its kind is named).
+std::string explain(const std::string& message, const json::value* v, const json::object* node) {
+  if (!v || !node) return message;
+  if (message.rfind("Failed to match against any enum values", 0) == 0) {
+    auto* e = node->if_contains("enum");
+    if (!e || !e->is_array()) return message;
+    std::string allowed;
+    size_t n = 0;
+    for (const auto& a : e->as_array()) {
+      if (++n > 20) {
+        allowed += ", ... (" + std::to_string(e->as_array().size()) + " values)";
+        break;
+      }
+      allowed += (allowed.empty() ? "" : ", ") + json::serialize(a);
+    }
+    return shown(*v) + " is not one of " + allowed;
+  }
+  if (message.rfind("Value type not permitted by 'type' constraint", 0) == 0) {
+    auto* t = node->if_contains("type");
+    std::string expected;
+    if (t && t->is_string()) {
+      expected = type_name(t->as_string());
+    } else if (t && t->is_array()) {
+      for (const auto& x : t->as_array())
+        if (x.is_string()) expected += (expected.empty() ? "" : " or ") + type_name(x.as_string());
+    }
+    if (expected.empty()) return message;
+    return "must be " + expected + ", not " + kind_of(*v);
+  }
+  static const std::string kExtra =
+      "Object contains a property that could not be validated using 'properties' or 'additionalProperties' "
+      "constraints: '";
+  if (message.rfind(kExtra, 0) == 0 && v->is_object()) {
+    std::string name = message.substr(kExtra.size());
+    if (name.size() >= 2 && name.compare(name.size() - 2, 2, "'.") == 0) name.resize(name.size() - 2);
+    std::string known;
+    if (auto* props = node->if_contains("properties"); props && props->is_object())
+      for (const auto& kv : props->as_object()) known += (known.empty() ? "" : ", ") + std::string(kv.key());
+    return "unknown property " + json::serialize(json::string(name)) + (known.empty() ? "" : " (known: " + known + ")");
+  }
+  return message;
+}
+}  // namespace
+
+bool Schema::declares(const std::string& path) const {
+  const json::object& root = impl_->doc.as_object();
+  auto resolve = [&](const json::value* node) { return resolve_ref(root, node); };
   const json::object* node = &root;
   size_t at = 0;
   while (at <= path.size()) {
@@ -231,7 +360,10 @@ std::vector<SchemaIssue> Schema::validate(const boost::json::value& doc) const {
   // against schema associated with property name 'x'"): keep the most specific messages.
   std::vector<SchemaIssue> all;
   valijson::ValidationResults::Error e;
-  while (results.popError(e)) all.push_back({to_path(e.context), e.description});
+  while (results.popError(e)) {
+    auto [value, node] = locate(impl_->doc.as_object(), doc, e.context);
+    all.push_back({to_path(e.context), explain(e.description, value, node)});
+  }
   auto generic = [](const SchemaIssue& i) { return i.message.rfind("Failed to validate", 0) == 0; };
   std::set<std::pair<std::string, std::string>> seen;
   for (const auto& i : all) {
