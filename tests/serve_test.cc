@@ -445,7 +445,7 @@ TEST_CASE("serve: --log-format json writes one JSON object per line", "[serve]")
   CHECK(tenant_field);
 }
 
-TEST_CASE("serve: a flagged conflict is listed and resolved for the source through the admin API", "[serve]") {
+TEST_CASE("serve: a flagged conflict is listed and resolved for either side through the admin API", "[serve]") {
   std::string script = slurp(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua");
   auto at = script.find("M.owners = {");
   REQUIRE(at != std::string::npos);
@@ -491,18 +491,42 @@ TEST_CASE("serve: a flagged conflict is listed and resolved for the source throu
   auto bad = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"both"})");
   REQUIRE(bad);
   CHECK(bad->status == 400);
-  auto r = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"source"})");
-  REQUIRE(r);
-  INFO(r->body);
-  CHECK(r->status == 200);
-  REQUIRE(ServeWorld::wait_for([&] { return first_name() == "Carl"; }));
-  CHECK(w.admin_json("/api/tenants/acme/conflicts").at("conflicts").as_array().empty());
-  auto again = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"source"})");
-  REQUIRE(again);
-  CHECK(again->status == 404);
-  // The trail says who chose what.
-  json::value trace = w.admin_json("/api/trace/" + std::string(conflicts[0].at("correlation_id").as_string()));
-  CHECK(json::serialize(trace).find("resolved for the source") != std::string::npos);
+  auto open_conflicts = [&] { return w.admin_json("/api/tenants/acme/conflicts").at("conflicts").as_array(); };
+  auto last_name = [&] {
+    auto c = w.om.contact_by_email("c1@x.se");
+    return c ? std::string(c->at("lastName").as_string()) : std::string();
+  };
+  SECTION("for the source: its value is written") {
+    auto r = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"source"})");
+    REQUIRE(r);
+    INFO(r->body);
+    CHECK(r->status == 200);
+    REQUIRE(ServeWorld::wait_for([&] { return first_name() == "Carl"; }));
+    CHECK(open_conflicts().empty());
+    auto again = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"source"})");
+    REQUIRE(again);
+    CHECK(again->status == 404);
+    // The trail says who chose what.
+    json::value trace = w.admin_json("/api/trace/" + std::string(conflicts[0].at("correlation_id").as_string()));
+    CHECK(json::serialize(trace).find("resolved for the source") != std::string::npos);
+  }
+  SECTION("for the destination: its value stays when the source record comes again") {
+    auto r = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"destination"})");
+    REQUIRE(r);
+    INFO(r->body);
+    CHECK(r->status == 200);
+    CHECK(open_conflicts().empty());
+    // The customer changes another field at the source; the source still says "Carl".
+    send(4, "Carl", "Lund");
+    REQUIRE(ServeWorld::wait_for([&] { return last_name() == "Lund"; }));
+    CHECK(first_name() == "Bob");
+    CHECK(open_conflicts().empty());
+    // A new first name at the source while the destination holds another: flagged again.
+    send(5, "Dave", "Lund");
+    REQUIRE(ServeWorld::wait_for([&] { return !open_conflicts().empty(); }));
+    CHECK(open_conflicts()[0].at("detail").at("source") == "Dave");
+    CHECK(first_name() == "Bob");
+  }
   CHECK(w.stop() == 0);
 }
 

@@ -961,12 +961,22 @@ bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::
       std::string note;
       if (found->kind == "field" && found->entity_id) {
         json::value detail = json::parse(found->detail);
-        json::value dest = detail.as_object().contains("destination") ? detail.at("destination") : json::value();
+        auto side_value = [&](const char* k) {
+          return detail.is_object() && detail.as_object().contains(k) ? detail.at(k) : json::value();
+        };
+        json::value dest = side_value("destination");
         json::object shadow = pipeline::decode_shadow(s.shadow(found->entity_id).fields_json);
-        pipeline::Flat synced{{found->field, dest}};
-        pipeline::record_delivery(shadow, synced, {}, util::now_ms(), "conflict " + std::to_string(id));
+        // For the source: the destination's value counts as synced, so the source's differs
+        // and is written. For the destination: the source's value counts as sent and the
+        // destination's as what it holds, so the same source value coming again (with a
+        // change to another field) is a change at the destination only, and is not written
+        // over it; a new value at the source is flagged again.
+        pipeline::Flat synced{{found->field, side == "source" ? dest : side_value("source")}};
+        pipeline::Flat held{{found->field, dest}};
+        pipeline::record_delivery(shadow, synced, held, util::now_ms(), "conflict " + std::to_string(id));
         s.set_shadow(found->entity_id, pipeline::encode_shadow(shadow));
-        note = "; the destination's value counts as synced";
+        note = side == "source" ? "; the destination's value counts as synced"
+                                : "; the destination keeps its value (a new value at the source is flagged again)";
       }
       if (source) {
         store::InboxRecord r = *source;
