@@ -681,6 +681,50 @@ TEST_CASE("sync: the first write keeps the consent Omnisend already holds, first
   }
 }
 
+TEST_CASE("sync: a flagged field's first write does not overwrite another value the destination holds",
+          "[sync][merge]") {
+  std::string script = World::read(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua");
+  auto at = script.find("M.owners = {");
+  REQUIRE(at != std::string::npos);
+  script.replace(at, 12, "M.owners = { firstName = \"flag\", lastName = \"flag\",");
+  World w(R"("max_attempts": 8, "base_ms": 20, "max_ms": 200)", R"("rate_limit": "off")", script);
+  // c1 is in Omnisend already, with another first name and the same last name.
+  json::object c1 = customer(1);
+  weft::connectors::omnisend::Destination direct({w.om.base_url(), kOmniKey, 5000});
+  REQUIRE(direct.upsert_contact(R"({"identifiers":[{"type":"email","id":"c1@x.se"}],"firstName":"Form","lastName":)" +
+                                    json::serialize(c1.at("lastName")) + "}",
+                                0, nullptr)
+              .kind == weft::delivery::SendResult::Kind::ok);
+  w.ct.put_customer(c1);
+  w.ct.put_customer(customer(2));
+  RunResult r = w.sync();
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  CHECK(num(w.summary(r), "delivered") == 2);
+  CHECK(num(w.summary(r), "conflicts") == 1);
+  auto contact = [&](int i) { return *w.om.contact_by_email("c" + std::to_string(i) + "@x.se"); };
+  CHECK(contact(1).at("firstName") == "Form");                 // kept, and flagged
+  CHECK(contact(1).at("lastName") == c1.at("lastName"));       // the same value: no conflict
+  CHECK(contact(2).at("firstName") == customer(2).at("firstName"));  // nothing there: written
+  auto store = weft::store::open_sqlite(w.db());
+  auto conflicts = store->conflicts("acme", false, 10);
+  REQUIRE(conflicts.size() == 1);
+  CHECK(conflicts[0].field == "firstName");
+  auto detail = json::parse(conflicts[0].detail);
+  CHECK(detail.at("source") == customer(1).at("firstName"));
+  CHECK(detail.at("destination") == "Form");
+  store.reset();
+  // The record's next change: the conflict stays one, and the first name is still not written.
+  json::object next = *w.ct.customer(std::string(c1.at("id").as_string()));
+  next["lastName"] = "Berg";
+  next.erase("lastModifiedAt");
+  w.ct.put_customer(next);
+  REQUIRE(w.sync().code == 0);
+  CHECK(contact(1).at("lastName") == "Berg");  // changed at the source only: written
+  CHECK(contact(1).at("firstName") == "Form");
+  CHECK(weft::store::open_sqlite(w.db())->conflicts("acme", false, 10).size() == 1);
+}
+
 TEST_CASE("sync: an unset secret is a configuration error naming the variable, before anything runs",
           "[sync][secrets]") {
   World w;

@@ -233,7 +233,7 @@ void print_summary(const pipeline::Runner& r, int64_t elapsed_ms, bool pulled) {
   o["delivered"] = r.delivered();
   o["retried"] = r.retried();
   o["dead_lettered"] = r.dead_lettered();
-  o["conflicts"] = c.conflicts.load();
+  o["conflicts"] = c.conflicts.load() + r.delivery_conflicts();
   o["deferred"] = c.deferred.load();
   o["seconds"] = static_cast<double>(elapsed_ms) / 1000.0;
   std::string s = json::serialize(o);

@@ -401,12 +401,23 @@ bool Worker::guard_first_write(Destination& dest, Job& j, SendResult* failed) {
   pipeline::Flat there = pipeline::flatten(held.as_object(), model->atomic);
   pipeline::Flat fields = pipeline::flatten(body.as_object(), model->atomic);
   bool kept = false;
+  j.flagged.clear();
   for (const auto& p : guard.as_array()) {
-    if (!p.is_string()) continue;
-    std::string path(p.as_string());
+    // "path": destination-owned, not written over any value; {"flag": "path"}: flagged, not
+    // written over another value, which is a conflict.
+    const json::value* name = p.is_object() ? p.as_object().if_contains("flag") : &p;
+    if (!name || !name->is_string()) continue;
+    std::string path(name->as_string());
     auto it = there.find(path);
     if (it == there.end() || it->second.is_null()) continue;
-    kept = fields.erase(path) > 0 || kept;
+    auto mine = fields.find(path);
+    if (mine == fields.end()) continue;
+    if (p.is_object()) {
+      if (mine->second == it->second) continue;
+      j.flagged.push_back({path, {mine->second, it->second}});
+    }
+    fields.erase(mine);
+    kept = true;
   }
   if (kept) j.op.body = json::serialize(pipeline::unflatten(fields));
   return true;
@@ -435,7 +446,7 @@ void Worker::record(std::vector<Job>& done) {
   using Kind = SendResult::Kind;
   {
     std::lock_guard<std::mutex> lock(store_mu_);
-    int64_t n_delivered = 0, n_retried = 0, n_dead_lettered = 0, n_rejected = 0;  // counted once committed
+    int64_t n_delivered = 0, n_retried = 0, n_dead_lettered = 0, n_rejected = 0, n_conflicts = 0;  // once committed
     std::vector<const char*> outcomes(done.size(), "");
     std::vector<store::AuditEvent> trail;  // written together at the end, in this transaction
     trail.reserve(done.size());
@@ -462,6 +473,22 @@ void Worker::record(std::vector<Job>& done) {
           ev.stage = "delivered";
           ev.detail = op.kind + " " + std::to_string(res.status) +
                       (j.answer.remote_id.empty() ? "" : " destination id " + j.answer.remote_id);
+          for (auto& [path, values] : j.flagged) {  // as the merge records a flagged conflict
+            store::Conflict c;
+            c.tenant = op.tenant;
+            c.flow = op.flow;
+            c.kind = "field";
+            c.record_key = op.record_key;
+            c.entity_id = op.entity_id;
+            c.field = path;
+            c.detail = json::serialize(
+                json::object{{"source", values.first}, {"destination", values.second}, {"last_synced", nullptr}});
+            c.correlation_id = op.correlation_id;
+            store_.add_conflict(c);
+            ev.detail += "; " + path + " not written: the destination holds another value (conflict " +
+                         std::to_string(c.id) + ")";
+            ++n_conflicts;
+          }
           ++n_delivered;
           outcomes[ji] = "delivered";
         } else if (res.kind == Kind::transient) {
@@ -496,6 +523,7 @@ void Worker::record(std::vector<Job>& done) {
       store_.audit(trail);
       store_.commit();
       counts_.delivered += n_delivered;
+      counts_.conflicts += n_conflicts;
       counts_.retried += n_retried;
       counts_.dead_lettered += n_dead_lettered;
       counts_.rejected += n_rejected;

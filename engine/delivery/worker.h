@@ -42,6 +42,7 @@ struct WorkerConfig {
 
 struct DeliveryCounts {
   std::atomic<int64_t> delivered{0}, retried{0}, dead_lettered{0}, rejected{0};
+  std::atomic<int64_t> conflicts{0};  // flagged fields a first write found set otherwise
 };
 
 class Worker {
@@ -81,6 +82,9 @@ class Worker {
     // lock).
     pipeline::Flat answered;
     pipeline::Flat sent;      // the fields the operation wrote
+    // Flagged fields the first-write lookup found holding another value at the destination:
+    // left out of the body, recorded as conflicts once the operation is delivered.
+    std::vector<std::pair<std::string, std::pair<boost::json::value, boost::json::value>>> flagged;  // path, {source, held}
   };
   static constexpr size_t kMinBatch = 4;  // fewer waiting operations go one by one
   void dispatch_loop();

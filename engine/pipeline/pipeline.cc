@@ -366,15 +366,22 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   // Destination-owned fields weft has never seen at the destination (a record it has not
   // synced yet, which the destination may well hold already: a subscriber who
   // unsubscribed there before weft came) are "written only when empty there": the worker
-  // asks the destination first (Flow::lookup_first_write).
+  // asks the destination first (Flow::lookup_first_write). Flagged fields likewise: a
+  // different value there is a conflict, not overwritten (an object {"flag": path}).
   if (flow.lookup_first_write) {
     json::array guard;
-    for (auto& d : r.decisions)
-      if (d.action == FieldDecision::Action::send && d.owner == "destination" && body_fields.count(d.path) &&
-          !held_shadow.contains(d.path)) {
+    for (auto& d : r.decisions) {
+      if (d.action != FieldDecision::Action::send || !body_fields.count(d.path) || held_shadow.contains(d.path))
+        continue;
+      if (d.owner == "destination") {
         guard.push_back(json::string(d.path));
         d.why = "not synced before: sent if the destination holds no value (asked before the first write)";
+      } else if (d.owner == "flag") {
+        guard.push_back(json::object{{"flag", d.path}});
+        d.why = "not synced before: sent if the destination holds no value or this one; another value there is a "
+                "conflict (asked before the first write)";
       }
+    }
     if (!guard.empty()) op.guard = json::serialize(guard);
   }
   r.superseded = store_.plan(op, opts.in_flight);

@@ -112,6 +112,7 @@ class Runner {
   int64_t retried() const { return sum(&delivery::DeliveryCounts::retried); }
   int64_t dead_lettered() const { return sum(&delivery::DeliveryCounts::dead_lettered); }
   int64_t api_rejected() const { return sum(&delivery::DeliveryCounts::rejected); }
+  int64_t delivery_conflicts() const { return sum(&delivery::DeliveryCounts::conflicts); }
 
  private:
   int64_t sum(std::atomic<int64_t> delivery::DeliveryCounts::*field) const;
