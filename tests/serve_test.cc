@@ -510,6 +510,19 @@ TEST_CASE("serve: a flagged conflict is listed and resolved for either side thro
     json::value trace = w.admin_json("/api/trace/" + std::string(conflicts[0].at("correlation_id").as_string()));
     CHECK(json::serialize(trace).find("resolved for the source") != std::string::npos);
   }
+  SECTION("for the source, after a newer version of the record: the newest goes through") {
+    send(4, "Carl", "Lund");  // the same conflict (recorded once); the last name is written
+    REQUIRE(ServeWorld::wait_for([&] { return last_name() == "Lund"; }));
+    CHECK(open_conflicts().size() == 1);
+    auto r = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"source"})");
+    REQUIRE(r);
+    INFO(r->body);
+    CHECK(r->status == 200);
+    // Version 3 (which raised the conflict) would be stale now: version 4 goes through.
+    REQUIRE(ServeWorld::wait_for([&] { return first_name() == "Carl"; }));
+    CHECK(last_name() == "Lund");
+    CHECK(open_conflicts().empty());
+  }
   SECTION("for the destination: its value stays when the source record comes again") {
     auto r = w.admin_post("/api/tenants/acme/conflicts/" + std::to_string(id) + "/resolve", R"({"side":"destination"})");
     REQUIRE(r);

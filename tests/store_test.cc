@@ -144,6 +144,17 @@ TEST_CASE("store: an update older than or equal to the applied one is refused", 
   // Keys are per tenant and flow.
   CHECK(s->apply_version("acme", "orders", "c1", {1, ""}));
   CHECK(s->apply_version("other", "customers", "c1", {1, ""}));
+  // The inbox record of the applied version is kept with it; an older one does not move it.
+  InboxRecord v7 = rec("m7"), v3 = rec("m3");
+  REQUIRE(s->inbox_add(v7));
+  REQUIRE(s->inbox_add(v3));
+  CHECK_FALSE(s->applied_record("acme", "customers", "c1"));  // applied without a record
+  CHECK(s->apply_version("acme", "customers", "c1", {7, ""}, false, v7.seq));
+  CHECK_FALSE(s->apply_version("acme", "customers", "c1", {3, ""}, false, v3.seq));
+  auto applied = s->applied_record("acme", "customers", "c1");
+  REQUIRE(applied);
+  CHECK(applied->message_id == "m7");
+  CHECK(applied->seq == v7.seq);
   CHECK(Version{2, "a"}.newer_than(Version{1, "z"}));
   CHECK(Version{1, "b"}.newer_than(Version{1, "a"}));
   CHECK_FALSE(Version{1, "a"}.newer_than(Version{1, "a"}));

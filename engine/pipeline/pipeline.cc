@@ -178,7 +178,7 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
   // past its checks), not when it is refused: a record rejected for its payload, or for a
   // version from a broken clock, does not make the key's next versions stale.
   auto take_version = [&] {
-    if (!p.keyed || store_.apply_version(tenant, flow.name, r.key, r.version, opts.replay)) return true;
+    if (!p.keyed || store_.apply_version(tenant, flow.name, r.key, r.version, opts.replay, rec.seq)) return true;
     stale(r, store_.applied_version(tenant, flow.name, r.key).value_or(store::Version{}));  // (one writer: not expected)
     return false;
   };

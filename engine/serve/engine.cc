@@ -939,7 +939,14 @@ bool Engine::resolve_conflict(const std::string& tenant, int64_t id, const std::
     auto r = reader();
     for (auto& c : r->conflicts(tenant, false, 1000000))
       if (c.id == id) found = c;
-    if (found && found->kind == "field" && side == "source") source = r->inbox_by_correlation(tenant, found->correlation_id);
+    // The record goes through again as its newest version taken, not the one that raised
+    // the conflict: a newer one would make that stale, and a correlation id may be shared
+    // by several records (one webhook request's batch). Versions applied before the inbox
+    // record was kept with them (schema 7) fall back to the correlation id.
+    if (found && found->kind == "field" && side == "source") {
+      source = r->applied_record(tenant, found->flow, found->record_key);
+      if (!source) source = r->inbox_by_correlation(tenant, found->correlation_id);
+    }
   }
   if (!found) {
     *error = "no open conflict " + std::to_string(id) + " for tenant " + tenant;

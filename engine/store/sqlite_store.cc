@@ -203,6 +203,11 @@ const char* const kMigrations[] = {
     R"sql(
     ALTER TABLE parked ADD COLUMN received_ms INTEGER NOT NULL DEFAULT 0;
     )sql",
+    // 7: which inbox record's version is applied, so that a conflict resolved for the
+    // source goes through again as the record's newest version (0: not known).
+    R"sql(
+    ALTER TABLE applied_versions ADD COLUMN inbox_seq INTEGER NOT NULL DEFAULT 0;
+    )sql",
 };
 #define OP_COLUMNS                                                                                       \
   "id, tenant, flow, connection, record_key, entity_id, kind, body, fields, idempotency_key, correlation_id, " \
@@ -355,15 +360,15 @@ class SqliteStore final : public Store {
   }
 
   bool apply_version(const std::string& tenant, const std::string& flow, const std::string& key, const Version& v,
-                     bool allow_equal) override {
+                     bool allow_equal, int64_t inbox_seq) override {
     // One statement: insert, or update only when strictly newer (number, then text), or
     // equal when a replay asks for it.
     auto q = stmt(
-        "INSERT INTO applied_versions (tenant, flow, record_key, version_number, version_text, applied_ms) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+        "INSERT INTO applied_versions (tenant, flow, record_key, version_number, version_text, applied_ms, inbox_seq) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8) "
         "ON CONFLICT (tenant, flow, record_key) DO UPDATE SET "
         "version_number = excluded.version_number, version_text = excluded.version_text, "
-        "applied_ms = excluded.applied_ms "
+        "applied_ms = excluded.applied_ms, inbox_seq = excluded.inbox_seq "
         "WHERE excluded.version_number > applied_versions.version_number OR "
         "(excluded.version_number = applied_versions.version_number AND "
         " (excluded.version_text > applied_versions.version_text OR "
@@ -375,7 +380,22 @@ class SqliteStore final : public Store {
     q.bind(5, v.text);
     q.bind(6, util::now_ms());
     q.bind(7, allow_equal ? 1 : 0);
+    q.bind(8, inbox_seq);
     return q.exec() > 0;
+  }
+
+  std::optional<InboxRecord> applied_record(const std::string& tenant, const std::string& flow,
+                                            const std::string& key) override {
+    auto q = stmt(
+        "SELECT i.seq, i.tenant, i.connection, i.message_id, i.correlation_id, coalesce(p.payload, i.payload), "
+        "i.received_ms, i.entity, i.flow FROM applied_versions a JOIN inbox i ON i.seq = a.inbox_seq "
+        "LEFT JOIN inbox_payload p ON p.seq = i.seq "
+        "WHERE a.tenant = ? AND a.flow = ? AND a.record_key = ? AND a.inbox_seq > 0");
+    q.bind(1, tenant);
+    q.bind(2, flow);
+    q.bind(3, key);
+    if (!q.executeStep()) return std::nullopt;
+    return read_inbox(q);
   }
 
   std::optional<Version> applied_version(const std::string& tenant, const std::string& flow,

@@ -177,8 +177,13 @@ class Store {
   // Records `v` as applied for the key and returns true if it is newer than the version
   // applied before; returns false (and changes nothing) for an equal or older version.
   // With allow_equal (replays), an equal version is applied again.
+  // `inbox_seq`: the inbox record of that version (0 if none), for applied_record.
   virtual bool apply_version(const std::string& tenant, const std::string& flow, const std::string& key,
-                             const Version& v, bool allow_equal = false) = 0;
+                             const Version& v, bool allow_equal = false, int64_t inbox_seq = 0) = 0;
+  // The inbox record whose version is applied for the key: its newest version taken (none
+  // if that was not recorded, before schema 7, or the inbox row was pruned).
+  virtual std::optional<InboxRecord> applied_record(const std::string& tenant, const std::string& flow,
+                                                    const std::string& key) = 0;
   virtual std::optional<Version> applied_version(const std::string& tenant, const std::string& flow,
                                                  const std::string& key) = 0;
 
