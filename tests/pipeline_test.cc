@@ -194,6 +194,13 @@ TEST_CASE("pipeline: a guest who registers is linked to the same destination rec
   auto moved = f.run("customers", customer("c9", 2, "new@x.se"));
   CHECK(moved.entity_id == guest.entity_id);
   CHECK(moved.identity.find("found by externalId") != std::string::npos);
+  // A later guest order by the registered customer's email goes to the same record: an
+  // order id is not a customer id (the flow does not match by externalId), so no conflict.
+  auto later = f.run("guest_orders", {{"id", "o2"}, {"version", 1}, {"customerEmail", "new@x.se"}});
+  INFO(later.reason);
+  CHECK(later.status == Status::unchanged);  // its tag waits in the first order's operation
+  CHECK(later.entity_id == guest.entity_id);
+  CHECK(f.store->conflicts("t", false, 10).empty());
 }
 
 TEST_CASE("pipeline: two source records claiming one identifier are a conflict, not a merge", "[pipeline][identity]") {

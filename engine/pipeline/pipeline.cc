@@ -465,8 +465,11 @@ bool Pipeline::identify(const workspace::Flow& flow, const delivery::Model& mode
   }
   std::string linked;
   if (found) {
-    // The record found by an identifier may belong to another source record of this source.
-    if (keyed) {
+    // The record found by an identifier may belong to another source record of this source
+    // (when the flow's key is that record's id: it matches by externalId; a guest order's
+    // key is an order id, and its email finds the registered customer's record).
+    bool by_external = std::any_of(claims.begin(), claims.end(), [](const Claim& c) { return c.name == "externalId"; });
+    if (keyed && by_external) {
       for (const auto& [kind, value] : store_.identity_keys(*found)) {
         if (kind == external_kind && value != key) {
           std::string ident = found_by;
