@@ -647,6 +647,11 @@ TEST_CASE("fields: parse_time_ms reads ISO 8601 timestamps", "[fields]") {
   CHECK(parse_time_ms("2023-12-31T19:00:00.000-05:00") == jan1);
   CHECK(parse_time_ms("2024-01-01T05:30:00.000+05:30") == jan1);
   CHECK(parse_time_ms("2024-01-01T00:00:00+00:00") == jan1);
+  // Without the colon (Salesforce: 2024-01-01T00:00:00.000+0000), and hours alone.
+  CHECK(parse_time_ms("2024-01-01T00:00:00.000+0000") == jan1);
+  CHECK(parse_time_ms("2024-01-01T05:30:00.000+0530") == jan1);
+  CHECK(parse_time_ms("2023-12-31T19:00:00-0500") == jan1);
+  CHECK(parse_time_ms("2024-01-01T02:00:00+02") == jan1);
   // Order follows time, not text.
   CHECK(parse_time_ms("2024-01-01T00:30:00+01:00") < parse_time_ms("2024-01-01T00:00:00Z"));
 }
@@ -654,7 +659,10 @@ TEST_CASE("fields: parse_time_ms reads ISO 8601 timestamps", "[fields]") {
 TEST_CASE("fields: parse_time_ms gives -1 for what is not a timestamp", "[fields]") {
   for (const char* text : {"", "garbage", "yesterday at noon please", "2024-01-01", "2024-01-01T00:00",
                            "7", "1704067200000", "01/01/2024 00:00:00 AM", "2024-13-01T00:00:00Z",
-                           "2024-01-01T25:00:00Z", "2024-01-01X00:00:00Z", "not a timestamp at all, no"}) {
+                           "2024-01-01T25:00:00Z", "2024-01-01X00:00:00Z", "not a timestamp at all, no",
+                           "2024-01-01T00:00:00+1", "2024-01-01T00:00:00+123", "2024-01-01T00:00:00+24:00",
+                           "2024-01-01T00:00:00+01:60", "2024-01-01T00:00:00+0a00", "2024-01-01T00:00:00+01:00:00",
+                           "2024-01-01T00:00:00+"}) {
     INFO(text);
     CHECK(parse_time_ms(text) == -1);
   }

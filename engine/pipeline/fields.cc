@@ -424,8 +424,8 @@ json::object decode_shadow(std::string_view text) {
 }
 
 int64_t parse_time_ms(const std::string& text) {
-  // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), nothing after; the fraction may have
-  // any number of digits (milliseconds are kept).
+  // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|+HHMM|+HH) (or '-'), nothing after; the
+  // fraction may have any number of digits (milliseconds are kept). +HHMM is Salesforce's.
   int y, mo, d, h, mi, sec, used = 0;
   if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 || used != 19)
     return -1;
@@ -441,11 +441,20 @@ int64_t parse_time_ms(const std::string& text) {
   int64_t offset_min = 0;
   if (i < text.size() && (text[i] == 'Z' || text[i] == 'z')) {
     ++i;
-  } else if (i + 6 == text.size() && (text[i] == '+' || text[i] == '-') && text[i + 3] == ':') {
-    int oh, om;
-    if (std::sscanf(text.c_str() + i + 1, "%2d:%2d", &oh, &om) != 2) return -1;
+  } else if (i < text.size() && (text[i] == '+' || text[i] == '-')) {
+    // The offset's digits: HH:MM, HHMM or HH.
+    std::string digits;
+    size_t rest = text.size() - i - 1;
+    if (rest == 5 && text[i + 3] == ':') digits = text.substr(i + 1, 2) + text.substr(i + 4, 2);
+    else if (rest == 4 || rest == 2) digits = text.substr(i + 1);
+    else return -1;
+    for (char c : digits)
+      if (!std::isdigit(static_cast<unsigned char>(c))) return -1;
+    int oh = (digits[0] - '0') * 10 + (digits[1] - '0');
+    int om = digits.size() == 4 ? (digits[2] - '0') * 10 + (digits[3] - '0') : 0;
+    if (oh > 23 || om > 59) return -1;
     offset_min = (text[i] == '-' ? -1 : 1) * (oh * 60 + om);
-    i += 6;
+    i = text.size();
   } else {
     return -1;
   }

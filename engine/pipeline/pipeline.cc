@@ -289,7 +289,9 @@ RecordResult Pipeline::commit(Prepared& p, const Options& opts) {
       shadow_v.as_object()[path] = json::object{{"v", v}, {"t", now}, {"b", "pending " + std::to_string(op2.id)}};
   }
   int64_t record_ms = parse_time_ms(r.version.text);
-  MergeResult m = merge(flat, shadow_v.as_object(), owners, record_ms >= 0 ? record_ms : now);
+  // The record's time for `latest`: its version's timestamp, else when it was received.
+  if (record_ms < 0) record_ms = rec.received_ms > 0 ? rec.received_ms : now;
+  MergeResult m = merge(flat, shadow_v.as_object(), owners, record_ms);
 
   // The destination finds the record by its identifier (Omnisend: the email). A change of
   // that identifier cannot go in the same request: it would create a second contact. It is
