@@ -77,13 +77,20 @@ class OmnisendDestination final : public delivery::Destination {
     return out;
   }
 
-  // Looked up by the contact's email, else its phone (the identifiers Omnisend finds
-  // contacts by).
+  // Looked up by the contact's email, else its phone: Omnisend updates the contact that
+  // holds any identifier of a write, so a phone-only contact (an SMS signup) would take the
+  // write of a new email and its guarded SMS consent with it. The phone is asked only when
+  // the email finds nothing and a guarded field is the phone's.
   bool held_record(const store::Operation& op, std::string* record_json, delivery::SendResult* error) override {
     record_json->clear();
-    auto [type, id] = omnisend::lookup_identifier(op.body);
-    if (type.empty()) return true;  // nothing to find it by: Omnisend will create it
-    return client_.find_contact(type, id, record_json, error);
+    auto ids = omnisend::lookup_identifiers(op.body);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto& [type, id] = ids[i];
+      if (i > 0 && (type != "phone" || op.guard.find("identifiers[phone]") == std::string::npos)) break;
+      if (!client_.find_contact(type, id, record_json, error)) return false;
+      if (!record_json->empty()) return true;
+    }
+    return true;  // nothing holds them: Omnisend will create it
   }
 
   const delivery::Model* model_for(const std::string& kind) const override {

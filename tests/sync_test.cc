@@ -681,6 +681,40 @@ TEST_CASE("sync: the first write keeps the consent Omnisend already holds, first
   }
 }
 
+TEST_CASE("sync: the first write keeps the SMS consent of a contact Omnisend holds by phone only", "[sync][merge]") {
+  World w;
+  // +46701234567 signed up for SMS in Omnisend and unsubscribed there; Omnisend has no email
+  // for them. Omnisend updates the contact holding any identifier of a write.
+  weft::connectors::omnisend::Destination direct({w.om.base_url(), kOmniKey, 5000});
+  REQUIRE(direct.upsert_contact(R"({"identifiers":[{"type":"phone","id":"+46701234567",
+      "channels":{"sms":{"status":"unsubscribed"}}}]})", 0, nullptr).kind == weft::delivery::SendResult::Kind::ok);
+  for (int i : {1, 2}) {
+    json::object c = customer(i);
+    c["addresses"] = json::array{json::object{{"id", "a1"}, {"country", "SE"},
+                                              {"phone", i == 1 ? "070-123 45 67" : "070-765 43 21"}}};
+    c["custom"] = json::object{{"type", json::object{{"key", "customer-consent"}}},
+                               {"fields", json::object{{"smsConsent", "subscribed"}}}};
+    w.ct.put_customer(c);
+  }
+  RunResult r = w.sync();
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  auto sms = [&](int i) {
+    auto contact = w.om.contact_by_email("c" + std::to_string(i) + "@x.se");
+    REQUIRE(contact);
+    for (const auto& id : contact->at("identifiers").as_array())
+      if (id.at("type") == "phone") return id.at("channels").at("sms").at("status");
+    FAIL("no phone identifier");
+    return json::value();
+  };
+  CHECK(sms(1) == "unsubscribed");  // found by phone: kept
+  CHECK(sms(2) == "subscribed");    // held nowhere: written
+  size_t lookups = 0;
+  for (const auto& q : w.om.requests())
+    if (q.method == "GET" && q.path == "/v3/contacts") ++lookups;
+  CHECK(lookups == 4);  // each by email, then (finding nothing) by phone
+}
+
 TEST_CASE("sync: a flagged field's first write does not overwrite another value the destination holds",
           "[sync][merge]") {
   std::string script = World::read(std::string(WEFT_SOURCE_DIR) + "/scripts/acme/customers.lua");

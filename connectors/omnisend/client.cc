@@ -93,21 +93,29 @@ json::value to_value(simdjson::dom::element e, const json::storage_ptr& sp) {
 
 }  // namespace
 
-std::pair<std::string, std::string> lookup_identifier(std::string_view contact_json) {
+std::vector<std::pair<std::string, std::string>> lookup_identifiers(std::string_view contact_json) {
   thread_local simdjson::dom::parser parser;
   simdjson::dom::element contact;
   simdjson::dom::array ids;
+  std::vector<std::pair<std::string, std::string>> out;
   if (parser.parse(contact_json.data(), contact_json.size()).get(contact) != simdjson::SUCCESS ||
       contact["identifiers"].get(ids) != simdjson::SUCCESS)
-    return {};
+    return out;
   for (const char* want : {"email", "phone"}) {
     for (simdjson::dom::element i : ids) {
       std::string_view type, id;
-      if (i["type"].get(type) == simdjson::SUCCESS && type == want && i["id"].get(id) == simdjson::SUCCESS)
-        return {want, std::string(id)};
+      if (i["type"].get(type) == simdjson::SUCCESS && type == want && i["id"].get(id) == simdjson::SUCCESS) {
+        out.emplace_back(want, std::string(id));
+        break;
+      }
     }
   }
-  return {};
+  return out;
+}
+
+std::pair<std::string, std::string> lookup_identifier(std::string_view contact_json) {
+  auto all = lookup_identifiers(contact_json);
+  return all.empty() ? std::pair<std::string, std::string>{} : all.front();
 }
 
 std::vector<Destination::BatchResult> Destination::upsert_contacts(const std::vector<std::string_view>& contacts,

@@ -22,6 +22,8 @@ struct Settings {
 // The identifier Omnisend finds a contact by, of a contact as JSON text: its email, else
 // its phone, as (type, id); ("", "") when it has neither (or the text is not a contact).
 std::pair<std::string, std::string> lookup_identifier(std::string_view contact_json);
+// Every identifier Omnisend finds a contact by, in that order: the email's, then the phone's.
+std::vector<std::pair<std::string, std::string>> lookup_identifiers(std::string_view contact_json);
 
 class Destination {
  public:
