@@ -355,7 +355,8 @@ class Planner {
     }
     if (!fields.empty()) out["fields"] = std::move(fields);
     if (r.status == pipeline::RecordResult::Status::planned && !r.op.guard.empty()) {
-      // Sent only if the destination holds nothing there: looked up before the first write.
+      // Sent only if the destination holds nothing there (a flagged field, {"flag": path}: or
+      // the same value; another is a conflict): looked up before the first write.
       std::error_code ec;
       json::value guard = json::parse(r.op.guard, ec);
       if (!ec) out["first_write_lookup"] = guard;
