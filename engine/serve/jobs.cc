@@ -346,7 +346,12 @@ void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, st
                                           });
       counts["pulled"] = added;
     } else {
-      counts = reconcile(run, v, *flow);
+      std::string incomplete;
+      counts = reconcile(run, v, *flow, &incomplete);
+      if (!incomplete.empty() && !run->stop) {  // compared only in part: not "ok"
+        status = "failed";
+        error = engine_.secrets().redact(incomplete);
+      }
     }
     if (run->stop) status = "stopped";
   } catch (const std::exception& e) {
@@ -369,7 +374,8 @@ void Scheduler::execute(Run* run, std::shared_ptr<const ws::TenantVersion> v, st
   cv_.notify_all();
 }
 
-json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVersion> version, const ws::Flow& flow) {
+json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVersion> version, const ws::Flow& flow,
+                                  std::string* incomplete) {
   const ws::TenantVersion& v = *version;
   const json::object& conns = v.config.at("connections").as_object();
   const json::object& dest_cfg = conns.at(flow.destination_connection).as_object();
@@ -394,6 +400,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
   auto [rate_requests, rate_per_ms] = connectors::connection_rate_limit(dest_cfg);
   auto limiter = delivery::shared_limiter(v.tenant + "/" + flow.destination_connection, rate_requests, rate_per_ms);
   int64_t checked = 0, missing = 0, different = 0, same = 0, unmapped = 0, errors = 0, pending = 0;
+  std::string first_error;  // of the lookups that failed
   std::string cursor = util::iso8601_ms(util::now_ms() - window) + "|";
   while (!run->stop) {
     connectors::commercetools::Page page;
@@ -445,6 +452,8 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
       delivery::SendResult res;
       if (!dest.find_contact(ident.first, ident.second, &contact, &res)) {
         ++errors;
+        if (first_error.empty())
+          first_error = (res.status ? std::to_string(res.status) + " " : "") + res.message;
         // A 429 holds the connection's deliveries and the next lookup alike.
         if (int64_t pause = delivery::connection_pause_ms(res)) limiter->pause_until(util::now_ms() + pause);
         continue;
@@ -459,6 +468,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
       json::value held = json::parse(contact, ec, {}, workspace::json_parse_options(8));
       if (ec || !held.is_object()) {
         ++errors;
+        if (first_error.empty()) first_error = "Omnisend answered a lookup with something other than a contact";
         continue;
       }
       pipeline::Flat there = pipeline::flatten(held.as_object(), model->atomic);
@@ -512,6 +522,9 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
     cursor = page.cursor;
     if (!page.more) break;
   }
+  if (errors > 0)
+    *incomplete = std::to_string(errors) + " of " + std::to_string(checked) + " records could not be looked up at " +
+                  flow.destination_connection + " (the first: " + first_error + "); what they hold was not compared";
   return json::object{{"checked", checked}, {"missing", missing}, {"different", different},
                       {"same", same},       {"unmapped", unmapped}, {"errors", errors},
                       {"pending", pending}};

@@ -55,7 +55,10 @@ class Scheduler {
   };
   void loop();
   void execute(Run* run, std::shared_ptr<const workspace::TenantVersion> v, std::string trigger);
-  boost::json::object reconcile(Run* run, std::shared_ptr<const workspace::TenantVersion> v, const workspace::Flow& flow);
+  // The run's counts; *incomplete says why the comparison is incomplete (lookups that
+  // failed), and the run then ends "failed" with its counts.
+  boost::json::object reconcile(Run* run, std::shared_ptr<const workspace::TenantVersion> v, const workspace::Flow& flow,
+                                std::string* incomplete);
   // Starts a run unless one of this flow and job is going; lock held.
   bool launch(const std::string& tenant, const std::string& flow, const std::string& job, const std::string& trigger,
               int64_t slot_ms, std::string* error, int64_t* run_id);
