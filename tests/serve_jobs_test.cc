@@ -732,6 +732,36 @@ TEST_CASE("serve: a reload that changes the mapping refreshes every record when 
   CHECK(w.stop() == 0);
 }
 
+TEST_CASE("serve: a mapping changed while weft was down (a deploy by restart) is refreshed at start", "[serve]") {
+  const int n = 30;
+  ServeWorld w(R"("refresh_on_change": true, "backfill": { "page_size": 20, "pause_ms": 0 })");
+  start_with_contacts(w, n);
+  CHECK(w.stop() == 0);
+  auto backfills = [&](const char* trigger) {
+    int k = 0;
+    for (auto& run : job_runs(w))
+      if (run.at("job") == "backfill" && run.at("trigger") == trigger) ++k;
+    return k;
+  };
+  // The same mapping again: no refresh.
+  w.start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(backfills("start") == 0);
+  CHECK(w.stop() == 0);
+  // A new mapping deployed while weft was down: every contact gets it, though no customer
+  // changed.
+  w.dir.write("acme/customers.lua", tagged_script("v2"));
+  w.start();
+  REQUIRE(all_tagged(w, n, "reload:v2"));
+  CHECK(backfills("start") == 1);
+  CHECK(w.stop() == 0);
+  // Remembered: the next start refreshes nothing more.
+  w.start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(backfills("start") == 1);
+  CHECK(w.stop() == 0);
+}
+
 TEST_CASE("serve: a mapping changed during a backfill is refreshed after it", "[serve]") {
   const int n = 40;
   ServeWorld w(R"("refresh_on_change": true, "backfill": { "page_size": 10, "pause_ms": 1000 })");

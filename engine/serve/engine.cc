@@ -380,7 +380,7 @@ json::object Engine::reload_one(const std::string& name, const std::string& trig
     metrics_.add("weft_reloads_total", {{"tenant", name}, {"result", started ? "ok" : "refused"}}, 1);
     if (!started) return report;
     spdlog::info("tenant {}: version {} loaded ({} flows)", name, v->version, v->flows.size());
-    if (scheduler_) scheduler_->tenant_changed(name);
+    if (scheduler_) scheduler_->version_changed(name, nullptr, v);
     return report;
   }
   std::shared_ptr<const ws::TenantVersion> before;

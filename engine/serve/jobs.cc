@@ -104,6 +104,9 @@ void Scheduler::start() {
       if (launch(t, f, "backfill", "resume", 0, &error, nullptr))
         spdlog::info("tenant {}: flow {}: resuming the backfill from its checkpoint", t, f);
     }
+    // Mappings changed while weft was down.
+    for (const auto& t : engine_.tenant_names())
+      if (auto v = engine_.active(t)) check_mappings(*v, "start");
   }
   thread_ = std::thread(&Scheduler::loop, this);
 }
@@ -136,34 +139,40 @@ void Scheduler::tenant_changed(const std::string& tenant) {
 void Scheduler::version_changed(const std::string& tenant, std::shared_ptr<const ws::TenantVersion> before,
                                 std::shared_ptr<const ws::TenantVersion> after) {
   tenant_changed(tenant);
-  if (!before || !after) return;
-  for (const auto& [fname, f] : after->flows) {
+  if (!after) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!started_ || stopping_) return;  // start() checks every tenant's mappings
+  check_mappings(*after, before ? "reload" : "start");
+}
+
+// Each flow's mapping id is kept in the store (a "<flow>#mapping" cursor) once the flow runs
+// with it, so that a mapping changed while weft was down (a deploy by restart) is noticed
+// at start like one changed by a live reload. Called with mu_ held.
+void Scheduler::check_mappings(const ws::TenantVersion& v, const std::string& trigger) {
+  for (const auto& [fname, f] : v.flows) {
     if (!f.enabled) continue;
-    const json::object* cfg = flow_config(*after, fname);
+    std::string id = v.mapping_id(fname), key = fname + "#mapping", known;
+    engine_.with_store([&](store::Store& s) { known = s.cursor(v.tenant, key).value_or(""); });
+    auto remember = [&] { engine_.with_store([&](store::Store& s) { s.set_cursor(v.tenant, key, id); }); };
+    if (known == id) continue;
+    const json::object* cfg = flow_config(v, fname);
     auto* refresh = cfg ? cfg->if_contains("refresh_on_change") : nullptr;
-    if (!refresh || !refresh->is_bool() || !refresh->as_bool()) continue;
-    // The flow's code: its module and every lib module it can require.
-    auto code_of = [&](const ws::TenantVersion& v) {
-      std::string s;
-      for (const auto& [name, src] : v.code.lib) s += name + "\n" + src.code + "\n";
-      auto it = v.code.flows.find(fname);
-      if (it != v.code.flows.end()) s += it->second.code;
-      const ws::Flow* fl = v.flow(fname);
-      return s + (fl ? json::serialize(fl->context) : std::string());
-    };
-    if (code_of(*before) == code_of(*after)) continue;
-    std::lock_guard<std::mutex> lock(mu_);
+    if (known.empty() || !refresh || !refresh->is_bool() || !refresh->as_bool()) {
+      remember();  // the first run with a mapping, or no refresh asked for
+      continue;
+    }
     std::string error;
-    if (launch(tenant, fname, "backfill", "reload", 0, &error, nullptr)) {
-      spdlog::info("tenant {}: flow {}: its mapping changed; refreshing every record (backfill)", tenant, fname);
-    } else if (runs_.count(key_of(tenant, fname, "backfill"))) {
+    if (launch(v.tenant, fname, "backfill", trigger, 0, &error, nullptr)) {
+      remember();  // the refresh is recorded as a run: a crash resumes it
+      spdlog::info("tenant {}: flow {}: its mapping changed; refreshing every record (backfill)", v.tenant, fname);
+    } else if (runs_.count(key_of(v.tenant, fname, "backfill"))) {
       // The running backfill took some records through the old mapping: a whole new one
-      // follows it.
-      refresh_after_.insert({tenant, fname});
-      spdlog::info("tenant {}: flow {}: its mapping changed during a backfill; a refresh follows when it ends", tenant,
-                   fname);
+      // follows it (and remembers the mapping then).
+      refresh_after_.insert({v.tenant, fname});
+      spdlog::info("tenant {}: flow {}: its mapping changed during a backfill; a refresh follows when it ends",
+                   v.tenant, fname);
     } else {
-      spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", tenant, fname, error);
+      spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", v.tenant, fname, error);
     }
   }
 }
@@ -256,10 +265,13 @@ void Scheduler::loop() {
         continue;
       }
       std::string error;
-      if (launch(t, fname, "backfill", "reload", 0, &error, nullptr))
+      if (launch(t, fname, "backfill", "reload", 0, &error, nullptr)) {
         spdlog::info("tenant {}: flow {}: refreshing every record after its mapping changed (backfill)", t, fname);
-      else
+        if (auto v = engine_.active(t))
+          engine_.with_store([&](store::Store& s) { s.set_cursor(t, fname + "#mapping", v->mapping_id(fname)); });
+      } else {
         spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", t, fname, error);
+      }
       it = refresh_after_.erase(it);
     }
     int64_t now = util::now_ms();

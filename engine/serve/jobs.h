@@ -38,7 +38,8 @@ class Scheduler {
   void stop();
   // The tenant's version changed or it went away: schedules are read again.
   void tenant_changed(const std::string& tenant);
-  // A reload: flows whose script changed get a backfill when they ask for it
+  // A reload, or a tenant taken up (`before` null): flows whose mapping differs from the
+  // one the store last saw them run with get a backfill when they ask for it
   // ("refresh_on_change": true).
   void version_changed(const std::string& tenant, std::shared_ptr<const workspace::TenantVersion> before,
                        std::shared_ptr<const workspace::TenantVersion> after);
@@ -60,6 +61,10 @@ class Scheduler {
   boost::json::object reconcile(Run* run, std::shared_ptr<const workspace::TenantVersion> v, const workspace::Flow& flow,
                                 std::string* incomplete);
   // Starts a run unless one of this flow and job is going; lock held.
+  // Starts a refresh (backfill) of each flow whose mapping differs from the one the store
+  // last saw it run with, where refresh_on_change asks for one; remembers the mapping.
+  // mu_ held.
+  void check_mappings(const workspace::TenantVersion& v, const std::string& trigger);
   bool launch(const std::string& tenant, const std::string& flow, const std::string& job, const std::string& trigger,
               int64_t slot_ms, std::string* error, int64_t* run_id);
   void reap();  // lock held

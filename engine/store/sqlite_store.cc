@@ -828,7 +828,7 @@ class SqliteStore final : public Store {
     // Every tenant + flow that has anything: cursors, outbox, parked records, conflicts.
     auto q = stmt(R"sql(
       WITH flows AS (
-        SELECT tenant, flow FROM cursors UNION SELECT tenant, flow FROM outbox
+        SELECT tenant, flow FROM cursors WHERE flow NOT LIKE '%#%' UNION SELECT tenant, flow FROM outbox
         UNION SELECT tenant, flow FROM parked UNION SELECT tenant, flow FROM conflicts)
       SELECT f.tenant, f.flow,
         (SELECT count(*) FROM outbox o WHERE o.tenant = f.tenant AND o.flow = f.flow),

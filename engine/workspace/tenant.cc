@@ -544,4 +544,14 @@ std::vector<Problem> compile_check(const TenantVersion& t) {
   return problems_from_error(err, t.dir);
 }
 
+std::string TenantVersion::mapping_id(const std::string& name) const {
+  const Flow* f = flow(name);
+  auto it = code.flows.find(name);
+  if (!f || it == code.flows.end()) return "";
+  std::string s;
+  for (const auto& [mod, src] : code.lib) s += mod + '\0' + src.code + '\0';
+  s += it->second.code + '\0' + boost::json::serialize(f->context);
+  return sha256_hex(s).substr(0, 16);
+}
+
 }  // namespace weft::workspace

@@ -68,6 +68,10 @@ struct TenantVersion {
   const Flow* flow(const std::string& name) const;
   // The JSON Schema for a flow's destination payload, e.g. "destinations/omnisend.contact.schema.json".
   std::string destination_schema(const Flow& f) const;
+  // What decides a flow's payloads: its module, every lib module it can require, and its
+  // context, as a content hash ("" for no such flow). Changes with the mapping only, not
+  // with another flow's script, a fixture or a setting.
+  std::string mapping_id(const std::string& flow) const;
 };
 
 // Tenants in a workspace: its subfolders that contain a tenant.json, sorted.
