@@ -502,6 +502,56 @@ TEST_CASE("serve: reconciliation restores what the destination lost or changed, 
   CHECK(w.stop() == 0);
 }
 
+TEST_CASE("serve: reconciliation looks a record whose email changed up by the email Omnisend holds", "[serve]") {
+  ServeWorld w(R"("reconcile": { "window": "5000d" })");
+  for (int i = 1; i <= 3; ++i) w.ct.put_customer(serve_customer(i));
+  w.start();
+  auto job = [&](const char* name) {
+    auto r = w.admin_post(std::string("/api/tenants/acme/flows/customers/jobs/") + name);
+    REQUIRE(r);
+    REQUIRE(r->status == 202);
+    int64_t id = json::parse(r->body).at("run").to_number<int64_t>();
+    std::optional<json::object> run;
+    REQUIRE(ServeWorld::wait_for([&] { return (run = run_by_id(w, id)) && run->at("status") != "running"; }));
+    return *run;
+  };
+  auto drained = [&] {
+    return ServeWorld::wait_for([&] {
+      auto t = tenant(w);
+      auto& f = t.at("flows").at(0).as_object();
+      return f.contains("outbox") && f.at("outbox").to_number<int64_t>() == 0;
+    });
+  };
+  job("pull");
+  REQUIRE(ServeWorld::wait_for([&] { return w.om.contact_count() == 3; }));
+  REQUIRE(drained());
+  // Customer 2 changes their email at the source: a conflict (Omnisend finds the contact by
+  // its email), the other change goes to the contact Omnisend holds.
+  json::object moved = serve_customer(2, 2);
+  moved["email"] = "moved@x.se";
+  moved["lastName"] = "Berg";
+  w.ct.put_customer(moved);
+  job("pull");
+  REQUIRE(ServeWorld::wait_for([&] {
+    auto c = w.om.contact_by_email(email(2));
+    return c && c->at("lastName") == "Berg";
+  }));
+  REQUIRE(drained());
+  REQUIRE(w.admin_json("/api/tenants/acme/conflicts").at("conflicts").as_array().size() == 1);
+  // Reconciliation finds it under the email Omnisend knows: not missing, nothing re-sent
+  // under the new email (which would make a second contact).
+  json::object run = job("reconcile");
+  INFO(json::serialize(run));
+  CHECK(run.at("status") == "ok");
+  CHECK(count_of(run, "missing") == 0);
+  CHECK(count_of(run, "same") == 3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  REQUIRE(drained());
+  CHECK_FALSE(w.om.contact_by_email("moved@x.se"));
+  CHECK(w.om.contact_count() == 3);
+  CHECK(w.stop() == 0);
+}
+
 TEST_CASE("serve: a schedule missed while weft was down runs once at start", "[serve]") {
   ServeWorld w(R"("pull": { "every": "1h" })");
   for (int i = 1; i <= 3; ++i) w.ct.put_customer(serve_customer(i));

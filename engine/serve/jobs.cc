@@ -445,10 +445,21 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
       }
       // A record with operations still waiting in the outbox (a first load under the rate
       // limit, retries) is not at the destination yet, or not as it will be: not compared.
+      // A record whose identifier changed at the source while the destination still finds it
+      // by the old one (an open identity conflict: Omnisend finds a contact by its email)
+      // is looked up by the one the destination holds, not called missing and sent again
+      // under the new one (which would make a second contact).
       bool waiting = false;
+      std::string ident_path = "identifiers[" + ident.first + "].id", held_ident;
       engine_.with_store([&](store::Store& s) {
         auto e = s.find_identity(v.tenant, flow.destination_connection, ident.first, ident.second);
         waiting = e && !s.entity_ops(*e).empty();
+        if (e && !waiting) {
+          json::object sh = pipeline::decode_shadow(s.shadow(*e).fields_json);
+          pipeline::ShadowField f = pipeline::shadow_field(sh, ident_path);
+          if (f.held && f.held->is_string() && f.held->as_string() != ident.second)
+            held_ident = std::string(f.held->as_string());
+        }
       });
       if (waiting) {
         ++pending;
@@ -462,7 +473,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
       if (run->stop) break;
       std::string contact;
       delivery::SendResult res;
-      if (!dest.find_contact(ident.first, ident.second, &contact, &res)) {
+      if (!dest.find_contact(ident.first, held_ident.empty() ? ident.second : held_ident, &contact, &res)) {
         ++errors;
         if (first_error.empty())
           first_error = (res.status ? std::to_string(res.status) + " " : "") + res.message;
@@ -487,6 +498,7 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
       bool differs = false;
       for (const auto& [path, value] : p.flat) {
         if (pipeline::owner_of(owners, path) == "destination") continue;
+        if (!held_ident.empty() && path == ident_path) continue;  // the conflict's, not a loss
         auto it = there.find(path);
         if (it == there.end() || it->second != value) {
           differs = true;
