@@ -759,6 +759,34 @@ TEST_CASE("sync: a flagged field's first write does not overwrite another value 
   CHECK(weft::store::open_sqlite(w.db())->conflicts("acme", false, 10).size() == 1);
 }
 
+TEST_CASE("sync: a contact deleted in Omnisend is made again whole at the record's next change (not in part)",
+          "[sync][merge]") {
+  World w;
+  for (int i : {1, 2}) w.ct.put_customer(customer(i));
+  REQUIRE(w.sync().code == 0);
+  REQUIRE(w.om.contact_by_email("c1@x.se")->at("firstName") == "Anna");
+  // Someone deletes c1 in Omnisend; then the customer changes their last name.
+  REQUIRE(w.om.delete_contact_by_email("c1@x.se"));
+  json::object next = *w.ct.customer(std::string(customer(1).at("id").as_string()));
+  next["lastName"] = "Berg";
+  next.erase("lastModifiedAt");
+  w.ct.put_customer(next);
+  RunResult r = w.sync();
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  // The change alone would have made a contact with nothing but the email and last name:
+  // the record went through again, whole.
+  auto c = w.om.contact_by_email("c1@x.se");
+  REQUIRE(c);
+  CHECK(c->at("lastName") == "Berg");
+  CHECK(c->at("firstName") == "Anna");
+  CHECK(w.om.contact_count() == 2);
+  // And the next run has nothing more to do.
+  size_t before = w.om.request_count();
+  REQUIRE(w.sync().code == 0);
+  CHECK(w.om.request_count() == before);
+}
+
 TEST_CASE("sync: an unset secret is a configuration error naming the variable, before anything runs",
           "[sync][secrets]") {
   World w;

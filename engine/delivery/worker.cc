@@ -444,6 +444,7 @@ void Worker::park(const store::Operation& op, const std::string& kind, const std
 
 void Worker::record(std::vector<Job>& done) {
   using Kind = SendResult::Kind;
+  std::vector<size_t> recreated_ops;  // jobs whose destination record was made anew (committed)
   {
     std::lock_guard<std::mutex> lock(store_mu_);
     int64_t n_delivered = 0, n_retried = 0, n_dead_lettered = 0, n_rejected = 0, n_conflicts = 0;  // once committed
@@ -463,8 +464,12 @@ void Worker::record(std::vector<Job>& done) {
           store_.delivered(op.id);
           const Model* model = model_dest_->model_for(op.kind);
           if (model && model->merge && op.entity_id != 0) {  // a record with a shadow (not an event)
+            // Another id than the one the destination had for the record: made anew there
+            // (deleted, then this write created it with only the fields it carried).
+            bool recreated = !j.remote_id.empty() && !j.answer.remote_id.empty() && j.answer.remote_id != j.remote_id;
             store::ShadowState sh = store_.shadow(op.entity_id);
-            json::object shadow = pipeline::decode_shadow(sh.fields_json);
+            json::object shadow = recreated ? json::object() : pipeline::decode_shadow(sh.fields_json);
+            if (recreated) recreated_ops.push_back(ji);
             pipeline::record_delivery(shadow, j.sent, j.answered, now, op.script_version);
             store_.set_shadow(op.entity_id, pipeline::encode_shadow(shadow));
             if (!j.answer.remote_id.empty() && j.answer.remote_id != j.remote_id)
@@ -536,6 +541,9 @@ void Worker::record(std::vector<Job>& done) {
       throw;
     }
   }
+  // Outside the store lock: the caller takes it to queue the record again.
+  if (config_.on_recreated)
+    for (size_t ji : recreated_ops) config_.on_recreated(done[ji].op);
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& j : done) release(j);
 }

@@ -38,6 +38,11 @@ struct WorkerConfig {
   // Called for each answer once it is committed: outcome is "delivered", "retried",
   // "dead_lettered" or "rejected" (metrics: counts per flow, delivery latency).
   std::function<void(const store::Operation& op, const char* outcome, int64_t now_ms)> on_answer;
+  // Called once committed for an operation whose destination record was made anew (the
+  // destination answered another id than the one it had: the record was deleted there).
+  // What weft knew of it is forgotten but for this answer; the caller sends the record
+  // again, whole.
+  std::function<void(const store::Operation& op)> on_recreated;
 };
 
 struct DeliveryCounts {

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "connectors/commercetools/notifications.h"
 #include "connectors/registry.h"
 #include "engine/util/ids.h"
@@ -82,6 +84,7 @@ Runner::Runner(std::shared_ptr<const workspace::TenantVersion> tenant, store::St
                      "From planning an operation to its delivery being recorded");
       };
     }
+    wc.on_recreated = [this](const store::Operation& op) { requeue_recreated(op); };
     std::string entity = entity_of[conn];
     auto* sec = &secrets_;
     json::object cfg = c;
@@ -563,6 +566,47 @@ size_t Runner::process_batch(size_t batch) {
   }
   for (auto& [_, w] : workers_) w->wake();
   return ready.size();
+}
+
+void Runner::requeue_recreated(const store::Operation& op) {
+  int64_t now = util::now_ms();
+  {
+    std::lock_guard<std::mutex> lock(recreated_mu_);
+    int64_t& last = recreated_at_[op.flow + '\0' + op.record_key];
+    if (last && now - last < 600000) return;
+    last = now;
+    if (recreated_at_.size() > 100000) recreated_at_.clear();  // bounded
+  }
+  try {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    std::optional<store::InboxRecord> rec = store_.applied_record(tenant_->tenant, op.flow, op.record_key);
+    store_.begin();
+    try {
+      if (rec) {
+        store::InboxRecord r = *rec;
+        r.seq = 0;
+        r.flow = op.flow;
+        r.message_id = util::replay_id(0, now, util::replayed_key(rec->message_id));
+        open_notification(*tenant_, r);
+        store_.inbox_add(r);
+      }
+      store_.audit({op.correlation_id, tenant_->tenant, op.flow, op.record_key, "recreated",
+                    rec ? "the destination made the record anew (it was deleted there): what weft knew of it is "
+                          "forgotten, and the record goes through again, whole"
+                        : "the destination made the record anew (it was deleted there): what weft knew of it is "
+                          "forgotten; its source record is no longer in the inbox, so its next change sends it whole",
+                    0});
+      store_.commit();
+    } catch (...) {
+      store_.rollback();
+      throw;
+    }
+  } catch (const std::exception& e) {
+    spdlog::warn("tenant {}: flow {}: queueing record {} again after it was made anew at the destination: {}",
+                 tenant_->tenant, op.flow, op.record_key, e.what());
+    return;
+  }
+  notify_inbox();
 }
 
 void Runner::notify_inbox() {

@@ -123,6 +123,12 @@ class Runner {
   workspace::Secrets& secrets_;
   std::vector<std::string> flows_;
   std::unique_ptr<Pipeline> pipeline_;
+  // A record whose destination record was made anew (deleted there) goes through again,
+  // whole: at most once per key every 10 minutes (a destination that answered a new id at
+  // every write would otherwise loop).
+  void requeue_recreated(const store::Operation& op);
+  std::mutex recreated_mu_;
+  std::map<std::string, int64_t> recreated_at_;  // flow + key -> when it was queued again
   std::map<std::string, std::unique_ptr<delivery::Worker>> workers_;  // by destination connection
   RunCounts counts_;
   util::Metrics* metrics_ = nullptr;
