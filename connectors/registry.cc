@@ -88,7 +88,11 @@ class OmnisendDestination final : public delivery::Destination {
       const auto& [type, id] = ids[i];
       if (i > 0 && (type != "phone" || op.guard.find("identifiers[phone]") == std::string::npos)) break;
       if (!client_.find_contact(type, id, record_json, error)) return false;
-      if (!record_json->empty()) return true;
+      if (record_json->empty()) continue;
+      // Found by the phone only: the contact may be another person's (a shared phone).
+      // Only what belongs to the phone counts as held for this record.
+      if (i > 0) *record_json = omnisend::only_identifier(*record_json, type);
+      return true;
     }
     return true;  // nothing holds them: Omnisend will create it
   }

@@ -688,12 +688,16 @@ TEST_CASE("sync: the first write keeps the SMS consent of a contact Omnisend hol
   weft::connectors::omnisend::Destination direct({w.om.base_url(), kOmniKey, 5000});
   REQUIRE(direct.upsert_contact(R"({"identifiers":[{"type":"phone","id":"+46701234567",
       "channels":{"sms":{"status":"unsubscribed"}}}]})", 0, nullptr).kind == weft::delivery::SendResult::Kind::ok);
-  for (int i : {1, 2}) {
+  // Another person's contact shares c3's phone (a household's), and unsubscribed from email.
+  REQUIRE(direct.upsert_contact(R"({"identifiers":[{"type":"email","id":"other@x.se",
+      "channels":{"email":{"status":"unsubscribed"}}},{"type":"phone","id":"+46701112233"}]})", 0, nullptr).kind ==
+          weft::delivery::SendResult::Kind::ok);
+  for (int i : {1, 2, 3}) {
     json::object c = customer(i);
-    c["addresses"] = json::array{json::object{{"id", "a1"}, {"country", "SE"},
-                                              {"phone", i == 1 ? "070-123 45 67" : "070-765 43 21"}}};
+    const char* phone = i == 1 ? "070-123 45 67" : i == 2 ? "070-765 43 21" : "070-111 22 33";
+    c["addresses"] = json::array{json::object{{"id", "a1"}, {"country", "SE"}, {"phone", phone}}};
     c["custom"] = json::object{{"type", json::object{{"key", "customer-consent"}}},
-                               {"fields", json::object{{"smsConsent", "subscribed"}}}};
+                               {"fields", json::object{{"smsConsent", "subscribed"}, {"emailConsent", "subscribed"}}}};
     w.ct.put_customer(c);
   }
   RunResult r = w.sync();
@@ -710,9 +714,15 @@ TEST_CASE("sync: the first write keeps the SMS consent of a contact Omnisend hol
   CHECK(sms(1) == "unsubscribed");  // found by phone: kept
   CHECK(sms(2) == "subscribed");    // held nowhere: written
   size_t lookups = 0;
-  for (const auto& q : w.om.requests())
+  bool c3_email_consent_sent = false;
+  for (const auto& q : w.om.requests()) {
     if (q.method == "GET" && q.path == "/v3/contacts") ++lookups;
-  CHECK(lookups == 4);  // each by email, then (finding nothing) by phone
+    if (q.method == "POST" && q.body.find("c3@x.se") != std::string::npos)
+      c3_email_consent_sent = q.body.find(R"("email":{"status":"subscribed")") != std::string::npos;
+  }
+  CHECK(lookups == 6);  // each by email, then (finding nothing) by phone
+  // Found by phone, the other person's email consent is not taken for c3's.
+  CHECK(c3_email_consent_sent);
 }
 
 TEST_CASE("sync: a flagged field's first write does not overwrite another value the destination holds",

@@ -113,6 +113,17 @@ std::vector<std::pair<std::string, std::string>> lookup_identifiers(std::string_
   return out;
 }
 
+std::string only_identifier(std::string_view contact_json, const std::string& type) {
+  std::error_code ec;
+  json::value c = json::parse(contact_json, ec, {}, workspace::json_parse_options(8));
+  if (ec || !c.is_object()) return "";
+  json::array kept;
+  if (auto* ids = c.as_object().if_contains("identifiers"); ids && ids->is_array())
+    for (const auto& i : ids->as_array())
+      if (i.is_object() && i.as_object().if_contains("type") && i.as_object().at("type") == type.c_str()) kept.push_back(i);
+  return json::serialize(json::object{{"identifiers", std::move(kept)}});
+}
+
 std::pair<std::string, std::string> lookup_identifier(std::string_view contact_json) {
   auto all = lookup_identifiers(contact_json);
   return all.empty() ? std::pair<std::string, std::string>{} : all.front();

@@ -24,6 +24,8 @@ struct Settings {
 std::pair<std::string, std::string> lookup_identifier(std::string_view contact_json);
 // Every identifier Omnisend finds a contact by, in that order: the email's, then the phone's.
 std::vector<std::pair<std::string, std::string>> lookup_identifiers(std::string_view contact_json);
+// A contact as JSON with nothing but its identifiers of `type` ("" if it is not a contact).
+std::string only_identifier(std::string_view contact_json, const std::string& type);
 
 class Destination {
  public:
