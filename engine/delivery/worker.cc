@@ -271,8 +271,9 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
     std::vector<bool> held(jobs.size(), false);
     bool paused = false;
     // A lookup that got no answer at all (a timeout, a refused or reset connection) fails the
-    // rest of the batch with it, as a batch request that timed out would: asking again, one
-    // lookup after another, would hold this connection for a timeout per job.
+    // batch's other lookups with it, as a batch request that timed out would: asking again,
+    // one lookup after another, would hold this connection for a timeout per job. The jobs
+    // that need no lookup are still sent.
     std::optional<SendResult> unreachable;
     for (size_t i = 0; i < jobs.size(); ++i) {
       answer_of[i] = &failures[i];
@@ -280,7 +281,7 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
         held[i] = true;
         continue;
       }
-      if (unreachable) {
+      if (unreachable && !jobs[i].op.guard.empty()) {
         failures[i].result = *unreachable;
         continue;
       }
@@ -294,8 +295,6 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
             } else if (f.status == 0 && f.kind == SendResult::Kind::transient) {
               unreachable = SendResult{SendResult::Kind::transient, 0, std::nullopt,
                                        "not sent: an earlier lookup in its batch got no answer (" + f.message + ")"};
-              for (size_t k : sending) failures[k].result = *unreachable;
-              sending.clear();
             }
             continue;
           }
