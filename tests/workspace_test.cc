@@ -810,6 +810,15 @@ TEST_CASE("schema errors say what was found and what is allowed", "[workspace][s
   CHECK_THAT(all, Catch::Contains(R"(unknown property "api_urll" (known: system, )"));
   CHECK_THAT(all, Catch::Contains("$.connections.om.api_key: must be a string, not a whole number"));
   CHECK_THAT(all, !Catch::Contains("12345"));
+  // An enum shows a scalar it refuses (cut, whole characters only), never an object's content.
+  ws.write("t1/tenant.json", tenant_json(R"({"ct": {"system": {"api_key": "SECRETVALUE123"}},
+      "om": {"system": ")" + std::string(55, 'a') + "\u00e9\u00e9\u00e9" + R"("}})"));
+  problems.clear();
+  CHECK_FALSE(workspace::load_tenant(ws.path(), "t1", &problems));
+  all = all_problems(problems);
+  CHECK_THAT(all, !Catch::Contains("SECRETVALUE123"));
+  CHECK_THAT(all, Catch::Contains("$.connections.ct.system: an object is not one of"));
+  CHECK_THAT(all, Catch::Contains("\"" + std::string(55, 'a') + "... is not one of"));  // not half an \u00e9
 }
 
 TEST_CASE("schema patterns: only a top-level ^ without a top-level | anchors the match", "[schema]") {

@@ -241,11 +241,21 @@ std::pair<const json::value*, const json::object*> locate(const json::object& ro
   return {v, node};
 }
 
-// A value as a message shows it: JSON, cut to 60 characters.
+// Text cut to about 60 bytes, at a character boundary (never half a UTF-8 sequence).
+std::string cut(std::string s) {
+  if (s.size() <= 60) return s;
+  size_t at = 57;
+  while (at > 0 && (static_cast<unsigned char>(s[at]) & 0xC0) == 0x80) --at;
+  return s.substr(0, at) + "...";
+}
+
+std::string kind_of(const json::value& v);
+
+// A value as a message shows it: a string, number or boolean as JSON, cut; an object or
+// array by its kind only (it may hold a secret written in place of its ${ENV_VAR}).
 std::string shown(const json::value& v) {
-  std::string s = json::serialize(v);
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
+  if (v.is_object() || v.is_array()) return kind_of(v);
+  return cut(json::serialize(v));
 }
 
 std::string kind_of(const json::value& v) {
@@ -311,7 +321,8 @@ std::string explain(const std::string& message, const json::value* v, const json
     std::string known;
     if (auto* props = node->if_contains("properties"); props && props->is_object())
       for (const auto& kv : props->as_object()) known += (known.empty() ? "" : ", ") + std::string(kv.key());
-    return "unknown property " + json::serialize(json::string(name)) + (known.empty() ? "" : " (known: " + known + ")");
+    return "unknown property " + cut(json::serialize(json::string(name))) +
+           (known.empty() ? "" : " (known: " + known + ")");
   }
   return message;
 }
