@@ -151,29 +151,37 @@ void Scheduler::version_changed(const std::string& tenant, std::shared_ptr<const
 void Scheduler::check_mappings(const ws::TenantVersion& v, const std::string& trigger) {
   for (const auto& [fname, f] : v.flows) {
     if (!f.enabled) continue;
-    std::string id = v.mapping_id(fname), key = fname + "#mapping", known;
-    engine_.with_store([&](store::Store& s) { known = s.cursor(v.tenant, key).value_or(""); });
-    auto remember = [&] { engine_.with_store([&](store::Store& s) { s.set_cursor(v.tenant, key, id); }); };
-    if (known == id) continue;
-    const json::object* cfg = flow_config(v, fname);
-    auto* refresh = cfg ? cfg->if_contains("refresh_on_change") : nullptr;
-    if (known.empty() || !refresh || !refresh->is_bool() || !refresh->as_bool()) {
-      remember();  // the first run with a mapping, or no refresh asked for
-      continue;
+    try {
+      check_mapping(v, fname, trigger);
+    } catch (const std::exception& e) {  // the store: the next start or reload checks again
+      spdlog::error("tenant {}: flow {}: checking whether its mapping changed: {}", v.tenant, fname, e.what());
     }
-    std::string error;
-    if (launch(v.tenant, fname, "backfill", trigger, 0, &error, nullptr)) {
-      remember();  // the refresh is recorded as a run: a crash resumes it
-      spdlog::info("tenant {}: flow {}: its mapping changed; refreshing every record (backfill)", v.tenant, fname);
-    } else if (runs_.count(key_of(v.tenant, fname, "backfill"))) {
-      // The running backfill took some records through the old mapping: a whole new one
-      // follows it (and remembers the mapping then).
-      refresh_after_.insert({v.tenant, fname});
-      spdlog::info("tenant {}: flow {}: its mapping changed during a backfill; a refresh follows when it ends",
-                   v.tenant, fname);
-    } else {
-      spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", v.tenant, fname, error);
-    }
+  }
+}
+
+void Scheduler::check_mapping(const ws::TenantVersion& v, const std::string& fname, const std::string& trigger) {
+  std::string id = v.mapping_id(fname), key = fname + "#mapping", known;
+  engine_.with_store([&](store::Store& s) { known = s.cursor(v.tenant, key).value_or(""); });
+  auto remember = [&] { engine_.with_store([&](store::Store& s) { s.set_cursor(v.tenant, key, id); }); };
+  if (known == id) return;
+  const json::object* cfg = flow_config(v, fname);
+  auto* refresh = cfg ? cfg->if_contains("refresh_on_change") : nullptr;
+  if (known.empty() || !refresh || !refresh->is_bool() || !refresh->as_bool()) {
+    remember();  // the first run with a mapping, or no refresh asked for
+    return;
+  }
+  std::string error;
+  if (launch(v.tenant, fname, "backfill", trigger, 0, &error, nullptr)) {
+    remember();  // the refresh is recorded as a run: a crash resumes it
+    spdlog::info("tenant {}: flow {}: its mapping changed; refreshing every record (backfill)", v.tenant, fname);
+  } else if (runs_.count(key_of(v.tenant, fname, "backfill"))) {
+    // The running backfill took some records through the old mapping: a whole new one
+    // follows it (and remembers the mapping then).
+    refresh_after_.insert({v.tenant, fname});
+    spdlog::info("tenant {}: flow {}: its mapping changed during a backfill; a refresh follows when it ends",
+                 v.tenant, fname);
+  } else {
+    spdlog::warn("tenant {}: flow {}: its mapping changed, but no refresh started: {}", v.tenant, fname, error);
   }
 }
 
@@ -465,20 +473,28 @@ json::object Scheduler::reconcile(Run* run, std::shared_ptr<const ws::TenantVers
         ++pending;
         continue;
       }
-      while (!run->stop) {
-        int64_t wait = limiter->acquire(util::now_ms());
-        if (wait == 0) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(wait, 200)));
-      }
-      if (run->stop) break;
       std::string contact;
       delivery::SendResult res;
-      if (!dest.find_contact(ident.first, held_ident.empty() ? ident.second : held_ident, &contact, &res)) {
+      bool found = false;
+      // A 429 holds the connection's deliveries and the next lookup alike; this lookup is
+      // asked again once the pause is over (a few times), not counted as an error.
+      for (int tries = 0; tries < 5 && !run->stop; ++tries) {
+        while (!run->stop) {
+          int64_t wait = limiter->acquire(util::now_ms());
+          if (wait == 0) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(wait, 200)));
+        }
+        if (run->stop) break;
+        found = dest.find_contact(ident.first, held_ident.empty() ? ident.second : held_ident, &contact, &res);
+        int64_t pause = found ? 0 : delivery::connection_pause_ms(res);
+        if (pause == 0) break;
+        limiter->pause_until(util::now_ms() + pause);
+      }
+      if (run->stop) break;
+      if (!found) {
         ++errors;
         if (first_error.empty())
           first_error = (res.status ? std::to_string(res.status) + " " : "") + res.message;
-        // A 429 holds the connection's deliveries and the next lookup alike.
-        if (int64_t pause = delivery::connection_pause_ms(res)) limiter->pause_until(util::now_ms() + pause);
         continue;
       }
       if (contact.empty()) {

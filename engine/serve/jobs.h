@@ -65,6 +65,7 @@ class Scheduler {
   // last saw it run with, where refresh_on_change asks for one; remembers the mapping.
   // mu_ held.
   void check_mappings(const workspace::TenantVersion& v, const std::string& trigger);
+  void check_mapping(const workspace::TenantVersion& v, const std::string& flow, const std::string& trigger);
   bool launch(const std::string& tenant, const std::string& flow, const std::string& job, const std::string& trigger,
               int64_t slot_ms, std::string* error, int64_t* run_id);
   void reap();  // lock held
