@@ -97,6 +97,11 @@ class OmnisendDestination final : public delivery::Destination {
     return true;  // nothing holds them: Omnisend will create it
   }
 
+  // A second lookup, by phone, when the phone's fields are guarded (held_record).
+  int lookup_requests(const store::Operation& op) const override {
+    return op.guard.find("identifiers[phone]") == std::string::npos ? 1 : 2;
+  }
+
   const delivery::Model* model_for(const std::string& kind) const override {
     if (kind == kOmnisendContact.kind) return &kOmnisendContact;
     if (kind == kOmnisendEvent.kind) return &kOmnisendEvent;

@@ -64,6 +64,11 @@ class Destination {
     record_json->clear();
     return true;
   }
+  // The most requests held_record can make for the operation (counted against the rate limit).
+  virtual int lookup_requests(const store::Operation& op) const {
+    (void)op;
+    return 1;
+  }
   // HTTP requests one send_batch costs against the rate limit (create, poll, results).
   virtual int batch_requests() const { return 1; }
   // Several operations of one kind in one exchange; one Answer per operation, in order.

@@ -237,10 +237,8 @@ void Worker::send_loop(std::unique_ptr<Destination> dest) {
       for (auto& j : batch) jobs.push_back(std::move(j));
     }
     size_t lookups = 0;
-    // A guarded phone field may take a second lookup (by phone, when the email finds nothing):
-    // counted, so a first load stays under the limit.
-    for (const auto& j : jobs)
-      lookups += j.op.guard.empty() ? 0 : j.op.guard.find("identifiers[phone]") == std::string::npos ? 1 : 2;
+    // Every request a lookup may make is counted, so a first load stays under the limit.
+    for (const auto& j : jobs) lookups += j.op.guard.empty() ? 0 : static_cast<size_t>(dest->lookup_requests(j.op));
     // The connection's rate limit, in short sleeps so a stop is not held up.
     int tokens = (lone ? 1 : dest->batch_requests()) + static_cast<int>(lookups);
     bool stopped = false;

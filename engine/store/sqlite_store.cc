@@ -323,12 +323,14 @@ class SqliteStore final : public Store {
     q.exec();
   }
 
+// One inbox record as read_inbox reads it (the inbox as i, its payload table as p).
+#define INBOX_RECORD_COLUMNS                                                                    \
+  "i.seq, i.tenant, i.connection, i.message_id, i.correlation_id, coalesce(p.payload, i.payload), " \
+  "i.received_ms, i.entity, i.flow"
   std::optional<InboxRecord> inbox_by_correlation(const std::string& tenant, const std::string& cid) override {
     // No index on correlation ids (it would cost every insert): an admin action scans.
-    auto q = stmt(
-        "SELECT i.seq, tenant, connection, message_id, correlation_id, coalesce(p.payload, i.payload), received_ms, "
-        "entity, flow FROM inbox i LEFT JOIN inbox_payload p ON p.seq = i.seq "
-        "WHERE tenant = ? AND correlation_id = ? ORDER BY i.seq DESC LIMIT 1");
+    auto q = stmt("SELECT " INBOX_RECORD_COLUMNS " FROM inbox i LEFT JOIN inbox_payload p ON p.seq = i.seq "
+                  "WHERE i.tenant = ? AND i.correlation_id = ? ORDER BY i.seq DESC LIMIT 1");
     q.bind(1, tenant);
     q.bind(2, cid);
     if (!q.executeStep()) return std::nullopt;
@@ -386,11 +388,9 @@ class SqliteStore final : public Store {
 
   std::optional<InboxRecord> applied_record(const std::string& tenant, const std::string& flow,
                                             const std::string& key) override {
-    auto q = stmt(
-        "SELECT i.seq, i.tenant, i.connection, i.message_id, i.correlation_id, coalesce(p.payload, i.payload), "
-        "i.received_ms, i.entity, i.flow FROM applied_versions a JOIN inbox i ON i.seq = a.inbox_seq "
-        "LEFT JOIN inbox_payload p ON p.seq = i.seq "
-        "WHERE a.tenant = ? AND a.flow = ? AND a.record_key = ? AND a.inbox_seq > 0");
+    auto q = stmt("SELECT " INBOX_RECORD_COLUMNS " FROM applied_versions a JOIN inbox i ON i.seq = a.inbox_seq "
+                  "LEFT JOIN inbox_payload p ON p.seq = i.seq "
+                  "WHERE a.tenant = ? AND a.flow = ? AND a.record_key = ? AND a.inbox_seq > 0");
     q.bind(1, tenant);
     q.bind(2, flow);
     q.bind(3, key);
